@@ -1,0 +1,35 @@
+"""Shared test set-up.
+
+Notebooks re-executed by nbval write figures and numbers; send them to a temporary
+directory so `make test` never rewrites the committed results.  Kernels started by
+nbval inherit this environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT / "tests" / "data"
+
+
+def pytest_configure(config):
+    if "RMAPLAB_OUTPUT_DIR" not in os.environ:
+        os.environ["RMAPLAB_OUTPUT_DIR"] = tempfile.mkdtemp(prefix="rmaplab-test-out-")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture
+def timing_file():
+    def get(name: str) -> Path:
+        return DATA / "timings" / name
+    return get
+
+
+@pytest.fixture
+def seed_file() -> Path:
+    return ROOT / "data" / "raw" / "seed" / "lkml-2019-10-11-wei-yang-v4-2of2.txt"

@@ -1,0 +1,3 @@
+from rmaplab.cli import main
+
+raise SystemExit(main())

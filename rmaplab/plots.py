@@ -1,0 +1,121 @@
+"""One function per figure, one shared style, one way to save a figure.
+
+A figure function takes tidy tables and returns ``(Figure, data)`` where ``data``
+is exactly what was drawn; :func:`save_figure` writes PNG + SVG + the data as CSV
+and records provenance (notebook, parameters, git commit) in the image metadata
+and in figures/manifest.json.  nbval cannot compare images, so tests check the CSVs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from rmaplab import atomic  # noqa: E402
+from rmaplab.paths import figures_dir  # noqa: E402
+from rmaplab.provenance import git_commit  # noqa: E402
+
+# Okabe-Ito via seaborn's colour-blind palette; readable in greyscale print too.
+PALETTE = sns.color_palette("colorblind")
+METRIC_LABELS = {"real": "real (wall)", "user": "user", "sys": "sys"}
+
+
+def use_style() -> None:
+    sns.set_theme(context="paper", style="ticks", palette=PALETTE, font_scale=1.1)
+    plt.rcParams.update({
+        "figure.dpi": 100,
+        "savefig.dpi": 200,
+        "savefig.bbox": "tight",
+        "svg.hashsalt": "rmaplab",        # deterministic element ids in SVG output
+        "svg.fonttype": "none",           # text stays text (searchable, small)
+        "axes.spines.right": False,
+        "axes.spines.top": False,
+    })
+
+
+def save_figure(fig: plt.Figure, name: str, data: pd.DataFrame, *, notebook: str,
+                parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write figures/<name>.{png,svg,csv} and update figures/manifest.json."""
+    out = figures_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    csv_bytes = data.to_csv(index=False, float_format="%.10g").encode()
+    prov = {
+        "figure": name,
+        "notebook": notebook,
+        "parameters": parameters or {},
+        "commit": git_commit(),
+        "data": f"{name}.csv",
+        "data_sha256": hashlib.sha256(csv_bytes).hexdigest(),
+    }
+    atomic.write_bytes(out / f"{name}.csv", csv_bytes)
+    for fmt, meta in (
+        ("png", {"Software": None, "Description": json.dumps(prov, sort_keys=True)}),
+        ("svg", {"Date": None, "Creator": None, "Description": json.dumps(prov, sort_keys=True)}),
+    ):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, metadata=meta)
+        atomic.write_bytes(out / f"{name}.{fmt}", buf.getvalue())
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[name] = prov
+    atomic.write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return prov
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval of one group's runs."""
+    values = np.asarray(values, float)
+    mean = values.mean()
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def claim_runs(runs: pd.DataFrame, order: list[str]) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figure 1: every run per metric and side, with the mean and its 95 % t-interval.
+
+    ``runs``: tidy timing records (group, run, metric, seconds); ``order``: the groups,
+    A first.  Panels have their own y-scale: user time is ~10x real time in a
+    parallel build.
+    """
+    use_style()
+    metrics = [m for m in ("real", "user", "sys") if m in set(runs["metric"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.4 * len(metrics) + 0.6, 3.0))
+    axes = np.atleast_1d(axes)
+    rows = []
+    for ax, metric in zip(axes, metrics, strict=True):
+        sub = runs[runs["metric"] == metric]
+        for i, group in enumerate(order):
+            vals = sub[sub["group"] == group].sort_values("run")["seconds"].to_numpy()
+            mean, lo, hi = t_interval(vals)
+            jitter = np.linspace(-0.08, 0.08, len(vals)) if len(vals) > 1 else np.zeros(1)
+            ax.scatter(i + 0.18 + jitter, vals, s=18, color=PALETTE[i], zorder=3,
+                       label=None, edgecolor="white", linewidth=0.5)
+            ax.errorbar(i - 0.12, mean, yerr=[[mean - lo], [hi - mean]], fmt="o", ms=5,
+                        color=PALETTE[i], capsize=3, lw=1.2)
+            for run, v in zip(sub[sub["group"] == group].sort_values("run")["run"], vals,
+                              strict=True):
+                rows.append({"metric": metric, "group": group, "kind": "run", "run": int(run),
+                             "seconds": v, "low": np.nan, "high": np.nan})
+            rows.append({"metric": metric, "group": group, "kind": "mean_t95", "run": np.nan,
+                         "seconds": mean, "low": lo, "high": hi})
+        ax.set_xticks(range(len(order)), order)
+        ax.set_xlim(-0.6, len(order) - 0.4)
+        ax.set_title(METRIC_LABELS[metric])
+        ax.set_ylabel("seconds" if ax is axes[0] else "")
+        ax.margins(y=0.25)
+    fig.suptitle("Seed timings: runs (dots) and mean with 95% t-interval", fontsize=10)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)

@@ -1,0 +1,110 @@
+"""Timing loaders: one module per input format behind one registry.
+
+Each format module has ``NAME``, ``DESCRIPTION``, ``sniff(text) -> line | None``
+(the first line that shows the format) and ``parse(text, source) -> records``.
+Adding a format is one module and one line in ``FORMATS``.  :func:`load` picks
+the format (or takes the one given), refuses files that mix formats, and returns
+records of one schema (:mod:`rmaplab.timings._schema`).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from rmaplab.errors import RmaplabError
+from rmaplab.timings import bash_time, gnu_time, hyperfine, perf_stat, pyperf_json
+from rmaplab.timings._schema import COLUMNS, METRICS, TimingRecord
+
+# Sniffing order matters only for JSON, where the first match wins.
+FORMATS = {m.NAME: m for m in (hyperfine, pyperf_json, perf_stat, gnu_time, bash_time)}
+_TEXT_FORMATS = (perf_stat, gnu_time, bash_time)
+
+__all__ = ["FORMATS", "METRICS", "TimingRecord", "detect", "load", "load_many", "to_frame"]
+
+
+def read_text(path: str | Path) -> str:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise RmaplabError("no such file", path=p) from None
+    except IsADirectoryError:
+        raise RmaplabError("is a directory, not a timing file", path=p) from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise RmaplabError(f"truncated or corrupt gzip file ({e})", path=p) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RmaplabError(f"not UTF-8 text (byte {e.start})", path=p,
+                           hint="is this a binary file?") from None
+    if not text.strip():
+        raise RmaplabError("empty file", path=p)
+    return text
+
+
+def detect(text: str, source: str) -> str:
+    """Name of the one format in ``text``; an error if none or several are present."""
+    stripped = text.lstrip()
+    # perf stat -j writes one JSON object per line, not one JSON document.
+    if (stripped.startswith("{") or stripped.startswith("[")) and '"counter-value"' not in text:
+        for mod in (hyperfine, pyperf_json):
+            if mod.sniff(text):
+                return mod.NAME
+        raise RmaplabError("JSON, but neither hyperfine nor pyperf JSON", path=source)
+    hits = {m.NAME: line for m in _TEXT_FORMATS if (line := m.sniff(text)) is not None}
+    # perf stat's footer ("seconds user") and GNU time -p / bash -p never collide with the
+    # other sniffers' patterns; two hits therefore mean two tools' outputs in one file.
+    if not hits:
+        raise RmaplabError(
+            "no timing output recognised",
+            path=source,
+            hint="supported: " + ", ".join(FORMATS) + " (see `rmaplab timings --help`)",
+        )
+    if len(hits) > 1:
+        where = ", ".join(f"{name} at line {line}" for name, line in sorted(hits.items(),
+                                                                           key=lambda kv: kv[1]))
+        raise RmaplabError(f"mixed formats in one file ({where})", path=source,
+                           hint="split the file, one tool's output per file")
+    return next(iter(hits))
+
+
+def load(path: str | Path, format: str = "auto", time_format: str | None = None
+         ) -> list[TimingRecord]:
+    """Parse one timing file into records (see :class:`TimingRecord`)."""
+    source = str(path)
+    text = read_text(path)
+    if time_format is not None:
+        if format not in ("auto", gnu_time.NAME):
+            raise RmaplabError(f"--time-format applies to {gnu_time.NAME}, not {format}")
+        return gnu_time.parse(text, source, time_format=time_format)
+    name = detect(text, source) if format == "auto" else format
+    if name not in FORMATS:
+        raise RmaplabError(f"unknown format {name!r}", hint="one of: auto, " + ", ".join(FORMATS))
+    return FORMATS[name].parse(text, source)
+
+
+def load_many(paths: Iterable[str | Path], format: str = "auto",
+              time_format: str | None = None) -> list[TimingRecord]:
+    out: list[TimingRecord] = []
+    for p in paths:
+        out.extend(load(p, format=format, time_format=time_format))
+    return out
+
+
+def to_frame(records: Iterable[TimingRecord]) -> pd.DataFrame:
+    """Records as a tidy DataFrame: the schema columns first, then any extras."""
+    rows = [r.as_dict() for r in records]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=list(COLUMNS))
+    df["run"] = df["run"].astype("Int64")
+    df["n"] = df["n"].astype("Int64")
+    extras = [c for c in df.columns if c not in COLUMNS]
+    return df[list(COLUMNS) + extras]

@@ -1,0 +1,67 @@
+"""pyperf JSON (``.json`` or ``.json.gz``), e.g. from ``pyperf command -o FILE``.
+
+``{"version": "1.0", "metadata": {...}, "benchmarks": [{"metadata": {"name",
+"unit", "loops", ...}, "runs": [{"metadata": {...}, "warmups": [...], "values":
+[...]}]}]}``.  Values are seconds per loop iteration (pyperf's own unit).  Each
+value becomes a run of ``real`` (pyperf measures wall-clock time); the worker
+process it came from is kept as ``process`` because values within one process are
+correlated.  Calibration runs (no ``values``) are skipped: they hold no samples.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rmaplab.errors import RmaplabError
+from rmaplab.timings._schema import TimingRecord
+
+NAME = "pyperf"
+DESCRIPTION = "pyperf JSON, plain or gzipped (per-value wall times)"
+
+
+def sniff(text: str) -> int | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(obj, dict) and "benchmarks" in obj and "version" in obj:
+        return 1
+    return None
+
+
+def parse(text: str, source: str) -> list[TimingRecord]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RmaplabError(f"not valid JSON: {e.msg}", path=source, line=e.lineno) from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("benchmarks"), list):
+        raise RmaplabError("pyperf JSON has no 'benchmarks' list", path=source)
+    common = obj.get("metadata", {})
+    records: list[TimingRecord] = []
+    for b, bench in enumerate(obj["benchmarks"]):
+        meta = {**common, **bench.get("metadata", {})}
+        name = meta.get("name")
+        unit = meta.get("unit", "second")
+        if unit != "second":
+            raise RmaplabError(
+                f"benchmark {name!r} is in unit {unit!r}, not seconds",
+                path=source, hint="a --track-memory file holds bytes, not times",
+            )
+        run_no = 0
+        for p, run in enumerate(bench.get("runs", [])):
+            values = run.get("values")
+            if not values:
+                continue
+            for v in values:
+                if not isinstance(v, (int, float)):
+                    raise RmaplabError(f"benchmarks[{b}].runs[{p}] has a non-number value {v!r}",
+                                       path=source)
+                run_no += 1
+                records.append(TimingRecord(source, 0, name, run_no, "real", float(v),
+                                            format=NAME, extra={"process": p + 1,
+                                                                "command": meta.get("command")}))
+    if not records:
+        raise RmaplabError("pyperf JSON holds no values (only calibration runs?)", path=source)
+    return records

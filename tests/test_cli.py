@@ -1,0 +1,93 @@
+"""The command line: help for every subcommand, --json contracts, errors exit 2 without traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rmaplab.cli import COMMANDS, main
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rmaplab", *args], capture_output=True,
+                          text=True)
+
+
+def test_top_level_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for name in COMMANDS:
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_subcommand_has_help(name):
+    out = run(name, "--help")
+    assert out.returncode == 0
+    assert "usage: rmaplab " + name in out.stdout
+    assert len(out.stdout.splitlines()) > 3
+
+
+def test_timings_json_follows_the_contract(seed_file):
+    out = run("timings", str(seed_file), "--json")
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout)
+    assert len(records) == 18
+    for key in ("source", "line", "group", "run", "metric", "seconds"):
+        assert key in records[0]
+    assert {r["metric"] for r in records} == {"real", "user", "sys"}
+
+
+def test_compare_json_on_the_seed_email(seed_file):
+    out = run("compare", str(seed_file), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert [m["metric"] for m in result["metrics"]] == ["real", "user", "sys"]
+    sys_row = result["metrics"][2]
+    for key in ("metric", "n_a", "n_b", "mean_a", "mean_b", "pct_change", "ci_low", "ci_high",
+                "p_welch", "p_mannwhitney", "p_permutation", "p_min"):
+        assert key in sys_row
+    assert sys_row["n_a"] == 3 and sys_row["p_min"] == pytest.approx(0.1)
+    assert sys_row["pct_change"] == pytest.approx(-11.68, abs=0.01)
+
+
+def test_compare_table_on_the_seed_email(seed_file):
+    out = run("compare", str(seed_file))
+    assert out.returncode == 0
+    assert "A = Origin" in out.stdout and "B = Patched" in out.stdout
+    assert "user time changed" in out.stdout
+
+
+def test_compare_two_files(timing_file):
+    out = run("compare", str(timing_file("perf_stat_single.txt")),
+              str(timing_file("perf_stat_csv.txt")), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["design"] == "unknown"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "/no/such/file"], "no such file"),
+    (["compare", "SEED", "--alpha", "2"], "--alpha must be between 0 and 1"),
+    (["compare", "SEED", "--groups", "Origin,Nope"], "no group 'Nope'"),
+    (["timings", "EDGE/garbage.txt"], "no timing output recognised"),
+    (["compare", "EDGE/one_run_group.txt"], "A has a single real run"),
+    (["timings", "--time-format", "%Q", "EDGE/garbage.txt"], "%Q is not supported"),
+    (["reproduce", "-p", "no_such_parameter", "1", "--no-paper"], "unknown notebook parameter"),
+])
+def test_errors_exit_2_with_one_line_and_no_traceback(args, message, seed_file, timing_file):
+    edge = str(timing_file("edge"))
+    args = [a.replace("SEED", str(seed_file)).replace("EDGE", edge) for a in args]
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_bad_option_is_a_usage_error():
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--no-such-option"])
+    assert e.value.code == 2
