@@ -1,0 +1,19 @@
+"""An executable model of the Linux anonymous reverse map, one module per kernel file.
+
+=============  ==================================================================
+``structs``    anon_vma, anon_vma_chain, VMA, mm, page (include/linux/rmap.h, mm_types.h)
+``policies``   the reuse rule at fork of each kernel era (the policy names)
+``rmap``       mm/rmap.c: anon_vma_prepare/clone/fork, unlink_anon_vmas, anon_vma_merge
+``vma``        mm/vma.c + mm/mmap.c: merge, split, mmap, munmap, mprotect, brk, madvise
+``memory``     mm/memory.c: write faults, COW, exclusive reuse, zap
+``fork``       kernel/fork.c dup_mmap, mm/mmap.c exit_mmap
+``invariants`` the rules checked after every event
+``observe``    chain lengths, hierarchy depth, rmap-walk cost
+``machine``    processes and events: :class:`Kernel`
+=============  ==================================================================
+"""
+
+from rmaplab.model.machine import Kernel, ReplayResult, Violation
+from rmaplab.model.policies import LIVE_POLICY, POLICIES, get_policy
+
+__all__ = ["LIVE_POLICY", "POLICIES", "Kernel", "ReplayResult", "Violation", "get_policy"]

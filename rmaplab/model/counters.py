@@ -1,0 +1,61 @@
+"""Allocation and free counts by call site, named as ``rmaplab measure`` names them.
+
+``anon_vma_alloc`` = anon_vmas allocated in anon_vma_fork + __anon_vma_prepare;
+``avc_alloc`` = anon_vma_chains allocated in anon_vma_fork + anon_vma_clone +
+__anon_vma_prepare; ``avc_clone`` is split by the caller of anon_vma_clone
+(``avc_clone_fork``, ``_split``, ``_merge``, ``_copy_vma``), as ``perf record -g``
+splits it on the live kernel.  Live and peak objects and bytes are tracked for
+both the v5.4 and the 6.18 object sizes.
+"""
+
+from __future__ import annotations
+
+# Slab slot sizes in bytes (research/kernel.md section 5: 6.18 from this machine's BTF
+# and /proc/slabinfo; v5.4 computed from the v5.4 struct layouts).
+SIZES = {
+    "v5.4": {"anon_vma": 88, "avc": 64, "vma": 200},
+    "6.18": {"anon_vma": 104, "avc": 64, "vma": 192},
+}
+
+EVENT_COUNTERS = (
+    "anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "anon_vma_free",
+    "avc_alloc", "avc_fork", "avc_clone", "avc_clone_fork", "avc_clone_split",
+    "avc_clone_merge", "avc_clone_copy_vma", "avc_prepare", "avc_free",
+    "vma_alloc", "vma_free",
+    "forks", "mm_forks", "execs", "exits", "spawns",
+    "reuse_at_fork", "share_at_fork", "prepare_reused_neighbour",
+    "pages_new", "pages_cow", "pages_reused", "faults_outside_vma", "faults_not_writable",
+    "syscall_errors",
+)
+_KINDS = ("anon_vma", "avc", "vma")
+
+
+class Counters:
+    __slots__ = (*EVENT_COUNTERS,
+                 "live_anon_vma", "live_avc", "live_vma",
+                 "peak_anon_vma", "peak_avc", "peak_vma",
+                 "live_bytes_v54", "live_bytes_618", "peak_bytes_v54", "peak_bytes_618")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def alloc(self, kind: str) -> None:
+        live = getattr(self, "live_" + kind) + 1
+        setattr(self, "live_" + kind, live)
+        if live > getattr(self, "peak_" + kind):
+            setattr(self, "peak_" + kind, live)
+        self.live_bytes_v54 += SIZES["v5.4"][kind]
+        self.live_bytes_618 += SIZES["6.18"][kind]
+        if self.live_bytes_v54 > self.peak_bytes_v54:
+            self.peak_bytes_v54 = self.live_bytes_v54
+        if self.live_bytes_618 > self.peak_bytes_618:
+            self.peak_bytes_618 = self.live_bytes_618
+
+    def free(self, kind: str) -> None:
+        setattr(self, "live_" + kind, getattr(self, "live_" + kind) - 1)
+        self.live_bytes_v54 -= SIZES["v5.4"][kind]
+        self.live_bytes_618 -= SIZES["6.18"][kind]
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}

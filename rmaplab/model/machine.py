@@ -1,0 +1,238 @@
+"""Processes over the model kernel: spawn, exec, fork, exit, and the memory syscalls.
+
+:class:`Kernel` composes the kernel functions (rmap, vma, memory, fork) with a
+policy and the counters; :meth:`Kernel.apply` runs one event of the trace format
+(rmaplab.traces) and, unless checking is off, the invariants for what it touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmaplab.errors import RmaplabError
+from rmaplab.model import invariants
+from rmaplab.model.counters import Counters
+from rmaplab.model.fork import ForkMixin
+from rmaplab.model.memory import FaultMixin
+from rmaplab.model.observe import snapshot
+from rmaplab.model.policies import LIVE_POLICY, get_policy
+from rmaplab.model.rmap import RmapMixin
+from rmaplab.model.structs import (
+    PROT,
+    VM_DONTCOPY,
+    VM_GROWSDOWN,
+    VM_NORESERVE,
+    VM_PFNMAP,
+    VM_WIPEONFORK,
+    Mm,
+)
+from rmaplab.model.vma import MERGE_RULES, VmaMixin
+
+CHECK_MODES = ("incremental", "full", "off")
+MADVISE = {
+    "dontfork": (VM_DONTCOPY, 0), "dofork": (0, VM_DONTCOPY),
+    "wipeonfork": (VM_WIPEONFORK, 0), "keeponfork": (0, VM_WIPEONFORK),
+}
+MMAP_FLAGS = {"growsdown": VM_GROWSDOWN, "noreserve": VM_NORESERVE, "special": VM_PFNMAP}
+
+
+class EventError(Exception):
+    """An event that cannot apply to the current state (the caller adds file and line)."""
+
+
+@dataclass
+class Violation:
+    event: int
+    invariant: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event": self.event, "invariant": self.invariant, "detail": self.detail}
+
+
+@dataclass
+class ReplayResult:
+    policy: str
+    merge_rule: str
+    events: int
+    counters: dict[str, int]
+    violations: list[Violation] = field(default_factory=list)
+    violation_count: int = 0
+    structure: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"policy": self.policy, "merge_rule": self.merge_rule,
+                               "events": self.events}
+        out.update(self.counters)
+        out["structure"] = self.structure
+        out["violation_count"] = self.violation_count
+        out["violations"] = [v.as_dict() for v in self.violations]
+        return out
+
+
+class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
+    def __init__(self, policy: str = LIVE_POLICY, merge_rule: str = "uncowed",
+                 check: str = "incremental", max_violations: int = 1000) -> None:
+        if merge_rule not in MERGE_RULES:
+            raise RmaplabError(f"unknown merge rule {merge_rule!r}",
+                               hint="one of: " + ", ".join(MERGE_RULES))
+        if check not in CHECK_MODES:
+            raise RmaplabError(f"unknown check mode {check!r}", hint=", ".join(CHECK_MODES))
+        self.policy = get_policy(policy)
+        self.merge_rule = merge_rule
+        self.check = check
+        self.counters = Counters()
+        self.next_id = 0
+        self.mms: dict[int, Mm] = {}
+        self.violations: list[Violation] = []
+        self.violation_count = 0
+        self.max_violations = max_violations
+        self._seen: set[tuple[str, str]] = set()
+        self._roots: set = set()
+        self._dirty: set[int] = set()
+        self.event_index = 0
+
+    # ------------------------------------------------------------ bookkeeping
+    def touched(self, anon_vma) -> None:
+        if self.check != "off":
+            self._roots.add(anon_vma.root)
+
+    def violation(self, invariant: str, detail: str) -> None:
+        key = (invariant, detail)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.violation_count += 1
+        if len(self.violations) < self.max_violations:
+            self.violations.append(Violation(self.event_index, invariant, detail))
+
+    def _mm(self, pid: int) -> Mm:
+        try:
+            return self.mms[pid]
+        except KeyError:
+            raise EventError(f"no process {pid}") from None
+
+    # ------------------------------------------------------------ processes
+    def spawn(self, pid: int) -> None:
+        if pid in self.mms:
+            raise EventError(f"process {pid} already exists")
+        self.mms[pid] = Mm(pid)
+        self.counters.spawns += 1
+
+    def exec(self, pid: int) -> None:
+        mm = self._mm(pid)
+        self._remember_roots(mm)
+        self.exit_mmap(mm)
+        self.mms[pid] = Mm(pid)
+        self.counters.execs += 1
+
+    def fork(self, pid: int, child: int) -> None:
+        parent = self._mm(pid)
+        if child in self.mms:
+            raise EventError(f"fork: child {child} already exists")
+        mm = Mm(child)
+        self.mms[child] = mm
+        self.dup_mmap(mm, parent)
+        self.counters.forks += 1
+        self.counters.mm_forks += 1
+        self._dirty.add(child)
+
+    def exit(self, pid: int) -> None:
+        mm = self._mm(pid)
+        self._remember_roots(mm)
+        self.exit_mmap(mm)
+        del self.mms[pid]
+        self._dirty.discard(pid)
+        self.counters.exits += 1
+
+    def _remember_roots(self, mm: Mm) -> None:
+        if self.check != "off":
+            for vma in mm.vmas:
+                if vma.anon_vma is not None:
+                    self._roots.add(vma.anon_vma.root)
+
+    # ------------------------------------------------------------ events
+    def apply(self, ev: dict) -> None:
+        op = ev["op"]
+        pid = ev["pid"]
+        self._dirty.add(pid)
+        if op == "touch":
+            self.handle_mm_fault(self._mm(pid), ev["addr"], ev["write"])
+        elif op == "mmap":
+            flags = 0
+            for name in ev.get("flags", ()):
+                flags |= MMAP_FLAGS[name]
+            mm = self._mm(pid)
+            self._remember_range(mm, ev["start"], ev["end"])
+            self.do_mmap(mm, ev["start"], ev["end"], PROT[ev["prot"]], ev.get("file"),
+                         ev.get("pgoff", 0), ev.get("shared", False), flags)
+        elif op == "munmap":
+            mm = self._mm(pid)
+            self._remember_range(mm, ev["start"], ev["end"])
+            self.do_munmap(mm, ev["start"], ev["end"])
+        elif op == "mprotect":
+            mm = self._mm(pid)
+            self._remember_range(mm, ev["start"], ev["end"])
+            self.do_mprotect(mm, ev["start"], ev["end"], PROT[ev["prot"]])
+        elif op == "brk":
+            mm = self._mm(pid)
+            if mm.brk is not None:
+                self._remember_range(mm, min(mm.brk, ev["end"]), max(mm.brk, ev["end"]) + 4096)
+            self.do_brk(mm, ev["end"], ev.get("start"))
+        elif op == "madvise":
+            mm = self._mm(pid)
+            self._remember_range(mm, ev["start"], ev["end"])
+            advice = ev["advice"]
+            if advice == "dontneed":
+                self.zap_range(mm, ev["start"], ev["end"])
+            else:
+                set_bits, clear_bits = MADVISE[advice]
+                self.do_madvise_flags(mm, ev["start"], ev["end"], set_bits, clear_bits)
+        elif op == "fork":
+            self.fork(pid, ev["child"])
+        elif op == "exit":
+            self.exit(pid)
+        elif op == "exec":
+            self.exec(pid)
+        elif op == "spawn":
+            self.spawn(pid)
+        else:
+            raise EventError(f"unknown op {op!r}")
+        if self.check != "off":
+            self.check_invariants()
+        self.event_index += 1
+
+    def _remember_range(self, mm: Mm, start: int, end: int) -> None:
+        """Roots of VMAs an event may unmap or merge away: check their families after it."""
+        if self.check == "off":
+            return
+        i = self.vmas_from(mm, start - 1)
+        while i < len(mm.vmas) and mm.vmas[i].start <= end:
+            vma = mm.vmas[i]
+            if vma.anon_vma is not None:
+                self._roots.add(vma.anon_vma.root)
+            i += 1
+
+    def check_invariants(self) -> None:
+        report = self.violation
+        if self.check == "full":
+            for mm in self.mms.values():
+                invariants.check_mm(mm, report)
+            roots = {avc.anon_vma.root for mm in self.mms.values() for vma in mm.vmas
+                     for avc in vma.chain} | self._roots
+        else:
+            for pid in self._dirty:
+                mm = self.mms.get(pid)
+                if mm is not None:
+                    invariants.check_mm(mm, report)
+            roots = self._roots
+        for root in roots:
+            invariants.check_family(root, report)
+        self._dirty.clear()
+        self._roots = set()
+
+    def result(self) -> ReplayResult:
+        return ReplayResult(self.policy.name, self.merge_rule, self.event_index,
+                            self.counters.as_dict(), list(self.violations),
+                            self.violation_count, snapshot(self.mms))

@@ -1,0 +1,147 @@
+"""The anon_vma reuse rule at fork of each kernel era.  Names are an interface.
+
+A policy is data plus the few small methods where kernels differ; the algorithm
+itself (rmaplab.model.rmap) is shared and follows mm/rmap.c step by step.
+
+==============  ========================================================================
+``no-reuse``    5beb49305251 (2.6.34): every forked VMA gets a new anon_vma
+``v5.4``        7a3ef208e662 (3.19): reuse an anon_vma of src's chain with degree < 2
+``v5.5``        v5.4 + 4e4a9eb92133 as merged: the child VMA takes ``dst->vm_prev``'s
+                anon_vma, which on v5.5/v5.6 is the *parent's* prev (stale copy)
+``wei-intended`` v5.4 + the patch as described, in Konstantin Khlebnikov's Jan 2020 form:
+                share the child prev's anon_vma when its parent is pvma's anon_vma
+``v6.0``        2555283eb40d (CVE-2022-42703 fix): num_children < 2 && num_active_vmas == 0
+==============  ========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rmaplab.errors import RmaplabError
+from rmaplab.model.structs import AnonVma, Vma
+
+
+@dataclass(frozen=True)
+class ForkLinks:
+    """What dup_mmap knows about neighbours while anon_vma_fork(tmp, mpnt) runs.
+
+    ``dst_vm_prev``: the value of ``tmp->vm_prev`` at that moment: a stale copy of
+    the parent's ``mpnt->vm_prev`` before v5.7 (vm_area_dup copied the struct), NULL
+    from v5.7 ("mm: set vm_next and vm_prev to NULL in vm_area_dup()").
+    ``src_vm_prev``: the parent's previous VMA.  ``child_prev``: the child's
+    previous VMA, the last one dup_mmap linked.
+    """
+
+    dst_vm_prev: Vma | None
+    src_vm_prev: Vma | None
+    child_prev: Vma | None
+
+
+class Policy:
+    name = ""
+    commit = ""
+    summary = ""
+    # Kernels before v5.7 prepared an anon_vma for a VM_WIPEONFORK VMA at fork time,
+    # looking at the stale (parent's) neighbours; "mm: don't prepare anon_vma if vma
+    # has VM_WIPEONFORK" (v5.7) made it lazy.
+    prepare_wipeonfork_at_fork = True
+    # Kernels before v5.7 left the parent's vm_prev in the child VMA during anon_vma_fork.
+    stale_vm_prev = True
+
+    def may_reuse(self, anon_vma: AnonVma, dst: Vma, src: Vma) -> bool:
+        """anon_vma_clone(): may ``dst`` (forked from ``src``) reuse ``anon_vma``?"""
+        return False
+
+    def clone_preset(self, dst: Vma, src: Vma, links: ForkLinks | None) -> AnonVma | None:
+        """Hook at the top of anon_vma_clone() (only 4e4a9eb92133 uses it)."""
+        return None
+
+    def fork_share(self, vma: Vma, pvma: Vma, links: ForkLinks) -> AnonVma | None:
+        """Hook at the top of anon_vma_fork() (only the 'as intended' form uses it)."""
+        return None
+
+
+class NoReuse(Policy):
+    name = "no-reuse"
+    commit = "5beb49305251"
+    summary = "every forked VMA with an anon_vma gets a new one (2.6.34 .. 3.18)"
+
+
+class V54(Policy):
+    name = "v5.4"
+    commit = "7a3ef208e662"
+    summary = "reuse an ancestor in src's chain with degree < 2 (3.19 .. v5.4)"
+
+    def may_reuse(self, anon_vma: AnonVma, dst: Vma, src: Vma) -> bool:
+        # 7a3ef208e662 "mm: prevent endless growth of anon_vma hierarchy": "Reuse existing
+        # anon_vma if its degree lower than two, that means it has no vma and only one
+        # anon_vma child."  degree mixes VMAs and children; 2555283eb40d shows why that is
+        # ambiguous once reuse itself puts leaves into chains.
+        return anon_vma is not src.anon_vma and anon_vma.degree < 2
+
+
+class V55(V54):
+    name = "v5.5"
+    commit = "4e4a9eb92133"
+    summary = "v5.4 + Wei Yang's patch as merged (stale vm_prev: children share the parent's anon_vma)"
+
+    def clone_preset(self, dst: Vma, src: Vma, links: ForkLinks | None) -> AnonVma | None:
+        # 4e4a9eb92133, at the top of anon_vma_clone():
+        #   prev = dst->vm_prev, pprev = src->vm_prev;
+        #   if (!dst->anon_vma && src->anon_vma && pprev && pprev->anon_vma == src->anon_vma)
+        #           dst->anon_vma = prev->anon_vma;
+        # During dup_mmap dst->vm_prev is the stale copy of src->vm_prev, so prev == pprev
+        # and the child VMA takes the PARENT's anon_vma (Konstantin Khlebnikov, Jan 2020).
+        if dst.anon_vma is not None or src.anon_vma is None or links is None:
+            return None
+        pprev, prev = links.src_vm_prev, links.dst_vm_prev
+        if pprev is not None and pprev.anon_vma is src.anon_vma:
+            # Konstantin's ack noted prev is never NULL here; with the stale copy it is pprev.
+            return prev.anon_vma if prev is not None else None
+        return None
+
+
+class WeiIntended(V54):
+    name = "wei-intended"
+    commit = "157839239609.694.10268055713935919822.stgit@buzz"
+    summary = ("v5.4 + the patch as described: a child VMA shares its child-side prev's "
+               "anon_vma when both were forked from one parent anon_vma")
+
+    def fork_share(self, vma: Vma, pvma: Vma, links: ForkLinks) -> AnonVma | None:
+        # Konstantin Khlebnikov, "mm/rmap: fix and simplify reusing mergeable anon_vma as
+        # parent when fork" (v2 1/2, Jan 2020, not merged): anon_vma_fork(vma, pvma, prev)
+        #   if (prev && prev->anon_vma && prev->anon_vma->parent == pvma->anon_vma)
+        #           vma->anon_vma = prev->anon_vma; return anon_vma_clone(vma, prev);
+        prev = links.child_prev
+        if prev is not None and prev.anon_vma is not None \
+                and prev.anon_vma.parent is pvma.anon_vma:
+            return prev.anon_vma
+        return None
+
+
+class V60(Policy):
+    name = "v6.0"
+    commit = "2555283eb40d"
+    summary = "reuse only an anon_vma with num_children < 2 and num_active_vmas == 0 (v6.0 ..)"
+    prepare_wipeonfork_at_fork = False
+    stale_vm_prev = False
+
+    def may_reuse(self, anon_vma: AnonVma, dst: Vma, src: Vma) -> bool:
+        # 2555283eb40d "mm/rmap: Fix anon_vma->degree ambiguity leading to double-reuse":
+        # "Reuse existing anon_vma if it has no vma and only one anon_vma child."
+        # The root is never reused: its self-parent link keeps num_children >= 2 once it
+        # has a child.
+        return anon_vma.num_children < 2 and anon_vma.num_active_vmas == 0
+
+
+POLICIES: dict[str, Policy] = {p.name: p for p in (NoReuse(), V54(), V55(), WeiIntended(), V60())}
+LIVE_POLICY = "v6.0"   # what this machine's 6.18 kernel runs
+
+
+def get_policy(name: str) -> Policy:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise RmaplabError(f"unknown policy {name!r}",
+                           hint="one of: " + ", ".join(POLICIES)) from None

@@ -1,0 +1,207 @@
+"""Event traces: JSON Lines, one event per line (the format of ../DESIGN.md).
+
+Each event is an object with ``op`` and ``pid``; addresses are bytes, as ints or
+"0x.." strings; the page size is 4096.  Ops and their fields:
+
+=========  =====================================================================
+spawn      pid                          new process with an empty mm (also posix_spawn/vfork+exec)
+exec       pid                          drop the mm, start empty
+fork       pid, child                   dup_mmap: a fork that copies the mm
+exit       pid
+mmap       pid, start, end, prot, [file, pgoff, shared, flags]
+                                        prot "", r, rw, rx, rwx; pgoff in pages;
+                                        flags: growsdown, noreserve, special (vdso/vvar)
+munmap     pid, start, end
+mprotect   pid, start, end, prot
+brk        pid, end, [start]            heap end; the first brk sets the heap base
+                                        (``start`` if given, else ``end``: an empty heap)
+madvise    pid, start, end, advice      dontfork, dofork, wipeonfork, keeponfork, dontneed
+touch      pid, addr, write             a page fault
+=========  =====================================================================
+
+Lines starting with ``#`` and blank lines are comments.  Anything else that is not
+a valid event is an error naming the line: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rmaplab import atomic
+from rmaplab.errors import RmaplabError
+from rmaplab.model.machine import MADVISE, MMAP_FLAGS
+from rmaplab.model.structs import PAGE_SIZE, PROT
+
+PROTS = ("", "r", "rw", "rx", "rwx")
+ADVICE = (*MADVISE, "dontneed")
+# op -> (required fields, optional fields with defaults)
+SCHEMA: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "spawn": ((), {}),
+    "exec": ((), {}),
+    "fork": (("child",), {}),
+    "exit": ((), {}),
+    "mmap": (("start", "end", "prot"), {"file": None, "pgoff": 0, "shared": False, "flags": []}),
+    "munmap": (("start", "end"), {}),
+    "mprotect": (("start", "end", "prot"), {}),
+    "brk": (("end",), {"start": None}),
+    "madvise": (("start", "end", "advice"), {}),
+    "touch": (("addr", "write"), {}),
+}
+ADDRESS_FIELDS = ("start", "end", "addr")
+
+
+class TraceError(RmaplabError):
+    pass
+
+
+def _address(value: Any, name: str, source: str, line: int) -> int:
+    if isinstance(value, bool):
+        raise TraceError(f"{name} must be an address, not {value!r}", path=source, line=line)
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        try:
+            n = int(value, 0)
+        except ValueError:
+            raise TraceError(f"{name} {value!r} is not an address", path=source,
+                             line=line) from None
+    else:
+        raise TraceError(f"{name} must be an int or a '0x..' string, not {value!r}",
+                         path=source, line=line)
+    if n < 0:
+        raise TraceError(f"{name} is negative", path=source, line=line)
+    return n
+
+
+def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
+    """Check one event and normalise it (addresses to ints, ranges page-aligned, defaults)."""
+    if not isinstance(obj, dict):
+        raise TraceError("event is not a JSON object", path=source, line=line)
+    op = obj.get("op")
+    if op not in SCHEMA:
+        raise TraceError(f"unknown op {op!r}", path=source, line=line,
+                         hint="ops: " + ", ".join(SCHEMA))
+    pid = obj.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        raise TraceError(f"{op}: pid must be an integer", path=source, line=line)
+    required, optional = SCHEMA[op]
+    missing = [f for f in required if f not in obj]
+    if missing:
+        raise TraceError(f"{op}: missing {', '.join(missing)}", path=source, line=line)
+    unknown = set(obj) - {"op", "pid", *required, *optional}
+    if unknown:
+        raise TraceError(f"{op}: unknown field(s) {', '.join(sorted(unknown))}", path=source,
+                         line=line)
+    ev = {"op": op, "pid": pid}
+    for f, default in optional.items():
+        ev[f] = obj.get(f, default)
+    for f in required:
+        ev[f] = obj[f]
+    for f in ADDRESS_FIELDS:
+        if f in ev and ev[f] is not None:
+            ev[f] = _address(ev[f], f, source, line)
+    if op == "brk" and ev["start"] is not None:
+        ev["start"] = _address(ev["start"], "start", source, line)
+    if "start" in required:
+        if ev["start"] % PAGE_SIZE:
+            raise TraceError(f"{op}: start {ev['start']:#x} is not page-aligned", path=source,
+                             line=line)
+        ev["end"] = (ev["end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)   # the kernel's PAGE_ALIGN(len)
+        if ev["end"] <= ev["start"]:
+            raise TraceError(f"{op}: empty or inverted range", path=source, line=line)
+    if "prot" in ev and ev["prot"] not in PROTS:
+        raise TraceError(f"{op}: prot {ev['prot']!r} is not one of {PROTS}", path=source,
+                         line=line)
+    if op == "mmap":
+        if not isinstance(ev["pgoff"], int) or ev["pgoff"] < 0:
+            raise TraceError("mmap: pgoff must be a non-negative page offset", path=source,
+                             line=line)
+        if not isinstance(ev["shared"], bool):
+            raise TraceError("mmap: shared must be true or false", path=source, line=line)
+        if ev["file"] is not None and not isinstance(ev["file"], str):
+            raise TraceError("mmap: file must be a string or null", path=source, line=line)
+        if not isinstance(ev["flags"], list) or any(f not in MMAP_FLAGS for f in ev["flags"]):
+            raise TraceError(f"mmap: flags must be a list of {', '.join(MMAP_FLAGS)}",
+                             path=source, line=line)
+    if op == "madvise" and ev["advice"] not in ADVICE:
+        raise TraceError(f"madvise: advice {ev['advice']!r} is not one of {ADVICE}",
+                         path=source, line=line)
+    if op == "touch" and not isinstance(ev["write"], bool):
+        raise TraceError("touch: write must be true or false", path=source, line=line)
+    if op == "fork" and (not isinstance(ev["child"], int) or isinstance(ev["child"], bool)):
+        raise TraceError("fork: child must be an integer pid", path=source, line=line)
+    return ev
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def read(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, event) for each event of a .jsonl or .jsonl.gz trace."""
+    path = Path(path)
+    source = str(path)
+    try:
+        f = _open_text(path)
+    except FileNotFoundError:
+        raise TraceError("no such trace file", path=path) from None
+    with f:
+        try:
+            for i, raw in enumerate(f, 1):
+                text = raw.strip()
+                if not text or text.startswith("#"):
+                    continue
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise TraceError(f"not valid JSON ({e.msg})", path=source, line=i) from None
+                yield i, validate(obj, source, i)
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise TraceError(f"cannot read trace ({e})", path=source) from None
+
+
+def load(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    return list(read(path))
+
+
+def dumps(ev: dict[str, Any]) -> str:
+    out = {k: v for k, v in ev.items() if v is not None and v != [] or k in ("op", "pid")}
+    for f in ("start", "end", "addr"):
+        if isinstance(out.get(f), int):
+            out[f] = hex(out[f])
+    return json.dumps(out, separators=(",", ":"))
+
+
+def write(events: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    """Write events atomically (gzip if the name ends in .gz)."""
+    path = Path(path)
+    text = "".join(dumps(ev) + "\n" for ev in events)
+    data = text.encode()
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    atomic.write_bytes(path, data)
+    return path
+
+
+def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: str = "v6.0",
+           merge_rule: str = "uncowed", check: str = "incremental", source: str = "<trace>"):
+    """Run events through a model kernel; errors name the trace line."""
+    from rmaplab.model.machine import EventError, Kernel
+
+    kernel = Kernel(policy, merge_rule=merge_rule, check=check)
+    for line, ev in events:
+        try:
+            kernel.apply(ev)
+        except EventError as e:
+            raise TraceError(f"{ev['op']}: {e}", path=source, line=line) from None
+    return kernel.result()
+
+
+__all__ = ["PROT", "SCHEMA", "TraceError", "dumps", "load", "read", "replay", "validate", "write"]

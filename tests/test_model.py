@@ -1,0 +1,203 @@
+"""The model against hand-computed cases, most of them measured on this machine's 6.18 kernel.
+
+Expected counts come from research/measure.md section 2 (perf tracepoint counts of
+the same micro workloads on Linux 6.18) and from working mm/rmap.c by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rmaplab import traces, workloads
+from rmaplab.model import POLICIES, Kernel
+
+
+def run(events, policy="v6.0", check="full"):
+    return traces.replay(workloads.numbered(events), policy=policy, check=check)
+
+
+def delta(name, k, n, policy="v6.0", key="anon_vma_alloc"):
+    make = workloads.WORKLOADS[name]
+    return run(make(k, n), policy).counters[key] - run(make(k, 0), policy).counters[key]
+
+
+@pytest.mark.parametrize("shape", ["split", "sep"])
+@pytest.mark.parametrize("k", [1, 4, 16, 64])
+def test_fork_of_exec_parent_costs_k_anon_vmas_and_2k_avcs(shape, k):
+    """Measured on 6.18: per fork +K anon_vma, +2K AVC for split and separate VMAs alike."""
+    n = 10
+    assert delta(shape, k, n) == k * n
+    assert delta(shape, k, n, key="avc_alloc") == 2 * k * n
+    assert delta(shape, k, n, key="anon_vma_fork") == k * n
+    assert delta(shape, k, n, key="avc_clone_fork") == k * n
+    assert delta(shape, k, n, key="avc_fork") == k * n
+
+
+@pytest.mark.parametrize("k", [1, 4, 16, 64])
+def test_split_setup_costs_one_anon_vma_and_k_avcs(k):
+    """Measured: split region setup = 1 anon_vma + 1 prepare AVC + (K-1) split clones."""
+    c = run(workloads.split(k, 0)).counters
+    assert c["anon_vma_alloc"] == 1 and c["anon_vma_prepare"] == 1
+    assert c["avc_prepare"] == 1 and c["avc_clone_split"] == k - 1
+
+
+@pytest.mark.parametrize("k", [4, 16, 64])
+def test_separate_setup_costs_k_anon_vmas(k):
+    c = run(workloads.sep(k, 0)).counters
+    assert c["anon_vma_alloc"] == k and c["avc_alloc"] == k
+
+
+def per_generation(name, k, d, key):
+    """Cost of the fork that creates generation d: (d) - (d-1), region part (minus K=0)."""
+    make = workloads.WORKLOADS[name]
+
+    def total(kk, dd):
+        return run(make(kk, dd)).counters[key]
+
+    return (total(k, d) - total(k, d - 1)) - (total(0, d) - total(0, d - 1))
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 8])
+def test_chain_with_live_ancestors_adds_k_times_d_plus_1_avcs(d):
+    """Measured (chainw, K=16): the fork creating generation d costs 16 anon_vma, 16(d+1) AVC."""
+    assert per_generation("chainw", 16, d, "anon_vma_alloc") == 16
+    assert per_generation("chainw", 16, d, "avc_alloc") == 16 * (d + 1)
+
+
+@pytest.mark.parametrize("d, av, avc", [(1, 16, 32), (2, 16, 48), (3, 0, 48), (4, 0, 48),
+                                        (8, 0, 48)])
+def test_chain_with_exited_parents_reuses_from_the_third_generation(d, av, avc):
+    """Measured (chainx, K=16): 16/32, 16/48, then 0 new anon_vmas and 3 AVCs per VMA."""
+    assert per_generation("chainx", 16, d, "anon_vma_alloc") == av
+    assert per_generation("chainx", 16, d, "avc_alloc") == avc
+
+
+def test_chain_totals_match_measurement():
+    """Measured totals over 8 generations, K=16: chainw 128 anon_vma / 704 AVC, chainx 32 / 368."""
+    def region(name, key):
+        make = workloads.WORKLOADS[name]
+        full = run(make(16, 8)).counters[key] - run(make(16, 0)).counters[key]
+        base = run(make(0, 8)).counters[key] - run(make(0, 0)).counters[key]
+        return full - base
+    assert (region("chainw", "anon_vma_alloc"), region("chainw", "avc_alloc")) == (128, 704)
+    assert (region("chainx", "anon_vma_alloc"), region("chainx", "avc_alloc")) == (32, 368)
+
+
+def test_every_object_is_freed_when_every_process_exits():
+    events = workloads.chain_exited(8, 5) + [{"op": "exit", "pid": 1}]
+    r = run(events)
+    c = r.counters
+    assert c["live_anon_vma"] == c["live_avc"] == c["live_vma"] == 0
+    assert c["anon_vma_alloc"] == c["anon_vma_free"]
+    assert c["avc_alloc"] == c["avc_free"] and c["vma_alloc"] == c["vma_free"]
+    assert not r.violations
+
+
+def test_v55_children_share_the_parents_anon_vma_after_the_first():
+    """4e4a9eb92133 as merged: DST1 forks a new anon_vma, DST2..n take the parent's (Khlebnikov)."""
+    k = 8
+    k55 = Kernel("v5.5", check="full")
+    for _, ev in workloads.numbered(workloads.split(k, 0) + [{"op": "fork", "pid": 1, "child": 2}]):
+        k55.apply(ev)
+    parent = [v for v in k55.mms[1].vmas if v.anon_vma is not None]
+    child = [v for v in k55.mms[2].vmas if v.anon_vma is not None]
+    assert len(parent) == len(child) == k
+    assert child[0].anon_vma is not parent[0].anon_vma
+    assert child[0].anon_vma.parent is parent[0].anon_vma
+    assert all(c.anon_vma is parent[0].anon_vma for c in child[1:])
+    assert k55.counters.anon_vma_fork == 1
+    assert not k55.violations
+
+
+def test_wei_intended_children_share_one_new_anon_vma():
+    """The patch as described: the child's K split VMAs share one new anon_vma."""
+    k = 8
+    kw = Kernel("wei-intended", check="full")
+    for _, ev in workloads.numbered(workloads.split(k, 0) + [{"op": "fork", "pid": 1, "child": 2}]):
+        kw.apply(ev)
+    child = [v for v in kw.mms[2].vmas if v.anon_vma is not None]
+    assert len({id(v.anon_vma) for v in child}) == 1
+    assert child[0].anon_vma.parent is kw.mms[1].vmas[1].anon_vma
+    assert kw.counters.anon_vma_fork == 1
+    # Each child VMA: one AVC per parent chain entry plus the shared anon_vma's.
+    assert [len(v.chain) for v in child] == [2] * k
+    assert not kw.violations
+
+
+@pytest.mark.parametrize("policy", ["no-reuse", "v5.4", "v6.0"])
+def test_policies_without_sharing_allocate_k_per_fork(policy):
+    assert delta("split", 8, 5, policy) == 40
+
+
+def test_no_reuse_never_reuses_in_a_chain():
+    c = run(workloads.chain_exited(4, 6), "no-reuse").counters
+    assert c["reuse_at_fork"] == 0
+    assert c["anon_vma_fork"] == 4 * 6
+
+
+def test_dontfork_region_costs_children_nothing():
+    assert delta("dontfork", 16, 5) == 0
+    assert delta("dontfork", 16, 5, key="avc_alloc") == 0
+
+
+def test_wipeonfork_child_prepares_its_own_anon_vma_at_its_first_write():
+    """6.x: no anon_vma at fork; each child write fault prepares one (one per VMA)."""
+    c = run(workloads.wipeonfork(4, 3)).counters
+    assert c["anon_vma_fork"] == 0
+    assert c["anon_vma_prepare"] == 4 + 4 * 3
+
+
+def test_wipeonfork_v54_prepares_at_fork_next_to_the_parents_neighbours():
+    """Before v5.7 dup_mmap called anon_vma_prepare(tmp) at fork with the parent's links."""
+    c = run(workloads.wipeonfork(4, 3), "v5.4").counters
+    assert c["anon_vma_fork"] == 0
+    assert c["anon_vma_prepare"] == 4 + 4 * 3
+
+
+def test_brk_heap_expands_in_place_until_forked():
+    c = run(workloads.brk_growth(8, 0)).counters
+    assert c["vma_alloc"] == 1 and c["anon_vma_alloc"] == 1
+    # After a fork the heap's chain is no longer singular: the child's next brk makes a new VMA.
+    events = workloads.brk_growth(2, 0) + [
+        {"op": "fork", "pid": 1, "child": 2},
+        {"op": "brk", "pid": 2, "end": workloads.HEAP + 3 * workloads.PAGE},
+    ]
+    r = run(events)
+    assert len(Kernel().mms) == 0  # fresh kernels start empty
+    assert r.counters["vma_alloc"] == 1 + 1 + 1
+
+
+def test_mprotect_back_merges_the_split_vmas():
+    k = 8
+    kern = Kernel("v6.0", check="full")
+    for _, ev in workloads.numbered(workloads.mprotect_merge(k, 0)):
+        kern.apply(ev)
+    rw = [v for v in kern.mms[1].vmas if v.anon_vma is not None]
+    assert len(rw) == 1 and rw[0].end - rw[0].start == k * workloads.PAGE
+    assert kern.counters.live_avc == 1
+    assert not kern.violations
+
+
+def test_child_cow_then_parent_write_reuses_the_page_in_place():
+    """After the child COWs, the parent's page is mapped once but not AnonExclusive:
+    wp_can_reuse_anon_folio() reuses it (no copy) and re-points its rmap."""
+    events = workloads.sep(1, 0) + [
+        {"op": "fork", "pid": 1, "child": 2},
+        {"op": "touch", "pid": 2, "addr": workloads._page(1), "write": True},
+        {"op": "touch", "pid": 1, "addr": workloads._page(1), "write": True},
+    ]
+    kern = Kernel("v6.0", check="full")
+    for _, ev in workloads.numbered(events):
+        kern.apply(ev)
+    c = kern.counters
+    assert (c.pages_new, c.pages_cow, c.pages_reused) == (1, 1, 1)
+    parent_page = kern.mms[1].pages[workloads._page(1) >> 12]
+    child_page = kern.mms[2].pages[workloads._page(1) >> 12]
+    assert parent_page is not child_page
+    assert parent_page.mapping is kern.mms[1].vmas[1].anon_vma
+    assert child_page.mapping is kern.mms[2].vmas[1].anon_vma
+    assert not kern.violations
+
+
+def test_all_policies_are_named_as_in_the_design():
+    assert list(POLICIES) == ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
