@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rmaplab-installed
 
-.PHONY: reproduce test bench lint venv kernel-build-campaign clean-venv
+.PHONY: reproduce test bench lint venv kbuild-campaign clean-venv
 
 venv: $(STAMP)
 
@@ -31,3 +31,7 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Live-kernel campaign (root, ~30 min): tinyconfig builds under perf, sh vs bash.
+kbuild-campaign: $(STAMP)
+	$(BIN)/rmaplab kbuild $(ARGS)

@@ -154,6 +154,202 @@ def _run_compare(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- replay / search
+@command("replay")
+def _replay(sub) -> None:
+    from rmaplab.model import POLICIES
+
+    p = sub.add_parser(
+        "replay", help="run an event trace through the model under a policy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Replay a JSONL event trace (.jsonl or .jsonl.gz) through the model of the "
+                    "anon rmap and report allocations by call site, live/peak objects, the "
+                    "rmap structure and any invariant violations.\n\npolicies:\n"
+                    + "\n".join(f"  {n:<13} {p.summary} ({p.commit})" for n, p in POLICIES.items()),
+    )
+    p.add_argument("trace", type=Path, help="event trace (see README: Event traces)")
+    p.add_argument("--policy", default="v6.0", choices=[*POLICIES, "all"],
+                   help="reuse policy (default v6.0, what this machine runs); 'all' for a table")
+    p.add_argument("--merge-rule", default="uncowed", choices=["uncowed", "singular"],
+                   help="VMA merge rule: 'uncowed' (v6.16+, 879bca0a2c4f) or 'singular' "
+                        "(v3.0..v6.15, 965f55dea0e3)")
+    p.add_argument("--check", default="incremental", choices=["incremental", "full", "off"],
+                   help="invariant checks after each event (default: what it touched)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run_replay)
+
+
+def _run_replay(args) -> int:
+    from rmaplab import traces
+    from rmaplab.model import POLICIES
+
+    events = traces.load(args.trace)
+    policies = list(POLICIES) if args.policy == "all" else [args.policy]
+    results = [traces.replay(events, policy=p, merge_rule=args.merge_rule, check=args.check,
+                             source=str(args.trace)).as_dict() for p in policies]
+    if args.json:
+        _json_out(results if args.policy == "all" else results[0])
+        return 0
+    keys = ["anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
+            "avc_clone", "avc_prepare", "vma_alloc", "peak_anon_vma", "peak_avc",
+            "peak_bytes_618", "violation_count"]
+    width = max(len(k) for k in keys)
+    print(f"{args.trace}: {results[0]['events']} events, merge rule {args.merge_rule}")
+    print(f"{'':<{width}} " + " ".join(f"{r['policy']:>13}" for r in results))
+    for k in keys:
+        print(f"{k:<{width}} " + " ".join(f"{r[k]:>13,}" for r in results))
+    for r in results:
+        for v in r["violations"][:5]:
+            print(f"{r['policy']}: event {v['event']}: {v['invariant']}: {v['detail']}")
+    return 0
+
+
+@command("search")
+def _search(sub) -> None:
+    from rmaplab.model import POLICIES
+
+    p = sub.add_parser(
+        "search", help="search for an event sequence that breaks an invariant, and shrink it",
+        description="Hypothesis-driven search over fork/exit/mprotect (and, with --with-writes, "
+                    "page writes) on a two-page region, steered towards anon_vmas that sit in "
+                    "chains of VMAs they are no ancestor of; the first sequence that breaks the "
+                    "invariant is shrunk and written as a trace.",
+    )
+    p.add_argument("--policy", default="v5.4", choices=list(POLICIES))
+    p.add_argument("--invariant", default="same-anon_vma-same-chain",
+                   choices=["same-anon_vma-same-chain", "page-unreachable", "page-mapping-freed",
+                            "counts", "links", "anon_vma_merge-BUG"])
+    p.add_argument("--with-writes", action="store_true", help="also generate page writes")
+    p.add_argument("--budget", type=int, default=60_000, help="examples to try at most")
+    p.add_argument("-o", "--output", type=Path, help="write the shrunk trace here (.jsonl)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_run_search)
+
+
+def _run_search(args) -> int:
+    from rmaplab import traces
+    from rmaplab.model.search import find_violation
+
+    if args.budget <= 0:
+        raise RmaplabError("--budget must be positive")
+    print(f"searching under {args.policy} for {args.invariant} (budget {args.budget:,} "
+          "examples)...", file=sys.stderr)
+    found = find_violation(args.policy, args.invariant, budget=args.budget,
+                           with_writes=args.with_writes)
+    if found is None:
+        msg = {"found": False, "policy": args.policy, "invariant": args.invariant,
+               "examples": args.budget}
+        if args.json:
+            _json_out(msg)
+        else:
+            print(f"no violation of {args.invariant} under {args.policy} in {args.budget:,} "
+                  "examples")
+        return 1
+    if args.output:
+        header = (f"# found by `rmaplab search --policy {args.policy} --invariant "
+                  f"{args.invariant}{' --with-writes' if args.with_writes else ''}` after "
+                  f"{found.examples} examples (hypothesis seed {found.seed}); shrunk\n"
+                  f"# violation at event {found.violation['event']}: "
+                  f"{found.violation['detail']}\n")
+        traces.write(found.events, args.output, header=header)
+    if args.json:
+        _json_out({"found": True, "policy": found.policy, "invariant": found.invariant,
+                   "examples": found.examples, "seed": found.seed,
+                   "violation": found.violation, "events": found.events})
+    else:
+        print(f"violation of {found.invariant} under {found.policy} after {found.examples:,} "
+              f"examples, shrunk to {len(found.events)} events:")
+        for i, ev in enumerate(found.events):
+            print(f"  {i:3d} {traces.dumps(ev)}")
+        print(f"  -> event {found.violation['event']}: {found.violation['detail']}")
+    return 0
+
+
+# ---------------------------------------------------------------- measure
+@command("measure")
+def _measure(sub) -> None:
+    p = sub.add_parser(
+        "measure", help="count anon_vma/AVC/VMA allocations and time a command on this kernel",
+        description="Run CMD under perf stat with tracepoint counters: anon_vma allocations at "
+                    "anon_vma_fork and __anon_vma_prepare, anon_vma_chains at the three rmap "
+                    "call sites (the merged slab cache's other users excluded), vm_area_struct, "
+                    "mm-copying forks, forks, execs, and real/user/sys.  Raw perf output and host "
+                    "metadata go to a new directory under data/raw/measure/ (see --out).",
+        usage="rmaplab measure [--runs N] [--warmups N] [--json] [--out DIR] [--no-record] "
+              "-- CMD [ARG...]",
+    )
+    p.add_argument("--runs", type=int, default=1, help="measured runs (default 1)")
+    p.add_argument("--warmups", type=int, default=0, help="unrecorded-in-stats warm-up runs")
+    p.add_argument("--label", help="name for the measurement directory")
+    p.add_argument("--out", type=Path, help="parent directory (default data/raw/measure)")
+    p.add_argument("--no-record", action="store_true", help="do not write raw data")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    p.set_defaults(func=_run_measure)
+
+
+def _run_measure(args) -> int:
+    from rmaplab.measure import run
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise RmaplabError("no command to measure", hint="rmaplab measure -- CMD [ARG...]")
+    runs, where = run.measure(cmd, runs=args.runs, warmups=args.warmups, label=args.label,
+                              out_root=args.out, record=not args.no_record)
+    result = run.summary(runs)
+    from rmaplab.measure import host
+
+    result["host"] = host.describe()
+    result["raw"] = str(where) if where else None
+    if args.json:
+        _json_out(result)
+        return 0
+    keys = ["anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
+            "avc_clone", "avc_prepare", "vma_alloc", "forks", "mm_forks", "execs"]
+    for k in keys:
+        if k in result:
+            print(f"{k:<17} {int(result[k]):>12,}")
+    for k in ("real", "user", "sys"):
+        if k in result:
+            print(f"{k:<17} {result[k]:>12.3f} s")
+    print(f"runs: {len(runs)}, failed: {result['failed_runs']}" + (f"; raw data: {where}"
+                                                                   if where else ""))
+    return 0
+
+
+@command("kbuild")
+def _kbuild(sub) -> None:
+    p = sub.add_parser(
+        "kbuild", help="kernel-build campaign: tinyconfig builds with sh and bash, interleaved",
+        description="Install Debian's linux-source-6.12 and its build dependencies if missing "
+                    "(root), unpack it into $RMAPLAB_CACHE (default ~/.cache/rmaplab), make "
+                    "tinyconfig, then measure `make -s -jJOBS` after an unmeasured `make -s "
+                    "clean`, with the default /bin/sh and with SHELL=/bin/bash, in a seeded random "
+                    "order.  Takes about 80 s per run on 2 cores.  Results go to "
+                    "data/raw/kbuild/ (raw data: commit them).",
+    )
+    p.add_argument("--runs", type=int, default=10, help="measured runs per shell (default 10)")
+    p.add_argument("--warmups", type=int, default=1, help="warm-up runs per shell (default 1)")
+    p.add_argument("--jobs", type=int, default=2, help="make -j (default 2)")
+    p.add_argument("--seed", type=int, default=2019, help="seed of the run order")
+    p.add_argument("--out", type=Path, help="parent directory (default data/raw/kbuild)")
+    p.set_defaults(func=_run_kbuild)
+
+
+def _run_kbuild(args) -> int:
+    from rmaplab.measure import kbuild, run
+    from rmaplab.paths import raw_dir
+
+    tree = kbuild.ensure_source()
+    runs, where = run.campaign(kbuild.conditions(tree, args.jobs), runs=args.runs,
+                               warmups=args.warmups, seed=args.seed,
+                               label=f"tinyconfig-j{args.jobs}",
+                               out_root=args.out or raw_dir() / "kbuild")
+    failed = sum(1 for r in runs if r.failed)
+    print(f"{len(runs)} runs, {failed} failed; raw data: {where}")
+    return 0 if not failed else 1
+
+
 # ---------------------------------------------------------------- data
 @command("data")
 def _data(sub) -> None:

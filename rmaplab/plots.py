@@ -119,3 +119,92 @@ def claim_runs(runs: pd.DataFrame, order: list[str]) -> tuple[plt.Figure, pd.Dat
     fig.suptitle("Seed timings: runs (dots) and mean with 95% t-interval", fontsize=10)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
+
+
+POLICY_ORDER = ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
+
+
+def policy_allocations(table: pd.DataFrame, metrics: tuple[str, ...] = ("anon_vma_alloc",
+                                                                         "avc_alloc")
+                       ) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figure 2: allocations per workload under each policy (one panel per object type).
+
+    ``table``: one row per (workload, policy) with the counter columns.
+    """
+    use_style()
+    labels = {"anon_vma_alloc": "anon_vma allocations", "avc_alloc": "anon_vma_chain allocations",
+              "peak_bytes_618": "peak bytes (6.18 sizes)"}
+    data = table[["workload", "policy", *metrics]].copy()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), sharey=False)
+    axes = np.atleast_1d(axes)
+    workloads = list(dict.fromkeys(data["workload"]))
+    policies = [p for p in POLICY_ORDER if p in set(data["policy"])]
+    width = 0.8 / len(policies)
+    for ax, metric in zip(axes, metrics, strict=True):
+        for j, policy in enumerate(policies):
+            sub = data[data["policy"] == policy].set_index("workload").reindex(workloads)
+            ax.bar(np.arange(len(workloads)) + (j - (len(policies) - 1) / 2) * width,
+                   sub[metric], width, label=policy, color=PALETTE[j])
+        ax.set_xticks(range(len(workloads)), workloads, rotation=30, ha="right")
+        ax.set_ylabel("count")
+        ax.set_title(labels.get(metric, metric))
+    axes[0].legend(title="policy", fontsize=8, title_fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig, data
+
+
+def anon_vma_hierarchy(panels: dict[str, pd.DataFrame]) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figure 3: the anon_vma tree of one fork scenario under each policy.
+
+    ``panels``: policy -> nodes (anon_vma, parent, depth, vmas) from
+    rmaplab.model.observe.hierarchy.  Nodes are laid out by depth; each is labelled
+    with the VMAs (process:page) whose vma->anon_vma it is.
+    """
+    use_style()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 4.2))
+    axes = np.atleast_1d(axes)
+    rows = []
+    for ax, (policy, nodes) in zip(axes, panels.items(), strict=True):
+        children: dict[str | None, list[str]] = {}
+        for _, n in nodes.iterrows():
+            children.setdefault(n["parent"], []).append(n["anon_vma"])
+        xpos: dict[str, float] = {}
+        cursor = [0.0]
+
+        def place(name: str) -> float:
+            kids = children.get(name, [])
+            if not kids:
+                xpos[name] = cursor[0]
+                cursor[0] += 1.0
+            else:
+                xs = [place(k) for k in kids]
+                xpos[name] = sum(xs) / len(xs)
+            return xpos[name]
+
+        for root in children.get(None, []):
+            place(root)
+        by_name = nodes.set_index("anon_vma")
+        for name, x in xpos.items():
+            n = by_name.loc[name]
+            y = -float(n["depth"])
+            parent = n["parent"]
+            if isinstance(parent, str):
+                ax.plot([xpos[parent], x], [y + 1, y], color="0.6", lw=1, zorder=1)
+            used = bool(n["vmas"])
+            ax.scatter([x], [y], s=260, color=PALETTE[0] if used else "white",
+                       edgecolor=PALETTE[0], zorder=2)
+            ax.text(x, y, name.replace("AV", ""), ha="center", va="center", fontsize=7,
+                    color="white" if used else PALETTE[0], zorder=3)
+            if used:
+                ax.text(x, y - 0.28, n["vmas"].replace(" ", "\n"), ha="center", va="top",
+                        fontsize=6, color="0.25")
+            rows.append({"policy": policy, "anon_vma": name, "parent": parent, "depth": n["depth"],
+                         "x": x, "vmas": n["vmas"]})
+        ax.set_title(policy, fontsize=9)
+        ax.set_xlim(-0.7, max(cursor[0] - 0.3, 0.7))
+        ax.set_ylim(-nodes["depth"].max() - 1.3, 0.6)
+        ax.axis("off")
+    fig.suptitle("anon_vma hierarchy after the scenario (filled: some VMA's anon_vma; "
+                 "labels: P<pid>:<page>)", fontsize=9)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)

@@ -179,10 +179,10 @@ def dumps(ev: dict[str, Any]) -> str:
     return json.dumps(out, separators=(",", ":"))
 
 
-def write(events: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    """Write events atomically (gzip if the name ends in .gz)."""
+def write(events: Iterable[dict[str, Any]], path: str | Path, header: str = "") -> Path:
+    """Write events atomically (gzip if the name ends in .gz); ``header``: '#' lines."""
     path = Path(path)
-    text = "".join(dumps(ev) + "\n" for ev in events)
+    text = header + "".join(dumps(ev) + "\n" for ev in events)
     data = text.encode()
     if path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)

@@ -147,3 +147,24 @@ def numbered(events: list[Event]) -> list[tuple[int, Event]]:
     from rmaplab.traces import validate
 
     return [(i, validate(e, "<workload>", i)) for i, e in enumerate(events, 1)]
+
+
+def policy_table(specs: list[tuple[str, int, int]], policies: list[str]) -> "pd.DataFrame":
+    """Replay each workload (name, k, n) under each policy: one row per pair."""
+    import pandas as pd
+
+    from rmaplab.traces import replay
+
+    rows = []
+    for name, k, n in specs:
+        events = numbered(WORKLOADS[name](k, n))
+        for policy in policies:
+            r = replay(events, policy=policy, check="full")
+            rows.append({"workload": f"{name} k={k} n={n}", "policy": policy,
+                         **{key: r.counters[key] for key in (
+                             "anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc",
+                             "vma_alloc", "peak_anon_vma", "peak_avc", "peak_bytes_618",
+                             "reuse_at_fork", "share_at_fork")},
+                         "walk_avcs_mean": r.structure["walk_avcs_mean"],
+                         "violations": r.violation_count})
+    return pd.DataFrame(rows)

@@ -134,4 +134,4 @@ def check_family(root: AnonVma, report: Report) -> None:
 
 
 def _ids(avs) -> str:
-    return "{" + ",".join(str(a.id) for a in sorted(avs, key=lambda a: a.id)) + "}"
+    return "{" + ",".join(repr(a) for a in sorted(avs, key=lambda a: a.id)) + "}"

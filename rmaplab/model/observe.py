@@ -8,6 +8,8 @@ more AVCs visited per page, most of them VMAs where the page is not mapped.
 
 from __future__ import annotations
 
+import re
+
 from rmaplab.model.structs import AnonVma, Mm
 
 
@@ -57,3 +59,77 @@ def snapshot(mms: dict[int, Mm]) -> dict[str, float]:
         # Of the AVCs a walk visits, how many lead to a VMA that maps the page.
         "walk_useful_share": walk_hits / sum(walk_avcs) if walk_avcs and sum(walk_avcs) else 0.0,
     }
+
+
+def anon_vma_names(mms: dict[int, Mm]) -> dict[AnonVma, str]:
+    """AV1, AV2, ... for the anon_vmas linked now, in order of creation."""
+    avs = {avc.anon_vma for mm in mms.values() for vma in mm.vmas for avc in vma.chain}
+    avs |= {page.mapping for mm in mms.values() for page in mm.pages.values()}
+    return {a: f"AV{i + 1}" for i, a in enumerate(sorted(avs, key=lambda a: a.id))}
+
+
+def describe_mm(mm: Mm, names: dict[AnonVma, str]) -> list[dict]:
+    """One row per VMA: range, prot, its anon_vma and its chain (oldest first)."""
+    from rmaplab.model.structs import VM_EXEC, VM_READ, VM_WRITE
+
+    def name(av):
+        return names.get(av, f"AV?{av.id}") if av is not None else "-"
+
+    rows = []
+    for vma in mm.vmas:
+        prot = ("r" if vma.flags & VM_READ else "-") + ("w" if vma.flags & VM_WRITE else "-") \
+            + ("x" if vma.flags & VM_EXEC else "-")
+        rows.append({
+            "pid": mm.pid, "start": hex(vma.start), "end": hex(vma.end), "prot": prot,
+            "anon_vma": name(vma.anon_vma),
+            "chain": "{" + ",".join(name(a.anon_vma) for a in vma.chain) + "}",
+        })
+    return rows
+
+
+def hierarchy(mms: dict[int, Mm]) -> tuple[list[dict], list[dict]]:
+    """Nodes (anon_vmas and the VMAs using them) and parent->child edges, for drawing.
+
+    anon_vmas are named AV1, AV2... in order of creation; VMAs as "pid:start-page".
+    """
+    avs: set[AnonVma] = set()
+    users: dict[AnonVma, list[str]] = {}
+    for mm in mms.values():
+        for vma in mm.vmas:
+            for avc in vma.chain:
+                avs.add(avc.anon_vma)
+            if vma.anon_vma is not None:
+                users.setdefault(vma.anon_vma, []).append(f"P{mm.pid}:{vma.start >> 12:x}")
+    ordered = sorted(avs, key=lambda a: a.id)
+    name = anon_vma_names(mms)
+    nodes = [{"anon_vma": name[a], "parent": name.get(a.parent) if a.parent is not a else None,
+              "depth": depth(a), "num_children": a.num_children,
+              "num_active_vmas": a.num_active_vmas, "vmas": " ".join(sorted(users.get(a, [])))}
+             for a in ordered]
+    edges = [{"parent": n["parent"], "child": n["anon_vma"]} for n in nodes if n["parent"]]
+    return nodes, edges
+
+
+def walk(events: list[dict], policy: str) -> list[dict]:
+    """Replay event by event; after each, the acting process's VMAs and any violation."""
+    from rmaplab.model.machine import Kernel
+    from rmaplab.traces import dumps
+
+    kernel = Kernel(policy, check="full")
+    rows = []
+    for i, ev in enumerate(events):
+        before = len(kernel.violations)
+        kernel.apply(ev)
+        names = anon_vma_names(kernel.mms)
+        pid = ev.get("child", ev["pid"]) if ev["op"] == "fork" else ev["pid"]
+        mm = kernel.mms.get(pid)
+        state = "; ".join(f"{r['start'][-5:]} {r['anon_vma']} {r['chain']}"
+                          for r in describe_mm(mm, names) if r["anon_vma"] != "-") if mm else "(exited)"
+        new = kernel.violations[before:]
+        by_id = {av.id: name for av, name in names.items()}
+        detail = "; ".join(f"{v.invariant}: {v.detail}" for v in new)
+        detail = re.sub(r"AV(\d+)", lambda m: by_id.get(int(m.group(1)), m.group(0)), detail)
+        detail = re.sub(r"VMA\d+\[(0x[0-9a-f]+)-(0x[0-9a-f]+) AV\S*\]", r"VMA[\1-\2]", detail)
+        rows.append({"event": i, "what": dumps(ev), "process state after": state,
+                     "violation": detail})
+    return rows
