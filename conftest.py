@@ -33,3 +33,18 @@ def timing_file():
 @pytest.fixture
 def seed_file() -> Path:
     return ROOT / "data" / "raw" / "seed" / "lkml-2019-10-11-wei-yang-v4-2of2.txt"
+
+
+@pytest.fixture(scope="session")
+def live_kernel():
+    """perf must count tracepoints here; CI sets RMAPLAB_REQUIRE_PERF=1 so this never skips there."""
+    from rmaplab.errors import RmaplabError
+    from rmaplab.measure import perf
+
+    try:
+        perf.check()
+    except RmaplabError as e:
+        if os.environ.get("RMAPLAB_REQUIRE_PERF") == "1":
+            pytest.fail(f"perf is required here but unusable: {e}")
+        pytest.skip(f"perf unusable: {e}")
+    return True

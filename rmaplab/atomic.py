@@ -45,6 +45,7 @@ def new_directory(path: Path) -> Iterator[Path]:
         raise FileExistsError(f"{path} exists; raw data is never overwritten")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes 0700
     try:
         yield tmp
         os.rename(tmp, path)

@@ -208,3 +208,55 @@ def anon_vma_hierarchy(panels: dict[str, pd.DataFrame]) -> tuple[plt.Figure, pd.
                  "labels: P<pid>:<page>)", fontsize=9)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
+
+
+def aa_changes(splits: pd.DataFrame, marks: dict[str, float]) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figure 4: apparent % change between 3-run halves of identical builds (A/A).
+
+    ``splits``: one row per (shell, metric, split) with ``pct_change``; ``marks``: the
+    seed's published change per metric, drawn as a vertical line.
+    """
+    use_style()
+    metrics = [m for m in ("real", "user", "sys") if m in set(splits["metric"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 3.0))
+    axes = np.atleast_1d(axes)
+    shells = list(dict.fromkeys(splits["shell"]))
+    for ax, metric in zip(axes, metrics, strict=True):
+        sub = splits[splits["metric"] == metric]
+        lim = max(sub["pct_change"].abs().max(), abs(marks.get(metric, 0))) * 1.1
+        bins = np.linspace(-lim, lim, 41)
+        for i, shell in enumerate(shells):
+            ax.hist(sub[sub["shell"] == shell]["pct_change"], bins=bins, alpha=0.6,
+                    color=PALETTE[i], label=f"{shell} (A/A)")
+        if metric in marks:
+            for sign in (-1, 1):
+                ax.axvline(sign * abs(marks[metric]), color="black", lw=1, ls="--")
+            ax.text(abs(marks[metric]), ax.get_ylim()[1] * 0.95, " seed", fontsize=7, va="top")
+        ax.set_title(METRIC_LABELS[metric])
+        ax.set_xlabel("apparent change, % (3 vs 3 identical builds)")
+    axes[0].set_ylabel("splits")
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig, splits[["shell", "metric", "pct_change", "p_welch", "p_mannwhitney",
+                        "p_permutation"]].reset_index(drop=True)
+
+
+def fork_cost(runs: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figure 5: time per fork+exit+wait against VMAs, with and without anon_vmas."""
+    use_style()
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    labels = {0: "VMAs without anon_vma", 1: "VMAs with an anon_vma (no pages)",
+              2: "VMAs with an anon_vma and a page"}
+    rows = []
+    for i, (state, sub) in enumerate(runs.groupby("state")):
+        us = sub["ns_per_fork"] / 1000
+        ax.scatter(sub["k"] + (i - 0.5) * 2, us, s=8, alpha=0.5, color=PALETTE[i])
+        med = sub.groupby("k")["ns_per_fork"].median() / 1000
+        ax.plot(med.index, med.values, color=PALETTE[i], label=labels.get(state, state))
+        for k, v in med.items():
+            rows.append({"state": state, "k": k, "median_us_per_fork": v})
+    ax.set_xlabel("one-page VMAs in the forking process")
+    ax.set_ylabel("µs per fork + exit + wait")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)

@@ -4,8 +4,9 @@ Each event is an object with ``op`` and ``pid``; addresses are bytes, as ints or
 "0x.." strings; the page size is 4096.  Ops and their fields:
 
 =========  =====================================================================
-spawn      pid                          new process with an empty mm (also posix_spawn/vfork+exec)
-exec       pid                          drop the mm, start empty
+spawn      pid, [comm, parent]          new process with an empty mm (also posix_spawn/vfork+exec;
+                                        parent: the process that spawned it, informative)
+exec       pid, [comm]                  drop the mm, start empty (comm: the program, informative)
 fork       pid, child                   dup_mmap: a fork that copies the mm
 exit       pid
 mmap       pid, start, end, prot, [file, pgoff, shared, flags]
@@ -17,6 +18,8 @@ brk        pid, end, [start]            heap end; the first brk sets the heap ba
                                         (``start`` if given, else ``end``: an empty heap)
 madvise    pid, start, end, advice      dontfork, dofork, wipeonfork, keeponfork, dontneed
 touch      pid, addr, write             a page fault
+mremap     pid, start, end, new_start, new_end
+                                        (extension) resize in place or move a mapping
 =========  =====================================================================
 
 Lines starting with ``#`` and blank lines are comments.  Anything else that is not
@@ -41,8 +44,8 @@ PROTS = ("", "r", "rw", "rx", "rwx")
 ADVICE = (*MADVISE, "dontneed")
 # op -> (required fields, optional fields with defaults)
 SCHEMA: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "spawn": ((), {}),
-    "exec": ((), {}),
+    "spawn": ((), {"comm": None, "parent": None}),
+    "exec": ((), {"comm": None}),
     "fork": (("child",), {}),
     "exit": ((), {}),
     "mmap": (("start", "end", "prot"), {"file": None, "pgoff": 0, "shared": False, "flags": []}),
@@ -51,8 +54,9 @@ SCHEMA: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "brk": (("end",), {"start": None}),
     "madvise": (("start", "end", "advice"), {}),
     "touch": (("addr", "write"), {}),
+    "mremap": (("start", "end", "new_start", "new_end"), {}),
 }
-ADDRESS_FIELDS = ("start", "end", "addr")
+ADDRESS_FIELDS = ("start", "end", "addr", "new_start", "new_end")
 
 
 class TraceError(RmaplabError):
@@ -114,6 +118,12 @@ def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
         ev["end"] = (ev["end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)   # the kernel's PAGE_ALIGN(len)
         if ev["end"] <= ev["start"]:
             raise TraceError(f"{op}: empty or inverted range", path=source, line=line)
+    if op == "mremap":
+        if ev["new_start"] % PAGE_SIZE:
+            raise TraceError("mremap: new_start is not page-aligned", path=source, line=line)
+        ev["new_end"] = (ev["new_end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        if ev["new_end"] <= ev["new_start"]:
+            raise TraceError("mremap: empty or inverted new range", path=source, line=line)
     if "prot" in ev and ev["prot"] not in PROTS:
         raise TraceError(f"{op}: prot {ev['prot']!r} is not one of {PROTS}", path=source,
                          line=line)
@@ -131,6 +141,11 @@ def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
     if op == "madvise" and ev["advice"] not in ADVICE:
         raise TraceError(f"madvise: advice {ev['advice']!r} is not one of {ADVICE}",
                          path=source, line=line)
+    if op in ("spawn", "exec") and ev["comm"] is not None and not isinstance(ev["comm"], str):
+        raise TraceError(f"{op}: comm must be a string", path=source, line=line)
+    if op == "spawn" and ev["parent"] is not None and (
+            not isinstance(ev["parent"], int) or isinstance(ev["parent"], bool)):
+        raise TraceError("spawn: parent must be an integer pid", path=source, line=line)
     if op == "touch" and not isinstance(ev["write"], bool):
         raise TraceError("touch: write must be true or false", path=source, line=line)
     if op == "fork" and (not isinstance(ev["child"], int) or isinstance(ev["child"], bool)):
@@ -173,7 +188,7 @@ def load(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
 
 def dumps(ev: dict[str, Any]) -> str:
     out = {k: v for k, v in ev.items() if v is not None and v != [] or k in ("op", "pid")}
-    for f in ("start", "end", "addr"):
+    for f in ADDRESS_FIELDS:
         if isinstance(out.get(f), int):
             out[f] = hex(out[f])
     return json.dumps(out, separators=(",", ":"))

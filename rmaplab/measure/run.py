@@ -125,7 +125,8 @@ def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path,
 
 def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed: int = 0,
              label: str | None = None, out_root: Path | None = None, record: bool = True,
-             log: Callable[[str], None] | None = None) -> tuple[list[Run], Path | None]:
+             log: Callable[[str], None] | None = None, extra_meta: dict | None = None
+             ) -> tuple[list[Run], Path | None]:
     """Measure each condition ``runs`` times, interleaved in a seeded random order."""
     if runs < 1:
         raise RmaplabError("--runs must be at least 1")
@@ -150,6 +151,7 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
         "counters": [{"name": c.name, "event": c.event, "filter": c.filter}
                      for c in perf.COUNTERS],
         "time_events": perf.TIME_EVENTS,
+        **(extra_meta or {}),
     }
     results: list[Run] = []
     tmp_parent = Path(os.environ.get("TMPDIR", "/tmp"))

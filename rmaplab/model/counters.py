@@ -26,6 +26,10 @@ EVENT_COUNTERS = (
     "reuse_at_fork", "share_at_fork", "prepare_reused_neighbour",
     "pages_new", "pages_cow", "pages_reused", "faults_outside_vma", "faults_not_writable",
     "syscall_errors",
+    # Sampled at every forked VMA that gets an anon_vma: its chain length, and the size of
+    # its anon_vma's tree (the AVCs an rmap walk of a page COWed there visits), and depth.
+    "fork_anon_vmas", "fork_chain_sum", "fork_chain_max", "fork_walk_sum", "fork_walk_max",
+    "depth_max",
 )
 _KINDS = ("anon_vma", "avc", "vma")
 

@@ -39,10 +39,25 @@ class ForkMixin:
                     self.anon_vma_prepare(tmp, neighbours=(stale_prev, nxt))
             else:
                 self.anon_vma_fork(tmp, mpnt, ForkLinks(stale_prev, src_vm_prev, child_prev))
+                if tmp.anon_vma is not None:
+                    self._sample_fork(tmp)
             mm.vmas.append(tmp)                    # vma_iter_bulk_store, ascending order
             child_prev = tmp
             if not tmp.flags & VM_WIPEONFORK:
                 self.copy_page_range(mm, oldmm, mpnt)
+
+    def _sample_fork(self, vma: Vma) -> None:
+        c = self.counters
+        chain, walk = len(vma.chain), len(vma.anon_vma.avcs)
+        c.fork_anon_vmas += 1
+        c.fork_chain_sum += chain
+        c.fork_walk_sum += walk
+        if chain > c.fork_chain_max:
+            c.fork_chain_max = chain
+        if walk > c.fork_walk_max:
+            c.fork_walk_max = walk
+        if vma.anon_vma.depth > c.depth_max:
+            c.depth_max = vma.anon_vma.depth
 
     def copy_page_range(self, mm: Mm, oldmm: Mm, vma: Vma) -> None:
         """Share the parent's anon pages of this VMA with the child (COW on both sides)."""

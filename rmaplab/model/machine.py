@@ -189,6 +189,11 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             else:
                 set_bits, clear_bits = MADVISE[advice]
                 self.do_madvise_flags(mm, ev["start"], ev["end"], set_bits, clear_bits)
+        elif op == "mremap":
+            mm = self._mm(pid)
+            self._remember_range(mm, ev["start"], ev["end"])
+            self._remember_range(mm, ev["new_start"], ev["new_end"])
+            self.do_mremap(mm, ev["start"], ev["end"], ev["new_start"], ev["new_end"])
         elif op == "fork":
             self.fork(pid, ev["child"])
         elif op == "exit":

@@ -185,6 +185,7 @@ class RmapMixin:
         # The root's rwsem locks the whole family; pin the root while we live.
         anon_vma.root = pvma.anon_vma.root
         anon_vma.parent = pvma.anon_vma
+        anon_vma.depth = pvma.anon_vma.depth + 1
         anon_vma.root.refcount += 1               # get_anon_vma(anon_vma->root)
         vma.anon_vma = anon_vma                   # where this VMA's COWed pages go
         self.anon_vma_chain_link(vma, avc, anon_vma)

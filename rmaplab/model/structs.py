@@ -46,7 +46,7 @@ PROT = {"": 0, "r": VM_READ, "rw": VM_READ | VM_WRITE, "rx": VM_READ | VM_EXEC,
 
 class AnonVma:
     __slots__ = ("id", "root", "parent", "refcount", "num_children", "num_active_vmas",
-                 "avcs", "freed", "pages")
+                 "avcs", "freed", "pages", "depth")
 
     def __init__(self, ident: int) -> None:
         self.id = ident
@@ -57,9 +57,11 @@ class AnonVma:
         self.num_active_vmas = 0
         self.avcs: set[AnonVmaChain] = set()
         self.freed = False
-        # Model bookkeeping, not a kernel field: mapped pages whose page->mapping is this
-        # anon_vma, so that freeing it while pages still point at it is caught at once.
+        # Model bookkeeping, not kernel fields: mapped pages whose page->mapping is this
+        # anon_vma (so freeing it while pages still point at it is caught at once), and
+        # the distance to the root.
         self.pages = 0
+        self.depth = 0
 
     @property
     def degree(self) -> int:

@@ -470,6 +470,62 @@ class VmaMixin:
         vma = self.vm_area_alloc(mm, addr, addr + length, addr >> PAGE_SHIFT, flags, None)
         self.vma_link(mm, vma)
 
+    def copy_vma(self, vma: Vma, start: int, end: int, pgoff: int) -> Vma:
+        """copy_vma() (mremap move): merge into a neighbour at the destination, else a copy.
+
+        An unfaulted anonymous VMA takes the destination's pgoff "to increase its chance of
+        merging"; a faulted one keeps its pgoff and its anon_vmas (anon_vma_clone).
+        """
+        mm = vma.mm
+        if vma.file is None and not vma.flags & VM_SHARED and vma.anon_vma is None:
+            pgoff = start >> PAGE_SHIFT
+        prev, nxt = self.prev_of_range(mm, start)
+        vmg = Vmg(mm, prev, None, start, end, pgoff, vma.flags, vma.file, vma.anon_vma)
+        vmg.next = nxt
+        vmg.copied_from = vma
+        merged = self.vma_merge_new_range(vmg)
+        if merged is not None:
+            return merged
+        new = self.vm_area_dup(vma)
+        new.start, new.end, new.pgoff = start, end, pgoff
+        self.anon_vma_clone(new, vma, "copy_vma")
+        self.vma_link(mm, new)
+        return new
+
+    def do_mremap(self, mm: Mm, old_start: int, old_end: int, new_start: int, new_end: int
+                  ) -> None:
+        """mremap(): shrink or grow in place, or move (copy_vma, move pages, unmap the old)."""
+        vma = self.find_vma(mm, old_start)
+        if vma is None or vma.end < old_end:
+            self.counters.syscall_errors += 1     # -EFAULT: not one mapping
+            return
+        if new_start == old_start:
+            if new_end < old_end:
+                self.do_munmap(mm, new_end, old_end)
+            elif new_end > old_end:
+                # vma_merge_extend(): only from the VMA's end, into free space
+                _, nxt = self.neighbours(vma)
+                if old_end != vma.end or (nxt is not None and nxt.start < new_end):
+                    self.counters.syscall_errors += 1
+                    return
+                vma.end = new_end
+            return
+        if vma.start < old_start:
+            self.split_vma(vma, old_start, True)
+        if vma.end > old_end:
+            self.split_vma(vma, old_end, False)
+        self.do_munmap(mm, new_start, new_end)           # MREMAP_FIXED replaces what is there
+        new = self.copy_vma(vma, new_start, new_end, vma.pgoff)
+        shift = (new_start - old_start) >> PAGE_SHIFT
+        lo, hi = old_start >> PAGE_SHIFT, old_end >> PAGE_SHIFT
+        moved = [(v, p) for v, p in mm.pages.items() if lo <= v < hi]
+        for v, _ in moved:
+            del mm.pages[v]
+        for v, p in moved:
+            mm.pages[v + shift] = p                       # move_page_tables()
+        self.do_munmap(mm, old_start, old_end)
+        del new
+
     def expand_downwards(self, vma: Vma, addr: int) -> None:
         """expand_downwards(): a fault below a VM_GROWSDOWN stack extends it (anon_vma first)."""
         self.anon_vma_prepare(vma)

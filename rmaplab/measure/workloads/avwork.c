@@ -2,6 +2,11 @@
  * avwork: micro workloads for the anon_vma model, one per rmaplab.workloads function.
  *
  *   avwork MODE K N      MODE: split sep chainw chainx dontfork wipeonfork brk mprotect-merge
+ *   avwork forkcost K N STATE
+ *                        time N fork+_exit+waitpid of a process with K one-page VMAs
+ *                        (STATE 0: never written, no anon_vma; 1: written then
+ *                        MADV_DONTNEED, an anon_vma but no page; 2: written, one page);
+ *                        prints "ns K N STATE utime_us stime_us" (rusage of self+children)
  *
  * Each mode makes exactly the syscalls and page writes of the event trace that
  * rmaplab/workloads.py builds for (MODE, K, N), at the same addresses: a region inside
@@ -19,8 +24,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -135,8 +142,39 @@ static void madvise_range(long first, long count, int advice)
 		die("madvise");
 }
 
+static long usec(struct timeval tv) { return tv.tv_sec * 1000000L + tv.tv_usec; }
+
+static int forkcost(long k, long n, int state)
+{
+	reserve(2 * k + 1);
+	for (long i = 0; i < k; i++) {
+		protect(2 * i + 1, 1, PROT_READ | PROT_WRITE);
+		if (state >= 1)
+			touch(page(2 * i + 1));
+		if (state == 1)
+			madvise_range(2 * i + 1, 1, MADV_DONTNEED);
+	}
+	struct rusage self0, kids0, self1, kids1;
+	struct timespec t0, t1;
+	getrusage(RUSAGE_SELF, &self0);
+	getrusage(RUSAGE_CHILDREN, &kids0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	forks(n);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	getrusage(RUSAGE_SELF, &self1);
+	getrusage(RUSAGE_CHILDREN, &kids1);
+	long ns = (t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec);
+	long ut = usec(self1.ru_utime) - usec(self0.ru_utime) + usec(kids1.ru_utime) - usec(kids0.ru_utime);
+	long st = usec(self1.ru_stime) - usec(self0.ru_stime) + usec(kids1.ru_stime) - usec(kids0.ru_stime);
+	char buf[160];
+	int len = snprintf(buf, sizeof(buf), "%ld %ld %ld %d %ld %ld\n", ns, k, n, state, ut, st);
+	return write(1, buf, len) == len ? 0 : 3;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 5 && !strcmp(argv[1], "forkcost"))
+		return forkcost(atol(argv[2]), atol(argv[3]), atoi(argv[4]));
 	if (argc != 4) {
 		static const char usage[] =
 			"usage: avwork MODE K N  (split sep chainw chainx dontfork wipeonfork brk mprotect-merge)\n";

@@ -1,0 +1,106 @@
+"""Benchmarks (``make bench``): measured, reported, never asserted by the test suite.
+
+1. Model vs kernel per fork: the model simulates fork + exit of a process with 64
+   faulted one-page anon VMAs; the live kernel does fork + _exit + waitpid for a C
+   process with the same layout (``avwork forkcost 64 N 2``).  Reports the ratio.
+2. Replay speed: events per second for one policy over a trace (the recorded kernel
+   build when present), with peak memory (ru_maxrss of a fresh process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rmaplab import traces, workloads
+from rmaplab.model import Kernel
+
+
+def model_fork_ns(vmas: int, forks: int) -> float:
+    kernel = Kernel("v6.0", check="off")
+    for _, ev in workloads.numbered(workloads.sep(vmas, 0)):
+        kernel.apply(ev)
+    start = time.perf_counter_ns()
+    for j in range(forks):
+        kernel.fork(1, 1000 + j)
+        kernel.exit(1000 + j)
+    return (time.perf_counter_ns() - start) / forks
+
+
+def kernel_fork_ns(vmas: int, forks: int, repeats: int = 5) -> float:
+    from rmaplab.measure import micro
+
+    exe = str(micro.binary())
+    best = []
+    for _ in range(repeats):
+        out = subprocess.run([exe, "forkcost", str(vmas), str(forks), "2"], capture_output=True,
+                             text=True, check=True).stdout.split()
+        best.append(int(out[0]) / forks)
+    best.sort()
+    return best[len(best) // 2]
+
+
+def replay_speed(path: Path, policy: str) -> dict:
+    """Replay in a fresh process so its peak RSS is the replay's own."""
+    code = (
+        "import json,resource,sys,time\n"
+        "from rmaplab import traces\n"
+        f"t0=time.perf_counter(); ev=traces.load({str(path)!r}); t1=time.perf_counter()\n"
+        f"r=traces.replay(ev, policy={policy!r}, check='off'); t2=time.perf_counter()\n"
+        "print(json.dumps({'events': len(ev), 'load_s': t1-t0, 'replay_s': t2-t1,"
+        " 'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    res["events_per_s"] = res["events"] / res["replay_s"]
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rmaplab.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vmas", type=int, default=64)
+    p.add_argument("--forks", type=int, default=2000)
+    p.add_argument("--trace", type=Path, help="trace to replay (default: the recorded build)")
+    p.add_argument("--policy", default="v6.0")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+
+    results: dict = {"vmas": args.vmas, "forks": args.forks}
+    results["model_ns_per_fork"] = model_fork_ns(args.vmas, args.forks)
+    try:
+        results["kernel_ns_per_fork"] = kernel_fork_ns(args.vmas, args.forks)
+        results["model_over_kernel"] = results["model_ns_per_fork"] / results["kernel_ns_per_fork"]
+    except Exception as e:  # no gcc here: report, do not hide
+        results["kernel_error"] = str(e)
+    trace = args.trace
+    if trace is None:
+        from rmaplab.measure.data import measurement_dirs
+
+        dirs = [d for d in measurement_dirs("traces") if (d / "trace.jsonl.gz").exists()]
+        trace = dirs[-1] / "trace.jsonl.gz" if dirs else None
+    if trace is not None:
+        results["replay"] = {"trace": str(trace), **replay_speed(trace, args.policy)}
+    results["maxrss_mb_bench"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(f"model : {results['model_ns_per_fork'] / 1000:8.1f} µs per fork+exit "
+              f"({args.vmas} faulted VMAs)")
+        if "kernel_ns_per_fork" in results:
+            print(f"kernel: {results['kernel_ns_per_fork'] / 1000:8.1f} µs per fork+_exit+wait")
+            print(f"ratio model/kernel: {results['model_over_kernel']:.2f}")
+        if "replay" in results:
+            r = results["replay"]
+            print(f"replay ({args.policy}): {r['events']:,} events in {r['replay_s']:.2f} s "
+                  f"({r['events_per_s']:,.0f}/s), load {r['load_s']:.2f} s, "
+                  f"peak RSS {r['maxrss_mb']:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

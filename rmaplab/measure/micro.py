@@ -1,0 +1,97 @@
+"""The micro workloads on the live kernel, and their comparison with the model.
+
+``avwork`` (workloads/avwork.c) is compiled on demand with gcc into the cache.  For
+each mode the live delta (K, N) - (0, N) of every counter is compared with the
+same delta of the ``v6.0`` model replaying rmaplab.workloads' trace of that mode:
+the baseline program's own VMAs cancel out, the region's cost remains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from rmaplab import traces, workloads
+from rmaplab.errors import RmaplabError
+from rmaplab.measure.run import Condition
+from rmaplab.paths import cache_dir
+
+COMPARED = ("anon_vma_fork", "anon_vma_prepare", "avc_fork", "avc_clone", "avc_prepare",
+            "vma_alloc", "mm_forks")
+MODES = tuple(workloads.WORKLOADS)
+
+
+def source() -> bytes:
+    return resources.files("rmaplab.measure").joinpath("workloads/avwork.c").read_bytes()
+
+
+def binary() -> Path:
+    """avwork compiled from the package's source (cached by the source's hash)."""
+    src = source()
+    digest = hashlib.sha256(src).hexdigest()[:12]
+    exe = cache_dir() / f"avwork-{digest}" / "avwork"
+    if exe.exists():
+        return exe
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise RmaplabError("gcc not found (needed to build the micro workloads)",
+                           hint="apt-get install gcc")
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    c_file = exe.parent / "avwork.c"
+    c_file.write_bytes(src)
+    proc = subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(c_file)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RmaplabError(f"gcc failed on avwork.c: {proc.stderr.strip()[-400:]}")
+    return exe
+
+
+def label(mode: str, k: int, n: int) -> str:
+    return f"{mode}:{k}:{n}"
+
+
+def conditions(k: int, n: int, modes=MODES) -> list[Condition]:
+    exe = str(binary())
+    out = []
+    for mode in modes:
+        if mode not in workloads.WORKLOADS:
+            raise RmaplabError(f"unknown workload {mode!r}", hint="one of: " + ", ".join(MODES))
+        for kk in (k, 0):
+            out.append(Condition(label(mode, kk, n), [exe, mode, str(kk), str(n)]))
+    return out
+
+
+def model_delta(mode: str, k: int, n: int, policy: str = "v6.0") -> dict[str, int]:
+    make = workloads.WORKLOADS[mode]
+    full = traces.replay(workloads.numbered(make(k, n)), policy=policy, check="off").counters
+    base = traces.replay(workloads.numbered(make(0, n)), policy=policy, check="off").counters
+    return {c: full[c] - base[c] for c in COMPARED}
+
+
+def compare(runs: pd.DataFrame, k: int, n: int, modes=MODES) -> pd.DataFrame:
+    """One row per (mode, counter): live delta, model delta, whether they agree exactly.
+
+    ``runs``: runs.csv of a micro campaign (labels ``mode:K:N``).  Repeated runs of one
+    condition must agree; ``repeat_spread`` reports it when they do not.
+    """
+    good = runs[(~runs["warmup"].astype(bool)) & (~runs["failed"].astype(bool))]
+    rows = []
+    for mode in modes:
+        full = good[good["label"] == label(mode, k, n)]
+        base = good[good["label"] == label(mode, 0, n)]
+        if full.empty or base.empty:
+            raise RmaplabError(f"no successful runs of {mode} with K={k} and K=0, N={n}")
+        predicted = model_delta(mode, k, n)
+        for counter in COMPARED:
+            live = int(full[counter].median()) - int(base[counter].median())
+            spread = int(full[counter].max() - full[counter].min()
+                         + base[counter].max() - base[counter].min())
+            rows.append({"mode": mode, "counter": counter, "live": live,
+                         "model": predicted[counter], "match": live == predicted[counter],
+                         "repeat_spread": spread})
+    return pd.DataFrame(rows)
