@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rmaplab-installed
 
-.PHONY: reproduce test bench lint venv kbuild-campaign clean-venv
+.PHONY: reproduce test bench lint venv kbuild-campaign searches clean-venv
 
 venv: $(STAMP)
 
@@ -35,3 +35,18 @@ clean-venv:
 # Live-kernel campaign (root, ~30 min): tinyconfig builds under perf, sh vs bash.
 kbuild-campaign: $(STAMP)
 	$(BIN)/rmaplab kbuild $(ARGS)
+
+# Invariant searches behind notebook 02 (~10 min): regenerates data/traces/.
+SEARCH = $(BIN)/rmaplab search --summary data/traces/search-summary.json
+searches: $(STAMP)
+	$(SEARCH) --policy v5.4 -o data/traces/search-v5.4-same-chain.jsonl
+	$(SEARCH) --policy v5.4 --invariant page-mapping-freed --with-writes \
+	  --prefix data/traces/search-v5.4-same-chain.jsonl --drop-last 1 --budget 30000 \
+	  -o data/traces/search-v5.4-uaf.jsonl
+	$(SEARCH) --policy v5.5 -o data/traces/search-v5.5-same-chain.jsonl
+	$(SEARCH) --policy wei-intended -o data/traces/search-wei-intended-same-chain.jsonl
+	$(SEARCH) --policy v6.0 -o data/traces/search-v6.0-same-chain.jsonl || true
+	$(SEARCH) --policy no-reuse -o data/traces/search-no-reuse-same-chain.jsonl || true
+	$(SEARCH) --policy v6.0 --invariant page-mapping-freed --with-writes \
+	  --prefix data/traces/search-v5.4-same-chain.jsonl --drop-last 1 --budget 30000 \
+	  -o data/traces/search-v6.0-uaf.jsonl || true

@@ -220,10 +220,34 @@ def _search(sub) -> None:
                    choices=["same-anon_vma-same-chain", "page-unreachable", "page-mapping-freed",
                             "counts", "links", "anon_vma_merge-BUG"])
     p.add_argument("--with-writes", action="store_true", help="also generate page writes")
+    p.add_argument("--prefix", type=Path,
+                   help="continue this trace (e.g. an earlier finding minus its last event)")
+    p.add_argument("--drop-last", type=int, default=0, metavar="N",
+                   help="drop the prefix's last N events first")
     p.add_argument("--budget", type=int, default=60_000, help="examples to try at most")
     p.add_argument("-o", "--output", type=Path, help="write the shrunk trace here (.jsonl)")
+    p.add_argument("--summary", type=Path,
+                   help="record the outcome (found or not, examples) in this JSON file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run_search)
+
+
+def _record_search(path: Path, args, found) -> None:
+    from rmaplab import atomic
+
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    key = f"{args.policy}/{args.invariant}" + ("/writes" if args.with_writes else "") + \
+        (f"/prefix={args.prefix.name}" if args.prefix is not None else "")
+    summary[key] = {
+        "policy": args.policy, "invariant": args.invariant, "with_writes": args.with_writes,
+        "prefix": str(args.prefix) if args.prefix is not None else None,
+        "budget": args.budget, "found": found is not None,
+        "examples": found.examples if found else args.budget,
+        "seed": found.seed if found else None,
+        "events": len(found.events) if found else None,
+        "trace": str(args.output) if found and args.output else None,
+    }
+    atomic.write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
 
 
 def _run_search(args) -> int:
@@ -234,8 +258,15 @@ def _run_search(args) -> int:
         raise RmaplabError("--budget must be positive")
     print(f"searching under {args.policy} for {args.invariant} (budget {args.budget:,} "
           "examples)...", file=sys.stderr)
+    prefix = None
+    if args.prefix is not None:
+        prefix = [ev for _, ev in traces.load(args.prefix)]
+        if args.drop_last:
+            prefix = prefix[: -args.drop_last]
     found = find_violation(args.policy, args.invariant, budget=args.budget,
-                           with_writes=args.with_writes)
+                           with_writes=args.with_writes, prefix=prefix)
+    if args.summary:
+        _record_search(args.summary, args, found)
     if found is None:
         msg = {"found": False, "policy": args.policy, "invariant": args.invariant,
                "examples": args.budget}
@@ -246,8 +277,10 @@ def _run_search(args) -> int:
                   "examples")
         return 1
     if args.output:
+        cont = (f" --prefix {args.prefix} --drop-last {args.drop_last}"
+                if args.prefix is not None else "")
         header = (f"# found by `rmaplab search --policy {args.policy} --invariant "
-                  f"{args.invariant}{' --with-writes' if args.with_writes else ''}` after "
+                  f"{args.invariant}{' --with-writes' if args.with_writes else ''}{cont}` after "
                   f"{found.examples} examples (hypothesis seed {found.seed}); shrunk\n"
                   f"# violation at event {found.violation['event']}: "
                   f"{found.violation['detail']}\n")

@@ -148,7 +148,9 @@ def policy_allocations(table: pd.DataFrame, metrics: tuple[str, ...] = ("anon_vm
         ax.set_xticks(range(len(workloads)), workloads, rotation=30, ha="right")
         ax.set_ylabel("count")
         ax.set_title(labels.get(metric, metric))
-    axes[0].legend(title="policy", fontsize=8, title_fontsize=8, frameon=False)
+    handles, labels_ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels_, title="policy", fontsize=8, title_fontsize=8, frameon=False,
+               loc="upper center", ncol=len(policies), bbox_to_anchor=(0.5, 1.08))
     fig.tight_layout()
     return fig, data
 
@@ -161,13 +163,14 @@ def anon_vma_hierarchy(panels: dict[str, pd.DataFrame]) -> tuple[plt.Figure, pd.
     with the VMAs (process:page) whose vma->anon_vma it is.
     """
     use_style()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 4.2))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.5 * len(panels), 3.6))
     axes = np.atleast_1d(axes)
     rows = []
     for ax, (policy, nodes) in zip(axes, panels.items(), strict=True):
         children: dict[str | None, list[str]] = {}
         for _, n in nodes.iterrows():
-            children.setdefault(n["parent"], []).append(n["anon_vma"])
+            parent = n["parent"] if isinstance(n["parent"], str) else None   # NaN: a root
+            children.setdefault(parent, []).append(n["anon_vma"])
         xpos: dict[str, float] = {}
         cursor = [0.0]
 
@@ -190,7 +193,7 @@ def anon_vma_hierarchy(panels: dict[str, pd.DataFrame]) -> tuple[plt.Figure, pd.
             parent = n["parent"]
             if isinstance(parent, str):
                 ax.plot([xpos[parent], x], [y + 1, y], color="0.6", lw=1, zorder=1)
-            used = bool(n["vmas"])
+            used = isinstance(n["vmas"], str) and bool(n["vmas"])
             ax.scatter([x], [y], s=260, color=PALETTE[0] if used else "white",
                        edgecolor=PALETTE[0], zorder=2)
             ax.text(x, y, name.replace("AV", ""), ha="center", va="center", fontsize=7,
@@ -198,8 +201,9 @@ def anon_vma_hierarchy(panels: dict[str, pd.DataFrame]) -> tuple[plt.Figure, pd.
             if used:
                 ax.text(x, y - 0.28, n["vmas"].replace(" ", "\n"), ha="center", va="top",
                         fontsize=6, color="0.25")
-            rows.append({"policy": policy, "anon_vma": name, "parent": parent, "depth": n["depth"],
-                         "x": x, "vmas": n["vmas"]})
+            rows.append({"policy": policy, "anon_vma": name,
+                         "parent": parent if isinstance(parent, str) else "",
+                         "depth": n["depth"], "x": x, "vmas": n["vmas"] if used else ""})
         ax.set_title(policy, fontsize=9)
         ax.set_xlim(-0.7, max(cursor[0] - 0.3, 0.7))
         ax.set_ylim(-nodes["depth"].max() - 1.3, 0.6)
@@ -233,9 +237,11 @@ def aa_changes(splits: pd.DataFrame, marks: dict[str, float]) -> tuple[plt.Figur
                 ax.axvline(sign * abs(marks[metric]), color="black", lw=1, ls="--")
             ax.text(abs(marks[metric]), ax.get_ylim()[1] * 0.95, " seed", fontsize=7, va="top")
         ax.set_title(METRIC_LABELS[metric])
-        ax.set_xlabel("apparent change, % (3 vs 3 identical builds)")
+        ax.set_xlabel("apparent change (%)")
     axes[0].set_ylabel("splits")
     axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle("A/A: every split of identical builds into two groups of 3, against the "
+                 "seed's change (dashed)", fontsize=9)
     fig.tight_layout()
     return fig, splits[["shell", "metric", "pct_change", "p_welch", "p_mannwhitney",
                         "p_permutation"]].reset_index(drop=True)

@@ -38,9 +38,9 @@ def setup_events() -> list[dict[str, Any]]:
 class Interpreter:
     """Turns abstract ops into trace events against live process ids."""
 
-    def __init__(self) -> None:
-        self.live = [1]
-        self.next_pid = 2
+    def __init__(self, live: list[int] | None = None, next_pid: int = 2) -> None:
+        self.live = list(live) if live else [1]
+        self.next_pid = next_pid
 
     def event(self, op: Op) -> dict[str, Any] | None:
         kind, i = op[0], op[1]
@@ -63,9 +63,24 @@ class Interpreter:
         return {"op": "mprotect", "pid": pid, "start": addr, "end": addr + 4096, "prot": op[3]}
 
 
-def to_events(program: list[Op]) -> list[dict[str, Any]]:
-    interp = Interpreter()
-    events = setup_events()
+def to_events(program: list[Op], prefix: list[dict[str, Any]] | None = None
+              ) -> list[dict[str, Any]]:
+    """The events of ``program`` after the setup (or after ``prefix``, a valid trace)."""
+    if prefix is None:
+        interp = Interpreter()
+        events = setup_events()
+    else:
+        alive: dict[int, None] = {}
+        for ev in prefix:
+            if ev["op"] == "spawn":
+                alive[ev["pid"]] = None
+            elif ev["op"] == "fork":
+                alive[ev["child"]] = None
+            elif ev["op"] == "exit":
+                alive.pop(ev["pid"], None)
+        pids = [p for ev in prefix for p in (ev["pid"], ev.get("child", 0))]
+        interp = Interpreter(list(alive), max(pids) + 1)
+        events = list(prefix)
     for op in program:
         ev = interp.event(op)
         if ev is not None:
@@ -130,10 +145,11 @@ def replay_events(events: list[dict[str, Any]], policy: str, check: str = "full"
     return kernel
 
 
-def run_program(program: list[Op], policy: str, check: str = "full"
+def run_program(program: list[Op], policy: str, check: str = "full",
+                prefix: list[dict[str, Any]] | None = None
                 ) -> tuple[Kernel, list[dict[str, Any]]]:
     kernel = Kernel(policy, check=check)
-    events = to_events(program)
+    events = to_events(program, prefix)
     for ev in events:
         kernel.apply(ev)
     return kernel, events
@@ -190,12 +206,14 @@ def renumber(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-chain",
                    budget: int = 60_000, examples_per_seed: int = 5_000, max_ops: int = 30,
-                   with_writes: bool = False) -> Finding | None:
+                   with_writes: bool = False, prefix: list[dict[str, Any]] | None = None
+                   ) -> Finding | None:
     """Search programs (Hypothesis, steered by :func:`danger`) until one breaks
     ``invariant`` under ``policy``; shrink it.  Seeds 0, 1, 2... are tried in turn
     until ``budget`` examples have been spent.  Only fork, exit and one-page
     mprotect are generated unless ``with_writes``: they are the operations that
-    change the anon_vma topology; writes only create pages.
+    change the anon_vma topology; writes only create pages.  With ``prefix`` (a
+    trace, e.g. an earlier finding), programs continue it instead of starting afresh.
     """
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis import seed as hseed
@@ -227,7 +245,7 @@ def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-ch
         @given(st.lists(op, max_size=max_ops))
         def probe(program):
             count[0] += 1
-            kernel, events = run_program(program, policy, check="incremental")
+            kernel, events = run_program(program, policy, check="incremental", prefix=prefix)
             target(danger(kernel), label="non-ancestor anon_vmas in chains")
             hit = first_violation(kernel, invariant)
             if hit is not None:

@@ -1,0 +1,253 @@
+"""Synthetic kernel builds: process-tree templates fitted to recorded build traces.
+
+A recorded trace (``rmaplab trace -- make ...``) is parsed into a process tree: each
+process instance keeps its own events in order and the points where it forked or
+spawned children.  A generated build replays the recorded top-level make tree and
+re-composes it:
+
+* ``units``: the number of recipes (the shells make runs; each compiles, archives,
+  or runs a helper) as a multiple of the recorded build's.  Recipes are grouped by
+  the set of programs their process tree runs; a group seen at least
+  ``MIN_STRATUM`` times is a kind of work that grows with the build (compiling,
+  archiving), and each of its slots becomes floor(units) or ceil(units) recipes
+  sampled from the same group.  Rarer recipes (linking vmlinux, version scripts)
+  happen once per build and are kept as recorded.
+* ``shell``: which recorded build the recipes come from (``sh`` = dash, ``bash``);
+* ``make_forks``: make 4.2 and older fork()ed to run recipes (a copy of make's mm,
+  then exec); make 4.3+ uses posix_spawn (a fresh mm);
+* ``jobs``: how many of a make's children run at once: their events are interleaved
+  round-robin, which matters for reuse only (whether a parent has exited);
+* ``seed``: the sampling.
+
+Processes other than make run depth-first (a child's subtree completes before its
+parent goes on), as the shells of a build do when they wait for their children.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmaplab.errors import RmaplabError
+
+Event = dict[str, Any]
+
+
+@dataclass
+class Node:
+    pid: int
+    program: str | None
+    how: str                                   # "spawn" | "fork" | "root"
+    items: list = field(default_factory=list)  # ("ev", event) | ("child", Node)
+
+    def is_make(self) -> bool:
+        return self.program == "make"
+
+
+def parse_tree(events: list[Event]) -> Node:
+    """The process tree of a recorded trace (the first spawned process is the root)."""
+    live: dict[int, Node] = {}
+    root: Node | None = None
+    for ev in events:
+        op, pid = ev["op"], ev["pid"]
+        if op == "spawn":
+            node = Node(pid, ev.get("comm"), "spawn" if root is not None else "root")
+            parent = live.get(ev.get("parent"))
+            if root is None:
+                root = node
+            elif parent is not None:
+                parent.items.append(("child", node))
+            else:
+                raise RmaplabError(f"spawn of {pid} by unknown parent {ev.get('parent')}",
+                                   hint="the trace needs spawn events with 'parent'")
+            live[pid] = node
+            node.items.append(("ev", ev))
+        elif op == "fork":
+            parent = live[pid]
+            node = Node(ev["child"], parent.program, "fork")
+            parent.items.append(("child", node))
+            live[ev["child"]] = node
+            node.items.append(("ev", ev))
+        else:
+            node = live.get(pid)
+            if node is None:
+                continue
+            node.items.append(("ev", ev))
+            if op == "exit":
+                del live[pid]
+    if root is None:
+        raise RmaplabError("trace has no spawn event: not a recorded workload")
+    return root
+
+
+MIN_STRATUM = 5
+
+
+def signature(node: Node) -> tuple[str, ...]:
+    """The set of programs a process tree runs (its exec'd and spawned programs)."""
+    progs: set[str] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.program:
+            progs.add(n.program)
+        for kind, x in n.items:
+            if kind == "child":
+                stack.append(x)
+            elif x["op"] == "exec" and x.get("comm"):
+                progs.add(x["comm"])
+    return tuple(sorted(progs))
+
+
+def recipes(root: Node) -> list[Node]:
+    """Children that a make spawned and that are not make: the recipe pool."""
+    out = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for kind, x in node.items:
+            if kind == "child":
+                if node.is_make() and not x.is_make() and x.how == "spawn":
+                    out.append(x)
+                stack.append(x)
+    return out
+
+
+@dataclass
+class Params:
+    units: float = 1.0          # recipes, as a multiple of the recorded build's
+    shell: str = "sh"
+    make_forks: bool = False
+    jobs: int = 2
+    seed: int = 0
+    identity: bool = False      # keep every recorded recipe in place (no sampling): a check
+
+
+class Generator:
+    def __init__(self, make_tree: Node, recipe_pool: list[Node], params: Params) -> None:
+        if not recipe_pool:
+            raise RmaplabError("no recipes in the recorded trace")
+        if params.units <= 0 or params.jobs < 1:
+            raise RmaplabError("units must be > 0 and jobs >= 1")
+        self.tree = make_tree
+        self.p = params
+        self.strata: dict[tuple[str, ...], list[Node]] = {}
+        for r in recipe_pool:
+            self.strata.setdefault(signature(r), []).append(r)
+        self.stratum_of = {id(r): sig for sig, rs in self.strata.items() for r in rs}
+        self.rng = random.Random(params.seed)
+        self.next_pid = 1
+        self.make_pids: set[int] = set()
+
+    def _pid(self) -> int:
+        self.next_pid += 1
+        return self.next_pid
+
+    def events(self) -> Iterator[Event]:
+        pid = self._pid()
+        yield {"op": "spawn", "pid": pid, "comm": self.tree.program, "parent": None}
+        yield from self._emit(self.tree, pid, None)
+
+    def _emit(self, node: Node, pid: int, parent: int | None) -> Iterator[Event]:
+        """Events of one process instance and (depth-first or, for make, interleaved) its
+        children, with pids renumbered."""
+        if node.is_make():
+            self.make_pids.add(pid)
+        remap = {node.pid: pid}
+        active: list[Iterator[Event]] = []
+        for kind, x in node.items:
+            if kind == "child":
+                for child in self._children_for(node, x):
+                    cpid = self._pid()
+                    stream = self._start_child(child, cpid, pid)
+                    if node.is_make():
+                        active.append(stream)
+                        while len(active) >= self.p.jobs:
+                            yield from self._round(active)
+                    else:
+                        yield from stream
+                continue
+            ev = x
+            op = ev["op"]
+            if op in ("spawn", "fork") and ev.get("child", ev["pid"]) == node.pid:
+                continue                      # the creation event is emitted by the parent
+            if op == "exit":
+                while active:
+                    yield from self._round(active)
+            out = dict(ev)
+            out["pid"] = remap.get(ev["pid"], pid)
+            yield out
+            if active and node.is_make():
+                yield from self._round(active, once=True)
+        while active:
+            yield from self._round(active)
+
+    @staticmethod
+    def _round(active: list[Iterator[Event]], once: bool = False) -> Iterator[Event]:
+        """One event from each active child stream, dropping finished streams."""
+        for stream in list(active):
+            try:
+                yield next(stream)
+            except StopIteration:
+                active.remove(stream)
+            if once:
+                return
+
+    def _children_for(self, node: Node, child: Node) -> list[Node]:
+        if not (node.is_make() and not child.is_make() and child.how == "spawn") \
+                or self.p.identity:
+            return [child]
+        group = self.strata[self.stratum_of[id(child)]]
+        if len(group) < MIN_STRATUM:
+            return [child]                    # once-per-build work: as recorded
+        whole = math.floor(self.p.units)
+        reps = whole + (1 if self.rng.random() < self.p.units - whole else 0)
+        return [self.rng.choice(group) for _ in range(reps)]
+
+    def _start_child(self, child: Node, cpid: int, ppid: int) -> Iterator[Event]:
+        if child.how == "fork":
+            yield {"op": "fork", "pid": ppid, "child": cpid}
+        elif self.p.make_forks and ppid in self.make_pids:
+            yield {"op": "fork", "pid": ppid, "child": cpid}
+            yield {"op": "exec", "pid": cpid, "comm": child.program}
+        else:
+            yield {"op": "spawn", "pid": cpid, "comm": child.program, "parent": ppid}
+        yield from self._emit(child, cpid, ppid)
+
+
+def load_recorded(shell: str) -> tuple[Node, list[Event]]:
+    """The process tree of the newest recorded build with this shell (data/raw/traces)."""
+    from rmaplab import integrity, traces
+    from rmaplab.measure.data import measurement_dirs
+    from rmaplab.paths import raw_dir
+
+    dirs = [d for d in measurement_dirs("traces") if d.name.endswith(f"kbuild-{shell}")]
+    if not dirs:
+        raise RmaplabError(f"no recorded build trace for shell {shell!r} in data/raw/traces",
+                           hint=f"rmaplab trace --label kbuild-{shell} -- make -s -j2")
+    rel = dirs[-1].relative_to(raw_dir()) / "trace.jsonl.gz"
+    events = [ev for _, ev in traces.load(integrity.raw_path(str(rel)))]
+    return parse_tree(events), events
+
+
+_CACHE: dict[str, tuple[Node, list[Node]]] = {}
+
+
+def generator(params: Params, recorded: Path | None = None) -> Generator:
+    """A generator for these parameters; the make tree comes from the same recorded build
+    as the recipes (the shell decides both)."""
+    if params.shell not in _CACHE:
+        root, _ = load_recorded(params.shell)
+        _CACHE[params.shell] = (root, recipes(root))
+    root, pool = _CACHE[params.shell]
+    return Generator(root, pool, params)
+
+
+def generate(params: Params) -> Iterator[tuple[int, Event]]:
+    """(line, event) pairs ready for rmaplab.traces.replay."""
+    for i, ev in enumerate(generator(params).events(), 1):
+        yield i, ev

@@ -1,0 +1,78 @@
+"""Every figure has its data file, its provenance, and data that say what the figure shows.
+
+nbval cannot compare images, so the CSV written next to each figure is what is tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+
+from rmaplab.paths import repo_root
+
+FIGURES = repo_root() / "figures"
+MANIFEST = json.loads((FIGURES / "manifest.json").read_text())
+
+
+def data(name: str) -> pd.DataFrame:
+    return pd.read_csv(FIGURES / f"{name}.csv")
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_every_figure_has_png_svg_csv_and_matching_provenance(name):
+    prov = MANIFEST[name]
+    for ext in ("png", "svg", "csv"):
+        assert (FIGURES / f"{name}.{ext}").stat().st_size > 0
+    assert hashlib.sha256((FIGURES / f"{name}.csv").read_bytes()).hexdigest() == prov["data_sha256"]
+    assert prov["notebook"].endswith(".ipynb") and (repo_root() / "notebooks" / prov["notebook"]).exists()
+    assert len(data(name)) > 0
+    svg = (FIGURES / f"{name}.svg").read_text()
+    assert prov["notebook"] in svg        # provenance is in the SVG metadata too
+
+
+def test_each_figure_file_is_made_by_exactly_one_notebook():
+    import nbformat
+
+    makers: dict[str, list[str]] = {}
+    for nb_path in sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        source = "\n".join(c.source for c in nbformat.read(nb_path, as_version=4).cells)
+        for name in MANIFEST:
+            if f'"{name}"' in source:
+                makers.setdefault(name, []).append(nb_path.name)
+    assert {n: len(m) for n, m in makers.items()} == {n: 1 for n in MANIFEST}
+
+
+def test_fig1_shows_the_six_published_runs_per_metric():
+    d = data("fig1_claim_runs")
+    runs = d[d.kind == "run"]
+    assert runs.groupby(["metric", "group"]).size().eq(3).all()
+    assert set(runs.metric) == {"real", "user", "sys"}
+    means = d[d.kind == "mean_t95"]
+    assert (means.low < means.seconds).all() and (means.seconds < means.high).all()
+
+
+def test_fig2_has_every_policy_for_every_workload():
+    d = data("fig2_policy_allocations")
+    assert d.groupby("workload").policy.nunique().eq(5).all()
+
+
+def test_fig3_draws_one_tree_per_policy_rooted_at_the_parent_anon_vma():
+    d = data("fig3_anon_vma_hierarchy")
+    assert d.policy.nunique() == 5
+    roots = d[d.parent.isna()]
+    assert roots.groupby("policy").size().eq(1).all()
+
+
+def test_fig4_holds_all_aa_splits_for_both_shells_and_metrics():
+    d = data("fig4_aa_noise")
+    assert set(d.shell) == {"sh", "bash"} and set(d.metric) == {"real", "user", "sys"}
+    assert d.groupby(["shell", "metric"]).size().nunique() == 1
+
+
+def test_fig5_cost_grows_faster_with_anon_vmas():
+    d = data("fig5_fork_cost").set_index(["state", "k"])["median_us_per_fork"]
+    kmax = d.index.get_level_values("k").max()
+    assert d.loc[(1, kmax)] > d.loc[(0, kmax)]
