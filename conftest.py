@@ -8,6 +8,7 @@ nbval inherit this environment.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,10 +18,21 @@ ROOT = Path(__file__).resolve().parent
 DATA = ROOT / "tests" / "data"
 
 
+_OWN_OUTPUT_DIR: str | None = None
+
+
 def pytest_configure(config):
+    global _OWN_OUTPUT_DIR
     if "RMAPLAB_OUTPUT_DIR" not in os.environ:
-        os.environ["RMAPLAB_OUTPUT_DIR"] = tempfile.mkdtemp(prefix="rmaplab-test-out-")
+        _OWN_OUTPUT_DIR = tempfile.mkdtemp(prefix="rmaplab-test-out-")
+        os.environ["RMAPLAB_OUTPUT_DIR"] = _OWN_OUTPUT_DIR
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def pytest_unconfigure(config):
+    if _OWN_OUTPUT_DIR is not None:
+        shutil.rmtree(_OWN_OUTPUT_DIR, ignore_errors=True)
+        os.environ.pop("RMAPLAB_OUTPUT_DIR", None)
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@
    process with the same layout (``avwork forkcost 64 N 2``).  Reports the ratio.
 2. Replay speed: events per second for one policy over a trace (the recorded kernel
    build when present), with peak memory (ru_maxrss of a fresh process).
+3. Sweep scaling: the same sweep of generated builds on a LocalCluster with 1 and
+   with 2 workers (target: at least 1.7x faster on 2).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from rmaplab import traces, workloads
+from rmaplab import workloads
 from rmaplab.model import Kernel
 
 
@@ -60,6 +62,25 @@ def replay_speed(path: Path, policy: str) -> dict:
     return res
 
 
+def sweep_speedup(cells: int = 8, units: float = 0.5) -> dict:
+    import tempfile
+
+    from rmaplab import sweep
+
+    grid = sweep.grid(kind=["generated"], units=[units], shell=["sh"], make_forks=[False],
+                      jobs=[2], seed=list(range(cells)), policy=["v6.0"])
+    times = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            counts = sweep.sweep(grid, Path(tmp) / "out", workers=workers, log=lambda s: None)
+            times[workers] = time.perf_counter() - start
+            if counts["failed"]:
+                raise RuntimeError(f"sweep benchmark: {counts['failed']} cells failed")
+    return {"cells": cells, "seconds_1_worker": times[1], "seconds_2_workers": times[2],
+            "speedup": times[1] / times[2]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rmaplab.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forks", type=int, default=2000)
     p.add_argument("--trace", type=Path, help="trace to replay (default: the recorded build)")
     p.add_argument("--policy", default="v6.0")
+    p.add_argument("--no-sweep", action="store_true", help="skip the sweep-scaling benchmark")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -85,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         trace = dirs[-1] / "trace.jsonl.gz" if dirs else None
     if trace is not None:
         results["replay"] = {"trace": str(trace), **replay_speed(trace, args.policy)}
+    if not args.no_sweep:
+        results["sweep"] = sweep_speedup()
     results["maxrss_mb_bench"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         print(json.dumps(results, indent=1))
@@ -99,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"replay ({args.policy}): {r['events']:,} events in {r['replay_s']:.2f} s "
                   f"({r['events_per_s']:,.0f}/s), load {r['load_s']:.2f} s, "
                   f"peak RSS {r['maxrss_mb']:.0f} MB")
+        if "sweep" in results:
+            w = results["sweep"]
+            print(f"sweep of {w['cells']} cells: {w['seconds_1_worker']:.1f} s on 1 worker, "
+                  f"{w['seconds_2_workers']:.1f} s on 2: {w['speedup']:.2f}x")
     return 0
 
 

@@ -249,5 +249,4 @@ def generator(params: Params, recorded: Path | None = None) -> Generator:
 
 def generate(params: Params) -> Iterator[tuple[int, Event]]:
     """(line, event) pairs ready for rmaplab.traces.replay."""
-    for i, ev in enumerate(generator(params).events(), 1):
-        yield i, ev
+    yield from enumerate(generator(params).events(), 1)

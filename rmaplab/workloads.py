@@ -12,7 +12,10 @@ never merges with the program's other mappings.  Pid 1 is the workload process.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PAGE = 4096
 BASE = 0x7F0000000000          # the reservation's address (MAP_FIXED_NOREPLACE in the C program)
@@ -149,7 +152,7 @@ def numbered(events: list[Event]) -> list[tuple[int, Event]]:
     return [(i, validate(e, "<workload>", i)) for i, e in enumerate(events, 1)]
 
 
-def policy_table(specs: list[tuple[str, int, int]], policies: list[str]) -> "pd.DataFrame":
+def policy_table(specs: list[tuple[str, int, int]], policies: list[str]) -> pd.DataFrame:
     """Replay each workload (name, k, n) under each policy: one row per pair."""
     import pandas as pd
 

@@ -8,9 +8,9 @@ x=$(cat /etc/hostname)"])` on this machine (Linux 6.18, perf 6.1): dash vforks f
 
 from __future__ import annotations
 
+from conftest import DATA
 from rmaplab import traces
 from rmaplab.measure import capture
-from conftest import DATA
 
 SCRIPT = DATA / "perf" / "script-sh-subshells.txt"
 

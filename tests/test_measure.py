@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
+from conftest import DATA
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import micro, perf, run
-from conftest import DATA
 
 
 def test_missing_perf_says_what_to_install(monkeypatch):

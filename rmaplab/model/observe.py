@@ -128,7 +128,8 @@ def walk(events: list[dict], policy: str) -> list[dict]:
         new = kernel.violations[before:]
         by_id = {av.id: name for av, name in names.items()}
         detail = "; ".join(f"{v.invariant}: {v.detail}" for v in new)
-        detail = re.sub(r"AV(\d+)", lambda m: by_id.get(int(m.group(1)), m.group(0)), detail)
+        detail = re.sub(r"AV(\d+)", lambda m, ids=by_id: ids.get(int(m.group(1)), m.group(0)),
+                        detail)
         detail = re.sub(r"VMA\d+\[(0x[0-9a-f]+)-(0x[0-9a-f]+) AV\S*\]", r"VMA[\1-\2]", detail)
         rows.append({"event": i, "what": dumps(ev), "process state after": state,
                      "violation": detail})

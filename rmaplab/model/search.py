@@ -232,33 +232,37 @@ def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-ch
     class Found(Exception):
         pass
 
-    spent = 0
-    seed = 0
-    while spent < budget:
-        found: dict[str, Any] = {}
-        count = [0]
+    state: dict[str, Any] = {}
 
-        @hseed(seed)
-        @settings(max_examples=min(examples_per_seed, budget - spent), deadline=None,
-                  database=None, phases=[Phase.generate, Phase.target, Phase.shrink],
-                  suppress_health_check=list(HealthCheck))
-        @given(st.lists(op, max_size=max_ops))
+    def make_probe():
+        """A fresh test function per seed (Hypothesis allows one settings object each)."""
+        @given(program=st.lists(op, max_size=max_ops))
         def probe(program):
-            count[0] += 1
+            state["count"] += 1
             kernel, events = run_program(program, policy, check="incremental", prefix=prefix)
             target(danger(kernel), label="non-ancestor anon_vmas in chains")
             hit = first_violation(kernel, invariant)
             if hit is not None:
-                found["events"] = events[: hit.event + 1]
+                state["events"] = events[: hit.event + 1]
                 raise Found
+        return probe
 
+    spent = 0
+    seed = 0
+    while spent < budget:
+        state.clear()
+        state["count"] = 0
+        run = hseed(seed)(settings(
+            max_examples=min(examples_per_seed, budget - spent), deadline=None, database=None,
+            phases=[Phase.generate, Phase.target, Phase.shrink],
+            suppress_health_check=list(HealthCheck))(make_probe()))
         try:
-            probe()
+            run()
         except Found:
             pass
-        spent += count[0]
-        if found:
-            events = shrink(found["events"], policy, invariant)
+        spent += state["count"]
+        if "events" in state:
+            events = shrink(state["events"], policy, invariant)
             violation = first_violation(replay_events(events, policy), invariant)
             return Finding(policy, invariant, events, violation.as_dict(), spent, seed)
         seed += 1

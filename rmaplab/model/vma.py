@@ -76,19 +76,12 @@ class VmaMixin:
         nxt = mm.vmas[i + 1] if i + 1 < len(mm.vmas) else None
         return prev, nxt
 
-    @staticmethod
-    def find_vma(mm: Mm, addr: int) -> Vma | None:
+    @classmethod
+    def find_vma(cls, mm: Mm, addr: int) -> Vma | None:
         """The VMA containing addr, or None."""
-        vmas = mm.vmas
-        lo, hi = 0, len(vmas)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if vmas[mid].end <= addr:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(vmas) and vmas[lo].start <= addr:
-            return vmas[lo]
+        i = cls.vmas_from(mm, addr)
+        if i < len(mm.vmas) and mm.vmas[i].start <= addr:
+            return mm.vmas[i]
         return None
 
     @staticmethod

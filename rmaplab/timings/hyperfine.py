@@ -8,37 +8,22 @@ group named by its command (``--command-name`` if given).  ``times`` become runs
 
 from __future__ import annotations
 
-import json
-
 from rmaplab.errors import RmaplabError
+from rmaplab.timings._json import load_object, maybe_object
 from rmaplab.timings._schema import TimingRecord
 
 NAME = "hyperfine"
 DESCRIPTION = "hyperfine --export-json (per-run wall times; user/system means)"
 
 
-def _load(text: str) -> object | None:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
-
-
 def sniff(text: str) -> int | None:
-    if not text.lstrip().startswith("{"):
-        return None
-    obj = _load(text)
-    if isinstance(obj, dict) and isinstance(obj.get("results"), list):
-        return 1
-    return None
+    obj = maybe_object(text)
+    return 1 if obj is not None and isinstance(obj.get("results"), list) else None
 
 
 def parse(text: str, source: str) -> list[TimingRecord]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RmaplabError(f"not valid JSON: {e.msg}", path=source, line=e.lineno) from None
-    results = obj.get("results") if isinstance(obj, dict) else None
+    obj = load_object(text, source)
+    results = obj.get("results")
     if not isinstance(results, list) or not results:
         raise RmaplabError("hyperfine JSON has no 'results' list", path=source)
     records: list[TimingRecord] = []

@@ -10,9 +10,8 @@ correlated.  Calibration runs (no ``values``) are skipped: they hold no samples.
 
 from __future__ import annotations
 
-import json
-
 from rmaplab.errors import RmaplabError
+from rmaplab.timings._json import load_object, maybe_object
 from rmaplab.timings._schema import TimingRecord
 
 NAME = "pyperf"
@@ -20,23 +19,13 @@ DESCRIPTION = "pyperf JSON, plain or gzipped (per-value wall times)"
 
 
 def sniff(text: str) -> int | None:
-    if not text.lstrip().startswith("{"):
-        return None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if isinstance(obj, dict) and "benchmarks" in obj and "version" in obj:
-        return 1
-    return None
+    obj = maybe_object(text)
+    return 1 if obj is not None and "benchmarks" in obj and "version" in obj else None
 
 
 def parse(text: str, source: str) -> list[TimingRecord]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RmaplabError(f"not valid JSON: {e.msg}", path=source, line=e.lineno) from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("benchmarks"), list):
+    obj = load_object(text, source)
+    if not isinstance(obj.get("benchmarks"), list):
         raise RmaplabError("pyperf JSON has no 'benchmarks' list", path=source)
     common = obj.get("metadata", {})
     records: list[TimingRecord] = []

@@ -1,0 +1,51 @@
+"""`rmaplab reproduce`: notebooks, figures, paper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rmaplab.cli._registry import command
+from rmaplab.errors import RmaplabError
+
+
+@command("reproduce")
+def _reproduce(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="run every notebook, build figures and the paper",
+        description="Execute notebooks/NN_*.ipynb in order with papermill (in place), then "
+                    "build paper/paper.pdf.  Stops at the first failing notebook and keeps its "
+                    "executed copy under build/failed/.",
+    )
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   default=[], help="notebook parameter (VALUE is read as YAML: 3, true, 'x')")
+    p.add_argument("-f", "--params-file", type=Path, help="YAML file of notebook parameters")
+    p.add_argument("--only", action="append", metavar="NB",
+                   help="run only this notebook (prefix such as 01, or stem); repeatable")
+    p.add_argument("--no-paper", action="store_true", help="skip the PDF build")
+    p.set_defaults(func=_run_reproduce)
+
+
+def _run_reproduce(args) -> int:
+    import yaml
+
+    from rmaplab.reproduce import reproduce
+
+    params: dict[str, Any] = {}
+    if args.params_file:
+        try:
+            loaded = yaml.safe_load(args.params_file.read_text())
+        except FileNotFoundError:
+            raise RmaplabError("no such file", path=args.params_file) from None
+        except yaml.YAMLError as e:
+            raise RmaplabError(f"not valid YAML: {e}", path=args.params_file) from None
+        if not isinstance(loaded, dict):
+            raise RmaplabError("parameters file must map names to values", path=args.params_file)
+        params.update(loaded)
+    for name, value in args.parameter:
+        try:
+            params[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise RmaplabError(f"parameter {name}: cannot read value {value!r}") from None
+    reproduce(params, only=args.only, paper=not args.no_paper)
+    return 0

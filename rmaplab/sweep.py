@@ -1,0 +1,178 @@
+"""Parameter sweeps on dask.distributed: (workload, policy, parameters, seed) grids.
+
+A cell is a plain dict; :func:`run_cell` replays it and never raises: a failure is a
+result with ``status = "failed"`` and the error, so one bad cell does not stop a
+sweep.  Results are written one Parquet file per cell into a dataset partitioned
+by policy (``OUT/policy=v6.0/<cell id>.parquet``), atomically, as they arrive; a
+rerun skips every cell whose result is already there with ``status = "ok"``.
+A ``LocalCluster`` (one process per worker) is started unless a scheduler address
+is given.  Measurements never run here: replays only.
+
+Cell kinds:
+``{"kind": "micro", "workload": "split", "k": 16, "n": 10, "policy": ...}``
+``{"kind": "generated", "units": 2.0, "shell": "bash", "make_forks": true, "jobs": 2,
+   "seed": 0, "policy": ...}``
+``{"kind": "trace", "trace": "path/to/trace.jsonl.gz", "policy": ...}``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rmaplab.errors import RmaplabError
+
+RESULT_COUNTERS = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc",
+                   "avc_fork", "avc_clone", "avc_prepare", "vma_alloc", "mm_forks",
+                   "peak_anon_vma", "peak_avc", "peak_bytes_618", "peak_bytes_v54",
+                   "reuse_at_fork", "share_at_fork", "fork_anon_vmas", "fork_chain_sum",
+                   "fork_walk_sum", "fork_walk_max", "depth_max")
+
+
+def cell_id(cell: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def grid(**axes: Iterable[Any]) -> list[dict[str, Any]]:
+    """Every combination of the axes, e.g. grid(kind=["generated"], policy=[...], seed=range(3))."""
+    names = list(axes)
+    return [dict(zip(names, values, strict=True))
+            for values in itertools.product(*(list(axes[n]) for n in names))]
+
+
+def _events(cell: dict[str, Any]):
+    from rmaplab import traces, workloads
+
+    kind = cell.get("kind")
+    if kind == "micro":
+        if cell["workload"] not in workloads.WORKLOADS:
+            raise RmaplabError(f"unknown workload {cell['workload']!r}")
+        return workloads.numbered(workloads.WORKLOADS[cell["workload"]](cell["k"], cell["n"]))
+    if kind == "generated":
+        from rmaplab.generator import Params, generate
+
+        return generate(Params(units=float(cell["units"]), shell=cell["shell"],
+                               make_forks=bool(cell["make_forks"]), jobs=int(cell["jobs"]),
+                               seed=int(cell["seed"])))
+    if kind == "trace":
+        return traces.read(cell["trace"])
+    raise RmaplabError(f"unknown cell kind {kind!r}")
+
+
+def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """Replay one cell; the result row (status "ok" or "failed" with the error)."""
+    from rmaplab.traces import replay
+
+    row: dict[str, Any] = {**cell, "cell": cell_id(cell), "host": os.uname().nodename}
+    start = time.perf_counter()
+    try:
+        result = replay(_events(cell), policy=cell["policy"], check="off")
+        row.update({k: result.counters[k] for k in RESULT_COUNTERS})
+        row["events"] = result.events
+        row["status"] = "ok"
+        row["error"] = ""
+    except Exception as e:  # noqa: BLE001 - a failed cell is data, never a crash
+        row["status"] = "failed"
+        row["error"] = f"{type(e).__name__}: {e}"
+        row["traceback"] = traceback.format_exc(limit=5)
+    row["elapsed_s"] = time.perf_counter() - start
+    return row
+
+
+def _path(out: Path, row: dict[str, Any]) -> Path:
+    return out / f"policy={row['policy']}" / f"{row['cell']}.parquet"
+
+
+def finished(out: Path) -> set[str]:
+    """Cell ids with an ok result already in the dataset."""
+    if not out.exists():
+        return set()
+    done = set()
+    for f in out.glob("policy=*/*.parquet"):
+        try:
+            status = pd.read_parquet(f, columns=["status"])["status"].iloc[0]
+        except Exception:  # noqa: BLE001 - an unreadable partial file is simply redone
+            continue
+        if status == "ok":
+            done.add(f.stem)
+    return done
+
+
+def _write(out: Path, row: dict[str, Any]) -> None:
+    from rmaplab import atomic
+
+    path = _path(out, row)
+    frame = pd.DataFrame([{k: v for k, v in row.items() if k != "policy"}])
+    frame = frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object})
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def sweep(cells: list[dict[str, Any]], out: Path, scheduler: str | None = None,
+          workers: int | None = None, log: Callable[[str], None] | None = None
+          ) -> dict[str, int]:
+    """Run the cells not yet done on dask.distributed; write each result as it arrives."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    out = Path(out)
+    done = finished(out)
+    todo = [c for c in cells if cell_id(c) not in done]
+    counts = {"cells": len(cells), "skipped": len(cells) - len(todo), "ok": 0, "failed": 0}
+    log(f"sweep: {len(cells)} cells, {counts['skipped']} already done, {len(todo)} to run")
+    if not todo:
+        return counts
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                               processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        futures = client.map(run_cell, todo, pure=False)
+        for i, fut in enumerate(as_completed(futures), 1):
+            row = fut.result()
+            _write(out, row)
+            counts[row["status"]] += 1
+            what = ", ".join(f"{k}={v}" for k, v in row.items()
+                             if k in ("kind", "workload", "units", "shell", "make_forks",
+                                      "seed", "policy"))
+            log(f"  [{i}/{len(todo)}] {row['status']} in {row['elapsed_s']:.1f} s: {what}"
+                + (f" ({row['error']})" if row["status"] == "failed" else ""))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return counts
+
+
+def load(out: Path) -> pd.DataFrame:
+    """The sweep's results (every cell, ok or failed) as one frame.
+
+    Files are read one by one and concatenated, because failed cells carry no counter
+    columns and Parquet readers take the schema of the first file they meet.
+    """
+    out = Path(out)
+    files = sorted(out.glob("policy=*/*.parquet"))
+    if not files:
+        raise RmaplabError("no sweep results here", path=out)
+    frames = []
+    for f in files:
+        frame = pd.read_parquet(f)
+        frame["policy"] = f.parent.name.split("=", 1)[1]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
