@@ -40,12 +40,20 @@ Event = dict[str, Any]
 @dataclass
 class Node:
     pid: int
-    program: str | None
+    program: str | None                        # what it runs after its last exec
     how: str                                   # "spawn" | "fork" | "root"
     items: list = field(default_factory=list)  # ("ev", event) | ("child", Node)
+    _has_make: bool | None = None
 
     def is_make(self) -> bool:
         return self.program == "make"
+
+    def runs_make(self) -> bool:
+        """Whether make runs anywhere in this subtree (then it is structure, not a recipe)."""
+        if self._has_make is None:
+            self._has_make = self.is_make() or any(
+                x.runs_make() for kind, x in self.items if kind == "child")
+        return self._has_make
 
 
 def parse_tree(events: list[Event]) -> Node:
@@ -77,7 +85,9 @@ def parse_tree(events: list[Event]) -> Node:
             if node is None:
                 continue
             node.items.append(("ev", ev))
-            if op == "exit":
+            if op == "exec" and ev.get("comm"):
+                node.program = ev["comm"]
+            elif op == "exit":
                 del live[pid]
     if root is None:
         raise RmaplabError("trace has no spawn event: not a recorded workload")
@@ -103,17 +113,23 @@ def signature(node: Node) -> tuple[str, ...]:
     return tuple(sorted(progs))
 
 
+def is_recipe(parent: Node, child: Node) -> bool:
+    """A child of make whose subtree runs no make: one recipe (however make started it)."""
+    return parent.is_make() and not child.runs_make()
+
+
 def recipes(root: Node) -> list[Node]:
-    """Children that a make spawned and that are not make: the recipe pool."""
+    """Every recipe of the build: the pool the generator resamples from."""
     out = []
     stack = [root]
     while stack:
         node = stack.pop()
         for kind, x in node.items:
             if kind == "child":
-                if node.is_make() and not x.is_make() and x.how == "spawn":
+                if is_recipe(node, x):
                     out.append(x)
-                stack.append(x)
+                else:
+                    stack.append(x)
     return out
 
 
@@ -198,8 +214,7 @@ class Generator:
                 return
 
     def _children_for(self, node: Node, child: Node) -> list[Node]:
-        if not (node.is_make() and not child.is_make() and child.how == "spawn") \
-                or self.p.identity:
+        if not is_recipe(node, child) or self.p.identity:
             return [child]
         group = self.strata[self.stratum_of[id(child)]]
         if len(group) < MIN_STRATUM:

@@ -40,8 +40,10 @@ def test_parse_reads_a_real_perf_stat_csv():
 
 def test_parse_names_the_line_of_a_surprising_counter(tmp_path):
     text = (DATA / "perf" / "stat-avwork-split-4-3.csv").read_text().splitlines()
-    text[2] = text[2].replace("kmem:kmem_cache_alloc", "sched:sched_switch")
-    with pytest.raises(RmaplabError, match=r":3: counter line 3 is 'sched:sched_switch'"):
+    third = [i for i, line in enumerate(text) if "kmem:kmem_cache_alloc" in line][2]
+    text[third] = text[third].replace("kmem:kmem_cache_alloc", "sched:sched_switch")
+    with pytest.raises(RmaplabError, match=rf"bad.csv:{third + 1}: counter avc_fork is "
+                                           r"'sched:sched_switch'"):
         perf.parse("\n".join(text), "bad.csv")
 
 

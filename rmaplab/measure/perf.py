@@ -116,19 +116,20 @@ def check() -> None:
 
 def parse(text: str, source: str) -> dict[str, float]:
     """Read perf stat -x, output written by :func:`stat_argv` (same counter order)."""
-    rows = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    rows = [(n, ln) for n, ln in enumerate(text.splitlines(), 1)
+            if ln.strip() and not ln.startswith("#")]
     expected = len(COUNTERS) + len(TIME_EVENTS)
     if len(rows) != expected:
         raise RmaplabError(f"expected {expected} counter lines from perf stat, found {len(rows)}",
                            path=source, hint="a perf error or an interrupted run")
     values: dict[str, float] = {}
-    for i, (row, counter) in enumerate(zip(rows, [*COUNTERS, *TIME_EVENTS], strict=True), 1):
+    for (i, row), counter in zip(rows, [*COUNTERS, *TIME_EVENTS], strict=True):
         fields = row.split(",")
         value, event = fields[0], fields[2] if len(fields) > 2 else ""
         if isinstance(counter, Counter):
             if event != counter.event:
-                raise RmaplabError(f"counter line {i} is {event!r}, expected {counter.event}",
-                                   path=source, line=i)
+                raise RmaplabError(f"counter {counter.name} is {event!r}, expected "
+                                   f"{counter.event}", path=source, line=i)
             if value.startswith("<"):
                 raise RmaplabError(f"perf reported {value} for {counter.name}", path=source,
                                    line=i, hint="the event could not be counted")

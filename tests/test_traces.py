@@ -1,0 +1,93 @@
+"""The event-trace format: validation with line numbers, gzip, round trips, replay --json."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rmaplab import traces, workloads
+from rmaplab.errors import RmaplabError
+
+
+def write(tmp_path, lines, name="t.jsonl"):
+    p = tmp_path / name
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"op":"spawn"}', "pid must be an integer"),
+    ('{"op":"frobnicate","pid":1}', "unknown op 'frobnicate'"),
+    ('{"op":"mmap","pid":1,"start":4096,"end":8192}', "mmap: missing prot"),
+    ('{"op":"mmap","pid":1,"start":4097,"end":8192,"prot":"rw"}', "not page-aligned"),
+    ('{"op":"mmap","pid":1,"start":4096,"end":8192,"prot":"rwz"}', "prot 'rwz'"),
+    ('{"op":"touch","pid":1,"addr":"0xzz","write":true}', "addr '0xzz' is not an address"),
+    ('{"op":"touch","pid":1,"addr":4096,"write":1}', "write must be true or false"),
+    ('{"op":"madvise","pid":1,"start":4096,"end":8192,"advice":"free"}', "advice 'free'"),
+    ('{"op":"fork","pid":1,"child":2,"extra":3}', "unknown field(s) extra"),
+    ('{"op":"munmap","pid":1,"start":8192,"end":4096}', "empty or inverted range"),
+    ('not json', "not valid JSON"),
+    ('[1,2]', "not a JSON object"),
+])
+def test_malformed_lines_are_errors_naming_the_line(tmp_path, line, message):
+    path = write(tmp_path, ['# a comment', '{"op":"spawn","pid":1}', line])
+    with pytest.raises(RmaplabError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        traces.load(path)
+    try:
+        traces.load(path)
+    except RmaplabError as e:
+        assert e.line == 3 and e.path == str(path)
+
+
+def test_semantic_errors_in_replay_name_the_line(tmp_path):
+    path = write(tmp_path, ['{"op":"spawn","pid":1}', '{"op":"fork","pid":7,"child":8}'])
+    with pytest.raises(RmaplabError, match=r"t.jsonl:2: fork: no process 7"):
+        traces.replay(traces.load(path), source=str(path))
+
+
+def test_addresses_may_be_hex_strings_and_ends_are_page_aligned_up(tmp_path):
+    path = write(tmp_path, ['{"op":"spawn","pid":1}',
+                            '{"op":"mmap","pid":1,"start":"0x1000","end":"0x1801","prot":"rw"}'])
+    ev = traces.load(path)[1][1]
+    assert (ev["start"], ev["end"]) == (0x1000, 0x2000)
+
+
+def test_write_then_read_round_trips_plain_and_gzipped(tmp_path):
+    events = [e for _, e in workloads.numbered(workloads.chain_exited(4, 3))]
+    for name in ("w.jsonl", "w.jsonl.gz"):
+        path = traces.write(events, tmp_path / name, header="# made by a test\n")
+        assert [e for _, e in traces.load(path)] == events
+    assert gzip.decompress((tmp_path / "w.jsonl.gz").read_bytes()).startswith(b"# made by")
+
+
+def test_replay_json_follows_the_contract(tmp_path):
+    events = [e for _, e in workloads.numbered(workloads.split(4, 2))]
+    path = traces.write(events, tmp_path / "split.jsonl")
+    out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", str(path), "--policy",
+                          "v6.0", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    for key in ("policy", "events", "anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare",
+                "avc_alloc", "vma_alloc", "violations"):
+        assert key in r
+    assert r["policy"] == "v6.0" and r["events"] == len(events)
+    assert r["anon_vma_fork"] == 8 and r["violations"] == []
+
+
+def test_replay_all_policies_table(tmp_path):
+    path = traces.write([e for _, e in workloads.numbered(workloads.split(4, 2))],
+                        tmp_path / "s.jsonl")
+    out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", str(path), "--policy",
+                          "all"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert all(p in out.stdout for p in ("no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"))
+
+
+def test_missing_trace_is_a_clear_error():
+    out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", "/no/such.jsonl"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "no such trace file" in out.stderr
