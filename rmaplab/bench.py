@@ -34,17 +34,18 @@ def model_fork_ns(vmas: int, forks: int) -> float:
     return (time.perf_counter_ns() - start) / forks
 
 
-def kernel_fork_ns(vmas: int, forks: int, repeats: int = 5) -> float:
+def kernel_fork_ns(vmas: int, forks: int, repeats: int = 11) -> tuple[float, float, float]:
+    """(median, min, max) ns per fork+_exit+wait over repeated runs of avwork forkcost."""
     from rmaplab.measure import micro
 
     exe = str(micro.binary())
-    best = []
+    runs = []
     for _ in range(repeats):
         out = subprocess.run([exe, "forkcost", str(vmas), str(forks), "2"], capture_output=True,
                              text=True, check=True).stdout.split()
-        best.append(int(out[0]) / forks)
-    best.sort()
-    return best[len(best) // 2]
+        runs.append(int(out[0]) / forks)
+    runs.sort()
+    return runs[len(runs) // 2], runs[0], runs[-1]
 
 
 def replay_speed(path: Path, policy: str) -> dict:
@@ -62,7 +63,7 @@ def replay_speed(path: Path, policy: str) -> dict:
     return res
 
 
-def sweep_speedup(cells: int = 8, units: float = 0.5) -> dict:
+def sweep_speedup(cells: int = 16, units: float = 0.5) -> dict:
     import tempfile
 
     from rmaplab import sweep
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"vmas": args.vmas, "forks": args.forks}
     results["model_ns_per_fork"] = model_fork_ns(args.vmas, args.forks)
     try:
-        results["kernel_ns_per_fork"] = kernel_fork_ns(args.vmas, args.forks)
+        (results["kernel_ns_per_fork"], results["kernel_ns_min"],
+         results["kernel_ns_max"]) = kernel_fork_ns(args.vmas, args.forks)
         results["model_over_kernel"] = results["model_ns_per_fork"] / results["kernel_ns_per_fork"]
     except Exception as e:  # no gcc here: report, do not hide
         results["kernel_error"] = str(e)
@@ -116,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model : {results['model_ns_per_fork'] / 1000:8.1f} µs per fork+exit "
               f"({args.vmas} faulted VMAs)")
         if "kernel_ns_per_fork" in results:
-            print(f"kernel: {results['kernel_ns_per_fork'] / 1000:8.1f} µs per fork+_exit+wait")
+            print(f"kernel: {results['kernel_ns_per_fork'] / 1000:8.1f} µs per fork+_exit+wait "
+                  f"(median of 11; {results['kernel_ns_min'] / 1000:.1f} to "
+                  f"{results['kernel_ns_max'] / 1000:.1f})")
             print(f"ratio model/kernel: {results['model_over_kernel']:.2f}")
         if "replay" in results:
             r = results["replay"]

@@ -57,6 +57,11 @@ SCHEMA: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "mremap": (("start", "end", "new_start", "new_end"), {}),
 }
 ADDRESS_FIELDS = ("start", "end", "addr", "new_start", "new_end")
+# Precomputed per op: validating is on the path of every replayed event.
+_REQUIRED = {op: frozenset(req) for op, (req, _) in SCHEMA.items()}
+_ALLOWED = {op: frozenset(("op", "pid", *req, *opt)) for op, (req, opt) in SCHEMA.items()}
+_MMAP_FLAGS = frozenset(MMAP_FLAGS)
+_ADDRESSES = {op: tuple(f for f in ADDRESS_FIELDS if f in req) for op, (req, _) in SCHEMA.items()}
 
 
 class TraceError(RmaplabError):
@@ -94,21 +99,21 @@ def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
     if not isinstance(pid, int) or isinstance(pid, bool):
         raise TraceError(f"{op}: pid must be an integer", path=source, line=line)
     required, optional = SCHEMA[op]
-    missing = [f for f in required if f not in obj]
-    if missing:
+    if not _REQUIRED[op] <= obj.keys():
+        missing = [f for f in required if f not in obj]
         raise TraceError(f"{op}: missing {', '.join(missing)}", path=source, line=line)
-    unknown = set(obj) - {"op", "pid", *required, *optional}
-    if unknown:
+    if not obj.keys() <= _ALLOWED[op]:
+        unknown = set(obj) - _ALLOWED[op]
         raise TraceError(f"{op}: unknown field(s) {', '.join(sorted(unknown))}", path=source,
                          line=line)
-    ev = {"op": op, "pid": pid}
-    for f, default in optional.items():
-        ev[f] = obj.get(f, default)
-    for f in required:
-        ev[f] = obj[f]
-    for f in ADDRESS_FIELDS:
-        if f in ev and ev[f] is not None:
-            ev[f] = _address(ev[f], f, source, line)
+    ev = dict(optional)
+    ev.update(obj)
+    for f in _ADDRESSES[op]:
+        value = ev[f]
+        if value.__class__ is not int:          # the common case: a "0x.." string
+            ev[f] = _address(value, f, source, line)
+        elif value < 0:
+            raise TraceError(f"{f} is negative", path=source, line=line)
     if op == "brk" and ev["start"] is not None:
         ev["start"] = _address(ev["start"], "start", source, line)
     if "start" in required:
@@ -135,7 +140,7 @@ def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
             raise TraceError("mmap: shared must be true or false", path=source, line=line)
         if ev["file"] is not None and not isinstance(ev["file"], str):
             raise TraceError("mmap: file must be a string or null", path=source, line=line)
-        if not isinstance(ev["flags"], list) or any(f not in MMAP_FLAGS for f in ev["flags"]):
+        if not isinstance(ev["flags"], list) or not _MMAP_FLAGS.issuperset(ev["flags"]):
             raise TraceError(f"mmap: flags must be a list of {', '.join(MMAP_FLAGS)}",
                              path=source, line=line)
     if op == "madvise" and ev["advice"] not in ADVICE:

@@ -31,7 +31,8 @@ EVENT_COUNTERS = (
     "fork_anon_vmas", "fork_chain_sum", "fork_chain_max", "fork_walk_sum", "fork_walk_max",
     "depth_max",
 )
-_KINDS = ("anon_vma", "avc", "vma")
+_V54_AV, _V54_AVC, _V54_VMA = (SIZES["v5.4"][k] for k in ("anon_vma", "avc", "vma"))
+_K618_AV, _K618_AVC, _K618_VMA = (SIZES["6.18"][k] for k in ("anon_vma", "avc", "vma"))
 
 
 class Counters:
@@ -44,22 +45,50 @@ class Counters:
         for name in self.__slots__:
             setattr(self, name, 0)
 
-    def alloc(self, kind: str) -> None:
-        live = getattr(self, "live_" + kind) + 1
-        setattr(self, "live_" + kind, live)
-        if live > getattr(self, "peak_" + kind):
-            setattr(self, "peak_" + kind, live)
-        self.live_bytes_v54 += SIZES["v5.4"][kind]
-        self.live_bytes_618 += SIZES["6.18"][kind]
+    # One method per object type: this runs for every allocation of a replay.
+    def alloc_anon_vma(self) -> None:
+        self.live_anon_vma += 1
+        if self.live_anon_vma > self.peak_anon_vma:
+            self.peak_anon_vma = self.live_anon_vma
+        self._grow(_V54_AV, _K618_AV)
+
+    def alloc_avc(self) -> None:
+        self.live_avc += 1
+        if self.live_avc > self.peak_avc:
+            self.peak_avc = self.live_avc
+        self._grow(_V54_AVC, _K618_AVC)
+
+    def alloc_vma(self) -> None:
+        self.live_vma += 1
+        if self.live_vma > self.peak_vma:
+            self.peak_vma = self.live_vma
+        self._grow(_V54_VMA, _K618_VMA)
+
+    def _grow(self, v54: int, k618: int) -> None:
+        self.live_bytes_v54 += v54
+        self.live_bytes_618 += k618
         if self.live_bytes_v54 > self.peak_bytes_v54:
             self.peak_bytes_v54 = self.live_bytes_v54
         if self.live_bytes_618 > self.peak_bytes_618:
             self.peak_bytes_618 = self.live_bytes_618
 
-    def free(self, kind: str) -> None:
-        setattr(self, "live_" + kind, getattr(self, "live_" + kind) - 1)
-        self.live_bytes_v54 -= SIZES["v5.4"][kind]
-        self.live_bytes_618 -= SIZES["6.18"][kind]
+    def free_anon_vma(self) -> None:
+        self.anon_vma_free += 1
+        self.live_anon_vma -= 1
+        self.live_bytes_v54 -= _V54_AV
+        self.live_bytes_618 -= _K618_AV
+
+    def free_avc(self) -> None:
+        self.avc_free += 1
+        self.live_avc -= 1
+        self.live_bytes_v54 -= _V54_AVC
+        self.live_bytes_618 -= _K618_AVC
+
+    def free_vma(self) -> None:
+        self.vma_free += 1
+        self.live_vma -= 1
+        self.live_bytes_v54 -= _V54_VMA
+        self.live_bytes_618 -= _K618_VMA
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -16,14 +16,13 @@ itself (rmaplab.model.rmap) is shared and follows mm/rmap.c step by step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rmaplab.errors import RmaplabError
 from rmaplab.model.structs import AnonVma, Vma
 
 
-@dataclass(frozen=True)
-class ForkLinks:
+class ForkLinks(NamedTuple):
     """What dup_mmap knows about neighbours while anon_vma_fork(tmp, mpnt) runs.
 
     ``dst_vm_prev``: the value of ``tmp->vm_prev`` at that moment: a stale copy of

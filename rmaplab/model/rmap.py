@@ -24,7 +24,7 @@ class RmapMixin:
             c.anon_vma_fork += 1
         else:
             c.anon_vma_prepare += 1
-        c.alloc("anon_vma")
+        c.alloc_anon_vma()
         return av
 
     def anon_vma_free(self, av: AnonVma) -> None:
@@ -34,8 +34,7 @@ class RmapMixin:
                            f"{av!r} freed while {av.pages} mapped page(s) still point to it "
                            "(use-after-free on the next rmap walk)")
         av.freed = True
-        self.counters.anon_vma_free += 1
-        self.counters.free("anon_vma")
+        self.counters.free_anon_vma()
 
     def anon_vma_chain_alloc(self, vma: Vma, av: AnonVma | None, site: str,
                              caller: str | None = None) -> AnonVmaChain:
@@ -43,17 +42,23 @@ class RmapMixin:
         c.avc_alloc += 1
         if site == "anon_vma_clone":
             c.avc_clone += 1
-            setattr(c, "avc_clone_" + caller, getattr(c, "avc_clone_" + caller) + 1)
+            if caller == "fork":
+                c.avc_clone_fork += 1
+            elif caller == "split":
+                c.avc_clone_split += 1
+            elif caller == "merge":
+                c.avc_clone_merge += 1
+            else:
+                c.avc_clone_copy_vma += 1
         elif site == "anon_vma_fork":
             c.avc_fork += 1
         else:
             c.avc_prepare += 1
-        c.alloc("avc")
+        c.alloc_avc()
         return AnonVmaChain(vma, av)
 
     def anon_vma_chain_free(self, avc: AnonVmaChain) -> None:
-        self.counters.avc_free += 1
-        self.counters.free("avc")
+        self.counters.free_avc()
 
     @staticmethod
     def anon_vma_chain_link(vma: Vma, avc: AnonVmaChain, av: AnonVma) -> None:

@@ -117,7 +117,7 @@ class VmaMixin:
                       file: str | None) -> Vma:
         self.next_id += 1
         self.counters.vma_alloc += 1
-        self.counters.alloc("vma")
+        self.counters.alloc_vma()
         return Vma(self.next_id, mm, start, end, pgoff, flags, file)
 
     def vm_area_dup(self, orig: Vma, mm: Mm | None = None) -> Vma:
@@ -128,8 +128,7 @@ class VmaMixin:
         return new
 
     def vm_area_free(self, vma: Vma) -> None:
-        self.counters.vma_free += 1
-        self.counters.free("vma")
+        self.counters.free_vma()
 
     # ------------------------------------------------------------ merge rules
     def is_mergeable_vma(self, vmg: Vmg, merge_next: bool) -> bool:
