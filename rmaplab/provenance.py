@@ -6,7 +6,6 @@ import subprocess
 
 from rmaplab.paths import repo_root
 
-
 # What a result is computed from.  Executed notebooks, figures and the paper are outputs:
 # rewriting them while reproducing does not make the inputs dirty.
 INPUTS = ("rmaplab", "data", "pyproject.toml", "constraints.txt")
