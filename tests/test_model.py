@@ -16,6 +16,18 @@ def run(events, policy="v6.0", check="full"):
     return traces.replay(workloads.numbered(events), policy=policy, check=check)
 
 
+def kernel_after(events, policy="v6.0"):
+    """The model kernel (invariants fully checked) after the events."""
+    kernel = Kernel(policy, check="full")
+    for _, ev in workloads.numbered(events):
+        kernel.apply(ev)
+    return kernel
+
+
+def split_then_fork(k):
+    return workloads.split(k, 0) + [{"op": "fork", "pid": 1, "child": 2}]
+
+
 def delta(name, k, n, policy="v6.0", key="anon_vma_alloc"):
     make = workloads.WORKLOADS[name]
     return run(make(k, n), policy).counters[key] - run(make(k, 0), policy).counters[key]
@@ -96,9 +108,7 @@ def test_every_object_is_freed_when_every_process_exits():
 def test_v55_children_share_the_parents_anon_vma_after_the_first():
     """4e4a9eb92133 as merged: DST1 forks a new anon_vma, DST2..n take the parent's (Khlebnikov)."""
     k = 8
-    k55 = Kernel("v5.5", check="full")
-    for _, ev in workloads.numbered(workloads.split(k, 0) + [{"op": "fork", "pid": 1, "child": 2}]):
-        k55.apply(ev)
+    k55 = kernel_after(split_then_fork(k), "v5.5")
     parent = [v for v in k55.mms[1].vmas if v.anon_vma is not None]
     child = [v for v in k55.mms[2].vmas if v.anon_vma is not None]
     assert len(parent) == len(child) == k
@@ -112,9 +122,7 @@ def test_v55_children_share_the_parents_anon_vma_after_the_first():
 def test_wei_intended_children_share_one_new_anon_vma():
     """The patch as described: the child's K split VMAs share one new anon_vma."""
     k = 8
-    kw = Kernel("wei-intended", check="full")
-    for _, ev in workloads.numbered(workloads.split(k, 0) + [{"op": "fork", "pid": 1, "child": 2}]):
-        kw.apply(ev)
+    kw = kernel_after(split_then_fork(k), "wei-intended")
     child = [v for v in kw.mms[2].vmas if v.anon_vma is not None]
     assert len({id(v.anon_vma) for v in child}) == 1
     assert child[0].anon_vma.parent is kw.mms[1].vmas[1].anon_vma
@@ -169,9 +177,7 @@ def test_brk_heap_expands_in_place_until_forked():
 
 def test_mprotect_back_merges_the_split_vmas():
     k = 8
-    kern = Kernel("v6.0", check="full")
-    for _, ev in workloads.numbered(workloads.mprotect_merge(k, 0)):
-        kern.apply(ev)
+    kern = kernel_after(workloads.mprotect_merge(k, 0))
     rw = [v for v in kern.mms[1].vmas if v.anon_vma is not None]
     assert len(rw) == 1 and rw[0].end - rw[0].start == k * workloads.PAGE
     assert kern.counters.live_avc == 1
@@ -186,9 +192,7 @@ def test_child_cow_then_parent_write_reuses_the_page_in_place():
         {"op": "touch", "pid": 2, "addr": workloads._page(1), "write": True},
         {"op": "touch", "pid": 1, "addr": workloads._page(1), "write": True},
     ]
-    kern = Kernel("v6.0", check="full")
-    for _, ev in workloads.numbered(events):
-        kern.apply(ev)
+    kern = kernel_after(events)
     c = kern.counters
     assert (c.pages_new, c.pages_cow, c.pages_reused) == (1, 1, 1)
     parent_page = kern.mms[1].pages[workloads._page(1) >> 12]
