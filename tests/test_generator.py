@@ -40,8 +40,8 @@ def _programs(events):
 
 
 def test_more_units_scale_recurring_recipes_and_keep_one_off_ones(recorded_sh):
-    """Twice the units: twice the compilations (cc1), but the one-off syscall-table script
-    (the build's one recipe running wc, ~5,300 forks) still runs once."""
+    """Twice the units: twice the compilations (cc1), but the one-off script
+    (mkcapflags.sh, the build's one recipe running wc) still runs once."""
     root, _ = recorded_sh
     _, events = generator.load_recorded("sh")
     recorded = _programs(events)
