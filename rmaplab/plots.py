@@ -284,7 +284,7 @@ def sweep_savings(savings: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
                yerr=sub["all_pct_sd"], capsize=2, color=PALETTE[2 + j], label=patch)
     ax.set_xticks(range(len(builds)), builds, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("% of anon_vma allocations saved\n(vs v5.4; mean, SD over seeds)")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
     return fig, d[["patch", "build", "shell", "make_forks", "units", "mm_forks", "saved",
                    "fork_pct", "all_pct", "all_pct_sd", "walk"]]
