@@ -171,7 +171,6 @@ def test_brk_heap_expands_in_place_until_forked():
         {"op": "brk", "pid": 2, "end": workloads.HEAP + 3 * workloads.PAGE},
     ]
     r = run(events)
-    assert len(Kernel().mms) == 0  # fresh kernels start empty
     assert r.counters["vma_alloc"] == 1 + 1 + 1
 
 

@@ -14,8 +14,6 @@ from rmaplab.model.structs import (
     PAGE_SHIFT,
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
-    VM_DONTCOPY,
-    VM_GROWSDOWN,
     VM_NORESERVE,
     VM_READ,
     VM_SHARED,
@@ -530,4 +528,4 @@ def _page_align(addr: int) -> int:
     return (addr + 4095) & ~4095
 
 
-__all__ = ["MERGE_RULES", "VmaMixin", "Vmg", "VM_DONTCOPY", "VM_GROWSDOWN", "VM_WIPEONFORK"]
+__all__ = ["MERGE_RULES", "VmaMixin", "Vmg"]
