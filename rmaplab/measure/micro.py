@@ -8,9 +8,6 @@ the baseline program's own VMAs cancel out, the region's cost remains.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import subprocess
 from importlib import resources
 from pathlib import Path
 
@@ -18,8 +15,8 @@ import pandas as pd
 
 from rmaplab import traces, workloads
 from rmaplab.errors import RmaplabError
+from rmaplab.measure import cc
 from rmaplab.measure.run import Condition
-from rmaplab.paths import cache_dir
 
 COMPARED = ("anon_vma_fork", "anon_vma_prepare", "avc_fork", "avc_clone", "avc_prepare",
             "vma_alloc", "mm_forks")
@@ -32,23 +29,7 @@ def source() -> bytes:
 
 def binary() -> Path:
     """avwork compiled from the package's source (cached by the source's hash)."""
-    src = source()
-    digest = hashlib.sha256(src).hexdigest()[:12]
-    exe = cache_dir() / f"avwork-{digest}" / "avwork"
-    if exe.exists():
-        return exe
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise RmaplabError("gcc not found (needed to build the micro workloads)",
-                           hint="apt-get install gcc")
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    c_file = exe.parent / "avwork.c"
-    c_file.write_bytes(src)
-    proc = subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(c_file)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RmaplabError(f"gcc failed on avwork.c: {proc.stderr.strip()[-400:]}")
-    return exe
+    return cc.build("avwork", source(), ["-O2", "-Wall"], "the micro workloads")
 
 
 def label(mode: str, k: int, n: int) -> str:

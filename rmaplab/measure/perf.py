@@ -13,8 +13,10 @@ before exit_mm), so frees are not counted here.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,7 @@ COUNTERS = (
     Counter("forks", "sched:sched_process_fork"),
     Counter("execs", "sched:sched_process_exec"),
 )
+_CONTROL_NOTES = re.compile(r"Events (?:enabled|disabled)\n?")
 TIME_EVENTS = {"duration_time": "real", "user_time": "user", "system_time": "sys"}
 COUNT_NAMES = tuple(c.name for c in COUNTERS)
 
@@ -64,8 +67,10 @@ def perf_binary() -> str:
     return path
 
 
-def stat_argv(cmd: list[str], output: Path, counters=COUNTERS) -> list[str]:
-    argv = [perf_binary(), "stat", "-x", ",", "--no-big-num", "-o", str(output)]
+def stat_argv(cmd: list[str], output: Path, counters=COUNTERS,
+              options: Sequence[str] = ()) -> list[str]:
+    """perf stat of CMD with ``counters`` and the time events; ``options`` go before them."""
+    argv = [perf_binary(), "stat", "-x", ",", "--no-big-num", "-o", str(output), *options]
     for c in counters:
         argv += ["-e", c.event]
         if c.filter:
@@ -114,8 +119,16 @@ def check() -> None:
         out.unlink(missing_ok=True)
 
 
+def control_options(ctl: Path, ack: Path) -> list[str]:
+    """Start with the counters disabled; the workload enables and disables them itself
+    through the fifos (it writes "enable"/"disable" to ``ctl`` and reads "ack")."""
+    return ["-D", "-1", "--control", f"fifo:{ctl},{ack}"]
+
+
 def parse(text: str, source: str) -> dict[str, float]:
     """Read perf stat -x, output written by :func:`stat_argv` (same counter order)."""
+    # With --control, perf appends its "Events enabled/disabled" notes to the output file.
+    text = _CONTROL_NOTES.sub("", text)
     rows = [(n, ln) for n, ln in enumerate(text.splitlines(), 1)
             if ln.strip() and not ln.startswith("#")]
     expected = len(COUNTERS) + len(TIME_EVENTS)

@@ -1,0 +1,180 @@
+"""Where programs run: a backend runs interpreter programs under a policy and counts.
+
+A backend has a ``name``, the ``merge_rule`` of its kernel (the model replays with
+it), the counter ``keys`` it can tell apart, ``policies()`` it can run, and
+``run(programs, policy)`` returning one :class:`Outcome` per program.  Adding one
+is a class with these members and a line in :data:`BACKENDS`.
+
+``host``: this machine's kernel (policy ``v6.0``, merge rule ``uncowed``),
+counted by perf stat with the tracepoint counters of rmaplab.measure.perf, enabled
+and disabled by the interpreter itself through perf's control fifos (so exec and
+set-up are outside the window).
+
+``uml``: User-Mode Linux 6.12 kernels with each policy patched in (merge rule
+``singular``), through ``rmaplab.kernel.run.run_batch``: the interpreter reads the
+guest's /proc/rmaplab_counters at both ends of its window.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rmaplab.difftest import interpreter
+from rmaplab.difftest.compare import HOST_KEYS
+from rmaplab.errors import RmaplabError
+from rmaplab.measure import perf
+
+# A run that takes longer than this is stuck (a program runs in milliseconds).
+TIMEOUT = 120
+# The guest kernel's exact counters (interface with rmaplab.kernel).
+GUEST_COUNTERS_FILE = "/proc/rmaplab_counters"
+
+Event = dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """One program's run: counts inside the window, the worker's VMAs, or an error."""
+
+    counts: dict[str, int] | None
+    mappings: list[interpreter.Mapping] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Backend(Protocol):
+    name: str
+    merge_rule: str
+    keys: tuple[str, ...]
+
+    def policies(self) -> tuple[str, ...]: ...
+
+    def run(self, programs: list[list[Event]], policy: str) -> list[Outcome]: ...
+
+
+def _failure(proc: subprocess.CompletedProcess, what: str) -> str:
+    lines = [ln for ln in (proc.stderr or "").splitlines()
+             if ln.strip() and not ln.startswith("Events ")]
+    return lines[-1].strip() if lines else f"{what} exited with status {proc.returncode}"
+
+
+class HostBackend:
+    """This machine's kernel under perf stat (policy v6.0)."""
+
+    name = "host"
+    merge_rule = "uncowed"
+    keys = HOST_KEYS
+
+    def __init__(self) -> None:
+        perf.check()
+        self.exe = interpreter.binary()
+
+    def policies(self) -> tuple[str, ...]:
+        return ("v6.0",)
+
+    def run(self, programs: list[list[Event]], policy: str) -> list[Outcome]:
+        if policy not in self.policies():
+            raise RmaplabError(f"the host runs policy v6.0 only, not {policy!r}",
+                               hint="--backend uml runs every policy")
+        with tempfile.TemporaryDirectory(prefix="rmaplab-difftest-") as tmp:
+            return [self._one(events, Path(tmp)) for events in programs]
+
+    def _one(self, events: list[Event], tmp: Path) -> Outcome:
+        prog = tmp / "program.txt"
+        prog.write_text(interpreter.encode(events).text)
+        ctl, ack, out = tmp / "ctl", tmp / "ack", tmp / "perf.csv"
+        for fifo in (ctl, ack):
+            fifo.unlink(missing_ok=True)
+            os.mkfifo(fifo)
+        out.unlink(missing_ok=True)
+        argv = perf.stat_argv([str(self.exe), str(prog)], out,
+                              options=perf.control_options(ctl, ack))
+        env = {**os.environ, "RMAPLAB_PERF_CTL": str(ctl), "RMAPLAB_PERF_ACK": str(ack)}
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(argv, env=env, capture_output=True, text=True,
+                                  timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return Outcome(None, error=f"timed out after {TIMEOUT} s")
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            return Outcome(None, error=_failure(proc, "perf stat"), seconds=seconds)
+        report = interpreter.parse_output(proc.stdout)
+        values = perf.parse(out.read_text(), str(out))
+        counts = {k: int(values[k]) for k in perf.COUNT_NAMES}
+        counts.update(perf.derived(counts))
+        return Outcome(counts, report.mappings, seconds=seconds)
+
+
+class UmlBackend:
+    """User-Mode Linux 6.12 kernels, one per policy (rmaplab kernel build)."""
+
+    name = "uml"
+    merge_rule = "singular"
+    # The guest reports more (the finer avc_clone keys too); compared: what both have.
+    keys = (*HOST_KEYS, "avc_clone_fork", "avc_clone_split", "avc_clone_merge",
+            "avc_clone_copy_vma")
+
+    def __init__(self) -> None:
+        try:
+            from rmaplab.kernel import run as kernel_run
+            self.run_batch = kernel_run.run_batch
+        except (ImportError, AttributeError):
+            raise RmaplabError("UML kernel not built: run rmaplab kernel build") from None
+        self.exe = interpreter.binary()
+
+    def policies(self) -> tuple[str, ...]:
+        from rmaplab.model.policies import POLICIES
+
+        return tuple(POLICIES)
+
+    def run(self, programs: list[list[Event]], policy: str) -> list[Outcome]:
+        # The guest's root is the host's file system (hostfs): host paths work inside.
+        with tempfile.TemporaryDirectory(prefix="rmaplab-difftest-") as tmp:
+            jobs = []
+            for i, events in enumerate(programs):
+                prog = Path(tmp) / f"program-{i}.txt"
+                prog.write_text(interpreter.encode(events).text)
+                jobs.append((policy, [str(self.exe), "-c", GUEST_COUNTERS_FILE, str(prog)]))
+            start = time.perf_counter()
+            results = self.run_batch(jobs)
+            seconds = (time.perf_counter() - start) / max(1, len(jobs))
+        return [self._outcome(r, seconds) for r in results]
+
+    @staticmethod
+    def _outcome(result: dict[str, Any], seconds: float) -> Outcome:
+        stdout = result.get("stdout", "")
+        if result.get("exit_status", 0) != 0:
+            tail = [ln for ln in stdout.splitlines() if ln.startswith("interp:")]
+            return Outcome(None, error=tail[-1] if tail else
+                           f"interpreter exited with status {result.get('exit_status')}",
+                           seconds=seconds)
+        report = interpreter.parse_output(stdout, "<guest>")
+        if report.counts is None:
+            return Outcome(None, error="the guest printed no counts", seconds=seconds)
+        return Outcome(report.counts, report.mappings, seconds=seconds)
+
+
+BACKENDS = {"host": HostBackend, "uml": UmlBackend}
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise RmaplabError(f"unknown backend {name!r}",
+                           hint="one of: " + ", ".join(BACKENDS)) from None
+    return cls()
+
+
+__all__ = ["BACKENDS", "Backend", "HostBackend", "Outcome", "UmlBackend", "get_backend"]

@@ -1,0 +1,269 @@
+"""Random multi-process programs in the trace language, valid on every kernel policy.
+
+A program is an event trace: the spawn of process 1 (the interpreter's first
+worker), then ``Params.events`` operations drawn with ``Params.weights``: fork,
+exit, private mmap (anonymous, or of a memfd ``f0``, ``f1``.. with page offsets
+that often continue a neighbour's), munmap, mprotect, madvise (dontfork, dofork,
+wipeonfork, keeponfork, dontneed), mremap (shrink, grow in place, move with or
+without resizing) and page writes and reads.  Every address lies in an arena of
+``Params.pages`` pages at :data:`BASE` in the interpreter's program region, far
+from its own VMAs (no merge with them is possible), and every mmap is at a fixed
+address (MAP_FIXED_NOREPLACE), so the model and the kernel lay out alike.
+
+Validity (no operation on a dead process, no mmap over a mapping, no mprotect or
+madvise over a hole, no mremap across VMAs, no write to a read-only page, no
+access outside a mapping) is decided on model kernels that follow the program as
+it is generated: one per policy and merge rule, because where VMAs merge depends
+on both and an mremap must stay inside one VMA under each.  A program is thus a
+function of the seed, the parameters and the model; recorded runs keep every
+program's events.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmaplab.difftest.compare import INVALID
+from rmaplab.difftest.interpreter import REGION_LO
+from rmaplab.errors import RmaplabError
+from rmaplab.model.machine import Kernel
+from rmaplab.model.policies import POLICIES
+from rmaplab.model.structs import PAGE_SIZE, Mm, Vma
+from rmaplab.model.vma import MERGE_RULES
+
+BASE = REGION_LO
+PROTS = (("rw", 5), ("r", 2), ("", 1), ("rx", 1), ("rwx", 1))
+ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork", "dontneed")
+DEFAULT_WEIGHTS = (("touch", 28), ("mmap", 14), ("mprotect", 12), ("fork", 12),
+                   ("madvise", 9), ("munmap", 6), ("mremap", 8), ("exit", 6))
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Params:
+    """How big programs are.  ``events`` counts operations after the spawn."""
+
+    events: int = 40
+    procs: int = 5             # most processes alive at once
+    pages: int = 48            # arena size in pages
+    max_map: int = 6           # largest mmap, in pages
+    files: int = 2             # memfds for file-backed private mappings (0: none)
+    file_share: float = 0.25   # share of mmaps that are file-backed
+    weights: tuple[tuple[str, int], ...] = field(default=DEFAULT_WEIGHTS)
+
+    def __post_init__(self) -> None:
+        if self.events < 1 or self.procs < 1 or self.max_map < 1:
+            raise RmaplabError("difftest: events, procs and max_map must be at least 1")
+        if self.pages < 2 * self.max_map:
+            raise RmaplabError("difftest: the arena needs at least 2 * max_map pages")
+        unknown = {op for op, _ in self.weights} - {op for op, _ in DEFAULT_WEIGHTS}
+        if unknown:
+            raise RmaplabError(f"difftest: unknown operation(s) {', '.join(sorted(unknown))}")
+
+
+class GeneratorError(Exception):
+    """The model refused an event the generator thought valid: a bug in one of them."""
+
+
+class _Builder:
+    def __init__(self, rng: random.Random, params: Params) -> None:
+        self.rng = rng
+        self.p = params
+        self.oracles = [Kernel(policy, merge_rule=rule, check="off")
+                        for policy in POLICIES for rule in MERGE_RULES]
+        self.live: list[int] = []
+        self.next_pid = 1
+        self.events: list[Event] = []
+
+    # -------------------------------------------------------------- state
+    @property
+    def model(self) -> Kernel:
+        return self.oracles[0]       # ranges are picked on one; the others must agree
+
+    def mm(self, pid: int) -> Mm:
+        return self.model.mms[pid]
+
+    def apply(self, ev: Event) -> None:
+        for k in self.oracles:
+            before = [getattr(k.counters, c) for c in INVALID]
+            k.apply(ev)
+            if [getattr(k.counters, c) for c in INVALID] != before:
+                raise GeneratorError(f"{k.policy.name}/{k.merge_rule} refused event "
+                                     f"{len(self.events)}: {ev}")
+        self.events.append(ev)
+        if ev["op"] == "fork":
+            self.live.append(ev["child"])
+            self.next_pid += 1
+        elif ev["op"] == "exit":
+            self.live.remove(ev["pid"])
+
+    def page(self, i: int) -> int:
+        return BASE + i * PAGE_SIZE
+
+    def free(self, mm: Mm, start: int, end: int) -> bool:
+        return not any(v.start < end and v.end > start for v in mm.vmas)
+
+    def pick_vma(self, pid: int, want: str = "") -> Vma | None:
+        vmas = [v for v in self.mm(pid).vmas if all(self._has(v, c) for c in want)]
+        return self.rng.choice(vmas) if vmas else None
+
+    @staticmethod
+    def _has(vma: Vma, c: str) -> bool:
+        return bool(vma.flags & {"r": 1, "w": 2, "x": 4}[c])
+
+    def covered_range(self, pid: int) -> tuple[int, int, list[Vma]] | None:
+        """A page range inside a run of adjacent VMAs (no hole): start, end, the VMAs."""
+        vmas = self.mm(pid).vmas
+        if not vmas:
+            return None
+        i = self.rng.randrange(len(vmas))
+        j = i
+        while j + 1 < len(vmas) and vmas[j + 1].start == vmas[j].end and self.rng.random() < 0.5:
+            j += 1
+        lo, hi = vmas[i].start // PAGE_SIZE, vmas[j].end // PAGE_SIZE
+        a = self.rng.randrange(lo, hi) if self.rng.random() < 0.5 else lo
+        b = self.rng.randrange(a + 1, hi + 1) if self.rng.random() < 0.5 else hi
+        run = [v for v in vmas[i:j + 1] if v.start < b * PAGE_SIZE and v.end > a * PAGE_SIZE]
+        return a * PAGE_SIZE, b * PAGE_SIZE, run
+
+    # -------------------------------------------------------------- operations
+    def op_fork(self) -> Event | None:
+        if len(self.live) >= self.p.procs:
+            return None
+        return {"op": "fork", "pid": self.rng.choice(self.live), "child": self.next_pid}
+
+    def op_exit(self) -> Event | None:
+        if len(self.live) < 2:
+            return None
+        return {"op": "exit", "pid": self.rng.choice(self.live)}
+
+    def op_mmap(self) -> Event | None:
+        pid = self.rng.choice(self.live)
+        mm = self.mm(pid)
+        n = self.rng.randint(1, self.p.max_map)
+        starts = [v.end // PAGE_SIZE - BASE // PAGE_SIZE for v in mm.vmas]
+        starts += [v.start // PAGE_SIZE - BASE // PAGE_SIZE - n for v in mm.vmas]
+        for _ in range(8):
+            if starts and self.rng.random() < 0.5:
+                first = self.rng.choice(starts)      # next to a mapping: merges happen
+            else:
+                first = self.rng.randrange(self.p.pages - n + 1)
+            if 0 <= first <= self.p.pages - n and \
+                    self.free(mm, self.page(first), self.page(first + n)):
+                break
+        else:
+            return None
+        prot = self.rng.choices([p for p, _ in PROTS], [w for _, w in PROTS])[0]
+        ev: Event = {"op": "mmap", "pid": pid, "start": self.page(first),
+                     "end": self.page(first + n), "prot": prot}
+        if self.p.files and self.rng.random() < self.p.file_share:
+            ev["file"] = f"f{self.rng.randrange(self.p.files)}"
+            # Mostly the page's own index, so neighbouring file mappings can merge.
+            ev["pgoff"] = first + (0 if self.rng.random() < 0.7 else self.rng.randint(1, 8))
+        return ev
+
+    def op_munmap(self) -> Event | None:
+        pid = self.rng.choice(self.live)
+        vma = self.pick_vma(pid)
+        if vma is None:
+            return None
+        lo = max(0, (vma.start - BASE) // PAGE_SIZE - 1)
+        a = self.rng.randrange(lo, (vma.end - BASE) // PAGE_SIZE)
+        b = self.rng.randint(a + 1, min(a + self.p.max_map + 2, self.p.pages))
+        return {"op": "munmap", "pid": pid, "start": self.page(a), "end": self.page(b)}
+
+    def op_mprotect(self) -> Event | None:
+        pid = self.rng.choice(self.live)
+        rng = self.covered_range(pid)
+        if rng is None:
+            return None
+        prot = self.rng.choices([p for p, _ in PROTS], [w for _, w in PROTS])[0]
+        return {"op": "mprotect", "pid": pid, "start": rng[0], "end": rng[1], "prot": prot}
+
+    def op_madvise(self) -> Event | None:
+        pid = self.rng.choice(self.live)
+        rng = self.covered_range(pid)
+        if rng is None:
+            return None
+        advice = self.rng.choice(ADVICE)
+        if advice == "wipeonfork" and any(v.file is not None for v in rng[2]):
+            advice = "keeponfork"     # MADV_WIPEONFORK is -EINVAL on a file mapping
+        return {"op": "madvise", "pid": pid, "start": rng[0], "end": rng[1], "advice": advice}
+
+    def op_mremap(self) -> Event | None:
+        pid = self.rng.choice(self.live)
+        vma = self.pick_vma(pid)
+        if vma is None:
+            return None
+        lo, hi = vma.start // PAGE_SIZE, vma.end // PAGE_SIZE
+        kind = self.rng.choice(("shrink", "grow", "move", "move"))
+        if kind == "shrink":
+            if hi - lo < 2:
+                return None
+            a = self.rng.randrange(lo, hi - 1)
+            b = self.rng.randint(a + 2, hi)
+            new = (a, self.rng.randint(a + 1, b - 1))
+        elif kind == "grow":
+            a, b = self.rng.randint(lo, hi - 1), hi
+            room = 0
+            while b + room < BASE // PAGE_SIZE + self.p.pages and room < self.p.max_map and \
+                    self.free(self.mm(pid), (b + room) * PAGE_SIZE, (b + room + 1) * PAGE_SIZE):
+                room += 1
+            if not room:
+                return None
+            new = (a, b + self.rng.randint(1, room))
+        else:
+            a = self.rng.randrange(lo, hi)
+            b = self.rng.randint(a + 1, hi)
+            n = b - a if self.rng.random() < 0.6 else self.rng.randint(1, self.p.max_map)
+            for _ in range(8):
+                first = BASE // PAGE_SIZE + self.rng.randrange(self.p.pages - n + 1)
+                if first + n <= a or first >= b:
+                    break
+            else:
+                return None
+            new = (first, first + n)
+        start, end = a * PAGE_SIZE, b * PAGE_SIZE
+        # The range must lie in one VMA on every policy and merge rule, and a growth in
+        # place must start from that VMA's end.
+        for k in self.oracles:
+            v = k.find_vma(k.mms[pid], start)
+            if v is None or v.end < end or (kind == "grow" and v.end != end):
+                return None
+        return {"op": "mremap", "pid": pid, "start": start, "end": end,
+                "new_start": new[0] * PAGE_SIZE, "new_end": new[1] * PAGE_SIZE}
+
+    def op_touch(self) -> Event | None:
+        pid = self.rng.choice(self.live)
+        write = self.rng.random() < 0.8
+        vma = self.pick_vma(pid, "w" if write else "r")
+        if vma is None:
+            return None
+        addr = self.rng.randrange(vma.start, vma.end, PAGE_SIZE)
+        return {"op": "touch", "pid": pid, "addr": addr, "write": write}
+
+
+def generate(seed: int, params: Params | None = None) -> list[Event]:
+    """A random valid program: the same seed and parameters give the same events."""
+    params = params or Params()
+    b = _Builder(random.Random(seed), params)
+    b.apply({"op": "spawn", "pid": 1})
+    b.live.append(1)
+    b.next_pid = 2
+    names = [op for op, _ in params.weights]
+    weights = [w for _, w in params.weights]
+    attempts = 0
+    while len(b.events) - 1 < params.events:
+        attempts += 1
+        if attempts > 100 * params.events:
+            raise GeneratorError(f"seed {seed}: no valid operation found in {attempts} tries")
+        ev = getattr(b, f"op_{b.rng.choices(names, weights)[0]}")()
+        if ev is not None:
+            b.apply(ev)
+    return b.events
+
+
+__all__ = ["BASE", "DEFAULT_WEIGHTS", "GeneratorError", "Params", "generate"]
