@@ -193,32 +193,48 @@ class _Builder:
             advice = "keeponfork"     # MADV_WIPEONFORK is -EINVAL on a file mapping
         return {"op": "madvise", "pid": pid, "start": rng[0], "end": rng[1], "advice": advice}
 
+    def in_one_vma(self, pid: int, start: int, end: int, ending: bool = False) -> bool:
+        """[start, end) lies in one VMA (and ends it, if ``ending``) under every oracle."""
+        for k in self.oracles:
+            v = k.find_vma(k.mms[pid], start)
+            if v is None or v.end < end or (ending and v.end != end):
+                return False
+        return True
+
     def op_mremap(self) -> Event | None:
+        """Shrink or grow in place, or move (MREMAP_FIXED) keeping, shrinking or growing
+        the size.  6.18 lets a move that keeps the size span several VMAs (remap_move) and
+        a shrink drop pages beyond the VMA; a growth must stay inside one VMA."""
         pid = self.rng.choice(self.live)
         vma = self.pick_vma(pid)
         if vma is None:
             return None
+        arena_end = BASE // PAGE_SIZE + self.p.pages
         lo, hi = vma.start // PAGE_SIZE, vma.end // PAGE_SIZE
+        a = self.rng.randrange(lo, hi)
         kind = self.rng.choice(("shrink", "grow", "move", "move"))
         if kind == "shrink":
-            if hi - lo < 2:
+            b = self.rng.randint(a + 1, min(arena_end, hi + 2))
+            if b - a < 2:
                 return None
-            a = self.rng.randrange(lo, hi - 1)
-            b = self.rng.randint(a + 2, hi)
             new = (a, self.rng.randint(a + 1, b - 1))
         elif kind == "grow":
-            a, b = self.rng.randint(lo, hi - 1), hi
+            b = hi
             room = 0
-            while b + room < BASE // PAGE_SIZE + self.p.pages and room < self.p.max_map and \
+            while b + room < arena_end and room < self.p.max_map and \
                     self.free(self.mm(pid), (b + room) * PAGE_SIZE, (b + room + 1) * PAGE_SIZE):
                 room += 1
-            if not room:
+            if not room or not self.in_one_vma(pid, a * PAGE_SIZE, b * PAGE_SIZE, ending=True):
                 return None
             new = (a, b + self.rng.randint(1, room))
         else:
-            a = self.rng.randrange(lo, hi)
-            b = self.rng.randint(a + 1, hi)
+            b = self.rng.randint(a + 1, min(arena_end, hi + self.p.max_map))
             n = b - a if self.rng.random() < 0.6 else self.rng.randint(1, self.p.max_map)
+            if n != b - a:
+                # Resizing moves take one VMA: [a, a + n) for a shrink, [a, b) for growth.
+                b = min(b, hi)
+                if not self.in_one_vma(pid, a * PAGE_SIZE, min(b, a + n) * PAGE_SIZE):
+                    return None
             for _ in range(8):
                 first = BASE // PAGE_SIZE + self.rng.randrange(self.p.pages - n + 1)
                 if first + n <= a or first >= b:
@@ -226,14 +242,7 @@ class _Builder:
             else:
                 return None
             new = (first, first + n)
-        start, end = a * PAGE_SIZE, b * PAGE_SIZE
-        # The range must lie in one VMA on every policy and merge rule, and a growth in
-        # place must start from that VMA's end.
-        for k in self.oracles:
-            v = k.find_vma(k.mms[pid], start)
-            if v is None or v.end < end or (kind == "grow" and v.end != end):
-                return None
-        return {"op": "mremap", "pid": pid, "start": start, "end": end,
+        return {"op": "mremap", "pid": pid, "start": a * PAGE_SIZE, "end": b * PAGE_SIZE,
                 "new_start": new[0] * PAGE_SIZE, "new_end": new[1] * PAGE_SIZE}
 
     def op_touch(self) -> Event | None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rmaplab import ddmin
+from rmaplab.ddmin import renumber
 from rmaplab.model.machine import EventError, Kernel
 from rmaplab.model.structs import AnonVma
 
@@ -162,46 +164,14 @@ def first_violation(kernel: Kernel | None, invariant: str):
 
 
 def shrink(events: list[dict[str, Any]], policy: str, invariant: str) -> list[dict[str, Any]]:
-    """Greedy delta debugging on the concrete events: drop any event (or a process's
-    fork with its whole life) while the trace stays valid and still breaks the rule."""
-    current = list(events)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(current) - 1, -1, -1):
-            candidates = [current[:i] + current[i + 1:]]
-            if current[i]["op"] == "fork":
-                child = current[i]["child"]
-                candidates.append([e for j, e in enumerate(current)
-                                   if j != i and e["pid"] != child and e.get("child") != child])
-            for cand in candidates:
-                v = first_violation(replay_events(cand, policy, "incremental"), invariant)
-                if v is not None:
-                    current = cand[: v.event + 1]
-                    changed = True
-                    break
-            if changed:
-                break
-    return renumber(current)
+    """Delta debugging (rmaplab.ddmin) on the concrete events: drop events (or a process's
+    fork with its whole life) while the trace stays valid and still breaks the rule; the
+    trace is cut after the event that breaks it."""
+    def keep(cand: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        v = first_violation(replay_events(cand, policy, "incremental"), invariant)
+        return cand[: v.event + 1] if v is not None else None
 
-
-def renumber(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pids 1, 2, 3... in order of appearance, for a readable trace."""
-    mapping: dict[int, int] = {}
-
-    def pid(p: int) -> int:
-        if p not in mapping:
-            mapping[p] = len(mapping) + 1
-        return mapping[p]
-
-    out = []
-    for ev in events:
-        ev = dict(ev)
-        ev["pid"] = pid(ev["pid"])
-        if "child" in ev:
-            ev["child"] = pid(ev["child"])
-        out.append(ev)
-    return out
+    return renumber(ddmin.shrink(events, keep, chunked=False))
 
 
 def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-chain",

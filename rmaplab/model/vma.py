@@ -482,39 +482,127 @@ class VmaMixin:
         self.vma_link(mm, new)
         return new
 
-    def do_mremap(self, mm: Mm, old_start: int, old_end: int, new_start: int, new_end: int
-                  ) -> None:
-        """mremap(): shrink or grow in place, or move (copy_vma, move pages, unmap the old)."""
-        vma = self.find_vma(mm, old_start)
-        if vma is None or vma.end < old_end:
-            self.counters.syscall_errors += 1     # -EFAULT: not one mapping
+    # ------------------------------------------------------------ mremap (mm/mremap.c)
+    def do_mremap(self, mm: Mm, addr: int, old_end: int, new_addr: int, new_end: int) -> None:
+        """do_mremap(): resize in place (no flags) when new_addr == addr, else move with
+        MREMAP_MAYMOVE|MREMAP_FIXED (mremap_to(); remap_move() when the size is kept).
+
+        6.18's order (the vma_remap_struct rework, 6.17): a move unmaps the destination,
+        then unmaps the part a shrink drops, then copies the VMA (copy_vma() on the whole
+        source VMA) and only then unmaps the source range, splitting the source VMA there.
+        """
+        old_len, new_len = old_end - addr, new_end - new_addr
+        moving = new_addr != addr
+        if moving:
+            if old_end > new_addr and new_end > addr:       # vrm_overlaps(): -EINVAL
+                self.counters.syscall_errors += 1
+                return
+            if old_len == new_len:                          # vrm_move_only()
+                self.remap_move(mm, addr, old_len, new_addr)
+                return
+        vma = self.find_vma(mm, addr)                       # vma_lookup()
+        if vma is None or not self.check_prep_vma(vma, addr, old_len, new_len, moving):
+            self.counters.syscall_errors += 1
             return
-        if new_start == old_start:
-            if new_end < old_end:
-                self.do_munmap(mm, new_end, old_end)
-            elif new_end > old_end:
-                # vma_merge_extend(): only from the VMA's end, into free space
-                _, nxt = self.neighbours(vma)
-                if old_end != vma.end or (nxt is not None and nxt.start < new_end):
-                    self.counters.syscall_errors += 1
-                    return
-                vma.end = new_end
+        if moving:
+            self.mremap_to(mm, addr, old_len, new_addr, new_len)
+        else:
+            self.mremap_at(vma, addr, old_len, new_len)
+
+    @staticmethod
+    def check_prep_vma(vma: Vma, addr: int, old_len: int, new_len: int, moving: bool) -> bool:
+        """check_prep_vma(): may [addr, addr + old_len) of vma move or grow?"""
+        if not moving and new_len <= old_len:               # !vrm_will_map_new()
+            return True
+        if new_len < old_len:
+            old_len = new_len       # "We permit crossing of boundaries for the range being
+                                    # unmapped due to a shrink."
+        if old_len > vma.end - addr:                        # -EFAULT
+            return False
+        return new_len == old_len or not vma.flags & VM_SPECIAL  # DONTEXPAND|PFNMAP: -EFAULT
+
+    def remap_move(self, mm: Mm, start: int, length: int, new_addr: int) -> None:
+        """remap_move() (6.17, "permit mremap() move of multiple VMAs"): move each VMA of
+        [start, start + length) in turn, keeping the gaps between them."""
+        end = start + length
+        target = new_addr
+        last_end = 0
+        seen = False
+        cursor = start
+        while True:
+            i = self.vmas_from(mm, cursor)                  # for_each_vma_range()
+            if i == len(mm.vmas) or mm.vmas[i].start >= end:
+                return
+            vma = mm.vmas[i]
+            if not seen and start < vma.start:              # no gap at the start: -EFAULT
+                self.counters.syscall_errors += 1
+                return
+            addr = max(vma.start, start)
+            piece = min(end, vma.end) - addr
+            offset = vma.start - last_end if seen else 0
+            last_end = vma.end
+            if not self.check_prep_vma(vma, addr, piece, piece, True):
+                self.counters.syscall_errors += 1
+                return
+            self.mremap_to(mm, addr, piece, target + offset, piece)
+            seen = True
+            target += offset + piece
+            cursor = addr + piece
+
+    def mremap_to(self, mm: Mm, addr: int, old_len: int, new_addr: int, new_len: int) -> None:
+        """mremap_to(): MREMAP_FIXED unmaps the destination; a shrink unmaps the tail of
+        the source range first (shrink_vma()); then move_vma()."""
+        self.do_munmap(mm, new_addr, new_addr + new_len)
+        vma = self.find_vma(mm, addr)
+        if vma is None:
+            self.counters.syscall_errors += 1
             return
-        if vma.start < old_start:
-            self.split_vma(vma, old_start, True)
-        if vma.end > old_end:
-            self.split_vma(vma, old_end, False)
-        self.do_munmap(mm, new_start, new_end)           # MREMAP_FIXED replaces what is there
-        new = self.copy_vma(vma, new_start, new_end, vma.pgoff)
-        shift = (new_start - old_start) >> PAGE_SHIFT
-        lo, hi = old_start >> PAGE_SHIFT, old_end >> PAGE_SHIFT
+        if new_len < old_len:
+            self.do_munmap(mm, addr + new_len, addr + old_len)
+            vma = self.find_vma(mm, addr)
+            old_len = new_len
+        self.move_vma(vma, addr, old_len, new_addr, new_len)
+
+    def move_vma(self, vma: Vma, addr: int, old_len: int, new_addr: int, new_len: int
+                 ) -> None:
+        """move_vma(): copy_vma_and_data(), then unmap_source_vma()."""
+        mm = vma.mm
+        new_pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
+        self.copy_vma(vma, new_addr, new_addr + new_len, new_pgoff)
+        shift = (new_addr - addr) >> PAGE_SHIFT
+        lo, hi = addr >> PAGE_SHIFT, (addr + old_len) >> PAGE_SHIFT
         moved = [(v, p) for v, p in mm.pages.items() if lo <= v < hi]
         for v, _ in moved:
             del mm.pages[v]
         for v, p in moved:
             mm.pages[v + shift] = p                       # move_page_tables()
-        self.do_munmap(mm, old_start, old_end)
-        del new
+        # unmap_source_vma() clears VM_ACCOUNT around the unmap and gives it back to the
+        # pieces that remain: no net change to their flags.
+        self.do_munmap(mm, addr, addr + old_len)
+
+    def mremap_at(self, vma: Vma, addr: int, old_len: int, new_len: int) -> None:
+        """mremap_at(): shrink_vma() unmaps the tail; expand_vma() grows in place only if
+        [addr, addr + old_len) ends the VMA and the space after it is free."""
+        if new_len < old_len:
+            self.do_munmap(vma.mm, addr + new_len, addr + old_len)
+            return
+        if new_len == old_len:
+            return
+        delta = new_len - old_len
+        _, nxt = self.neighbours(vma)
+        if vma.end - addr != old_len or (nxt is not None and nxt.start < vma.end + delta):
+            self.counters.syscall_errors += 1             # no MREMAP_MAYMOVE: -ENOMEM
+            return
+        self.vma_merge_extend(vma, delta)
+
+    def vma_merge_extend(self, vma: Vma, delta: int) -> Vma | None:
+        """vma_merge_extend(): vma as prev of the new range [vm_end, vm_end + delta), so
+        vma_merge_new_range() expands it, merging the next VMA too when compatible."""
+        _, nxt = self.neighbours(vma)
+        vmg = Vmg(vma.mm, vma, None, vma.end, vma.end + delta, vma.pgoff + vma.pages,
+                  vma.flags, vma.file, vma.anon_vma)
+        vmg.next = nxt
+        return self.vma_merge_new_range(vmg)
 
     def expand_downwards(self, vma: Vma, addr: int) -> None:
         """expand_downwards(): a fault below a VM_GROWSDOWN stack extends it (anon_vma first)."""
