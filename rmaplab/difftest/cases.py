@@ -38,6 +38,12 @@ class Case:
     events: list[Event]
 
 
+def _plain(ev: Event) -> Event:
+    """The event without fields that only repeat the trace format's defaults."""
+    defaults = traces.SCHEMA[ev["op"]][1]
+    return {k: v for k, v in ev.items() if k not in defaults or v != defaults[k]}
+
+
 def save(case: Case, path: Path) -> Path:
     lines = []
     for name in _TEXT_FIELDS:
@@ -46,9 +52,10 @@ def save(case: Case, path: Path) -> Path:
     for name in _JSON_FIELDS:
         value = getattr(case, name)
         if name == "prelude":
-            value = [json.loads(traces.dumps(ev)) for ev in value]
+            value = [json.loads(traces.dumps(_plain(ev))) for ev in value]
         lines.append(f"# {name}: {json.dumps(value, separators=(',', ':'))}")
-    return traces.write(case.events, path, header="\n".join(lines) + "\n")
+    return traces.write([_plain(ev) for ev in case.events], path,
+                        header="\n".join(lines) + "\n")
 
 
 def load(path: Path) -> Case:

@@ -35,9 +35,11 @@ from rmaplab.model.vma import MERGE_RULES
 
 BASE = REGION_LO
 PROTS = (("rw", 5), ("r", 2), ("", 1), ("rx", 1), ("rwx", 1))
+PROT_NAMES = {0: "", 1: "r", 3: "rw", 5: "rx", 7: "rwx"}      # VM_READ|VM_WRITE|VM_EXEC bits
 ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork", "dontneed")
 DEFAULT_WEIGHTS = (("touch", 28), ("mmap", 14), ("mprotect", 12), ("fork", 12),
-                   ("madvise", 9), ("munmap", 6), ("mremap", 8), ("exit", 6))
+                   ("madvise", 9), ("munmap", 6), ("mremap", 8), ("remap_home", 3),
+                   ("map_near_home", 2), ("exit", 6))
 
 Event = dict[str, Any]
 
@@ -141,22 +143,29 @@ class _Builder:
         return {"op": "exit", "pid": self.rng.choice(self.live)}
 
     def op_mmap(self) -> Event | None:
+        """A private mapping; half the time next to a VMA (or next to where a moved VMA
+        would merge back) with that VMA's protection, so that merges happen."""
         pid = self.rng.choice(self.live)
         mm = self.mm(pid)
         n = self.rng.randint(1, self.p.max_map)
-        starts = [v.end // PAGE_SIZE - BASE // PAGE_SIZE for v in mm.vmas]
-        starts += [v.start // PAGE_SIZE - BASE // PAGE_SIZE - n for v in mm.vmas]
+        base = BASE // PAGE_SIZE
+        prot = self.rng.choices([p for p, _ in PROTS], [w for _, w in PROTS])[0]
+        first = None
+        if mm.vmas and self.rng.random() < 0.5:
+            v = self.rng.choice(mm.vmas)
+            spots = [v.end // PAGE_SIZE, v.start // PAGE_SIZE - n]
+            if v.file is None and self.home(v) != v.start // PAGE_SIZE:
+                spots += [self.home(v) + v.pages, self.home(v) - n]
+            first = self.rng.choice(spots) - base
+            if self.rng.random() < 0.7:
+                prot = PROT_NAMES[v.flags & 7]
         for _ in range(8):
-            if starts and self.rng.random() < 0.5:
-                first = self.rng.choice(starts)      # next to a mapping: merges happen
-            else:
-                first = self.rng.randrange(self.p.pages - n + 1)
-            if 0 <= first <= self.p.pages - n and \
+            if first is not None and 0 <= first <= self.p.pages - n and \
                     self.free(mm, self.page(first), self.page(first + n)):
                 break
+            first = self.rng.randrange(self.p.pages - n + 1)
         else:
             return None
-        prot = self.rng.choices([p for p, _ in PROTS], [w for _, w in PROTS])[0]
         ev: Event = {"op": "mmap", "pid": pid, "start": self.page(first),
                      "end": self.page(first + n), "prot": prot}
         if self.p.files and self.rng.random() < self.p.file_share:
@@ -206,7 +215,10 @@ class _Builder:
         the size.  6.18 lets a move that keeps the size span several VMAs (remap_move) and
         a shrink drop pages beyond the VMA; a growth must stay inside one VMA."""
         pid = self.rng.choice(self.live)
-        vma = self.pick_vma(pid)
+        faulted = [v for v in self.mm(pid).vmas if v.anon_vma is not None]
+        # Half the time a VMA with an anon_vma: moving those keeps their pgoff.
+        vma = self.rng.choice(faulted) if faulted and self.rng.random() < 0.5 \
+            else self.pick_vma(pid)
         if vma is None:
             return None
         arena_end = BASE // PAGE_SIZE + self.p.pages
@@ -228,22 +240,85 @@ class _Builder:
                 return None
             new = (a, b + self.rng.randint(1, room))
         else:
-            b = self.rng.randint(a + 1, min(arena_end, hi + self.p.max_map))
+            if self.rng.random() < 0.3:
+                a, b = lo, hi                  # the whole VMA: a move home can then merge
+            else:
+                b = self.rng.randint(a + 1, min(arena_end, hi + self.p.max_map))
             n = b - a if self.rng.random() < 0.6 else self.rng.randint(1, self.p.max_map)
             if n != b - a:
                 # Resizing moves take one VMA: [a, a + n) for a shrink, [a, b) for growth.
                 b = min(b, hi)
                 if not self.in_one_vma(pid, a * PAGE_SIZE, min(b, a + n) * PAGE_SIZE):
                     return None
-            for _ in range(8):
-                first = BASE // PAGE_SIZE + self.rng.randrange(self.p.pages - n + 1)
-                if first + n <= a or first >= b:
-                    break
-            else:
+            first = self.destination(pid, vma, a, n, b)
+            if first is None:
                 return None
             new = (first, first + n)
         return {"op": "mremap", "pid": pid, "start": a * PAGE_SIZE, "end": b * PAGE_SIZE,
                 "new_start": new[0] * PAGE_SIZE, "new_end": new[1] * PAGE_SIZE}
+
+    @staticmethod
+    def home(vma: Vma) -> int:
+        """The page where vma's pgoff is linear with the address (an anonymous VMA's birth
+        place; for the generator's files, BASE + pgoff): a move there can merge."""
+        return vma.pgoff if vma.file is None else BASE // PAGE_SIZE + vma.pgoff
+
+    def destination(self, pid: int, vma: Vma, a: int, n: int, b: int) -> int | None:
+        """First page of a move's destination outside [a, b): often where the moved range
+        can merge (next to a VMA, or back where its pgoff is linear), else anywhere."""
+        base, arena_end = BASE // PAGE_SIZE, BASE // PAGE_SIZE + self.p.pages
+
+        def fits(f: int) -> bool:
+            return base <= f <= arena_end - n and (f + n <= a or f >= b)
+
+        home = self.home(vma) + (a - vma.start // PAGE_SIZE)
+        if fits(home) and self.rng.random() < 0.3:
+            return home
+        near = [f for v in self.mm(pid).vmas for f in (v.end // PAGE_SIZE,
+                                                        v.start // PAGE_SIZE - n) if fits(f)]
+        if near and self.rng.random() < 0.5:
+            return self.rng.choice(near)
+        for _ in range(8):
+            first = base + self.rng.randrange(self.p.pages - n + 1)
+            if first + n <= a or first >= b:
+                return first
+        return None
+
+    def op_remap_home(self) -> Event | None:
+        """Move a whole VMA back to where its pgoff is linear with the address: the one
+        place a faulted VMA can merge with an unfaulted neighbour (copy_vma)."""
+        pid = self.rng.choice(self.live)
+        away = [v for v in self.mm(pid).vmas if self.home(v) != v.start // PAGE_SIZE]
+        if not away:
+            return None
+        vma = self.rng.choice(away)
+        home, n = self.home(vma), vma.pages
+        lo, hi = vma.start // PAGE_SIZE, vma.end // PAGE_SIZE
+        base = BASE // PAGE_SIZE
+        if home < base or home + n > base + self.p.pages or (home < hi and home + n > lo):
+            return None
+        return {"op": "mremap", "pid": pid, "start": vma.start, "end": vma.end,
+                "new_start": home * PAGE_SIZE, "new_end": (home + n) * PAGE_SIZE}
+
+    def op_map_near_home(self) -> Event | None:
+        """Map an unfaulted VMA next to a moved faulted VMA's home, with its protection:
+        moving that VMA home (remap_home) then merges a faulted range into an unfaulted
+        VMA, the case 61f67c230a5e fixed."""
+        pid = self.rng.choice(self.live)
+        mm = self.mm(pid)
+        away = [v for v in mm.vmas if v.file is None and v.anon_vma is not None
+                and self.home(v) != v.start // PAGE_SIZE]
+        if not away:
+            return None
+        v = self.rng.choice(away)
+        n = self.rng.randint(1, self.p.max_map)
+        first = self.rng.choice((self.home(v) + v.pages, self.home(v) - n))
+        base = BASE // PAGE_SIZE
+        if first < base or first + n > base + self.p.pages or \
+                not self.free(mm, first * PAGE_SIZE, (first + n) * PAGE_SIZE):
+            return None
+        return {"op": "mmap", "pid": pid, "start": first * PAGE_SIZE,
+                "end": (first + n) * PAGE_SIZE, "prot": PROT_NAMES[v.flags & 7]}
 
     def op_touch(self) -> Event | None:
         pid = self.rng.choice(self.live)

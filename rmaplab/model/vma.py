@@ -267,11 +267,19 @@ class VmaMixin:
         return vmg.vma
 
     def vma_expand(self, vmg: Vmg) -> None:
-        """vma_expand(): grow vmg.vma over [start, end), absorbing next when it ends there."""
+        """vma_expand(): grow vmg.vma over [start, end), absorbing next when it ends there.
+
+        61f67c230a5e ("mm/vma: fix anon_vma UAF on mremap() faulted, unfaulted merge",
+        6.18.y): when copy_vma() merges a faulted VMA's range into an unfaulted
+        neighbour, the neighbour must take the copied VMA's anon_vma (dup_anon_vma from
+        vmg->copied_from), or the moved pages would sit in a VMA without one.
+        """
         vma, nxt = vmg.vma, vmg.next
         remove_next = nxt is not None and vma is not nxt and vmg.end == nxt.end
         if remove_next:
             self.dup_anon_vma(vma, nxt)
+        if vmg.copied_from is not None:
+            self.dup_anon_vma(vma, vmg.copied_from)
         self.commit_merge(vmg, None, nxt if remove_next else None, None, 0)
 
     # ------------------------------------------------------------ splitting
