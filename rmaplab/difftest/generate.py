@@ -3,18 +3,21 @@
 A program is an event trace: the spawn of process 1 (the interpreter's first
 worker), then ``Params.events`` operations drawn with ``Params.weights``: fork,
 exit, private mmap (anonymous, or of a memfd ``f0``, ``f1``.. with page offsets
-that often continue a neighbour's), munmap, mprotect, madvise (dontfork, dofork,
-wipeonfork, keeponfork, dontneed), mremap (shrink, grow in place, move with or
-without resizing) and page writes and reads.  Every address lies in an arena of
-``Params.pages`` pages at :data:`BASE` in the interpreter's program region, far
-from its own VMAs (no merge with them is possible), and every mmap is at a fixed
-address (MAP_FIXED_NOREPLACE), so the model and the kernel lay out alike.
+that often continue a neighbour's; sometimes over existing mappings, which it
+replaces), munmap, mprotect, madvise (dontfork, dofork, wipeonfork, keeponfork,
+dontneed), mremap (shrink, grow in place, move with or without resizing, across
+several VMAs when the size is kept) and page writes and reads.  Every address lies
+in an arena of ``Params.pages`` pages at :data:`BASE` in the interpreter's program
+region, far from its own VMAs (no merge with them is possible), and every mapping
+is at a fixed address, so the model and the kernel lay out alike.  Placement is
+biased towards merges: next to VMAs, with their protection, and back to where a
+moved VMA's pgoff is linear ("home").
 
-Validity (no operation on a dead process, no mmap over a mapping, no mprotect or
-madvise over a hole, no mremap across VMAs, no write to a read-only page, no
-access outside a mapping) is decided on model kernels that follow the program as
-it is generated: one per policy and merge rule, because where VMAs merge depends
-on both and an mremap must stay inside one VMA under each.  A program is thus a
+Validity (no operation on a dead process, no mprotect or madvise over a hole, no
+resizing mremap across VMAs, no write to a read-only page, no access outside a
+mapping) is decided on model kernels that follow the program as it is generated:
+one per policy and merge rule, because where VMAs merge depends on both and a
+resizing mremap must stay inside one VMA under each.  A program is thus a
 function of the seed, the parameters and the model; recorded runs keep every
 program's events.
 """
@@ -54,6 +57,7 @@ class Params:
     max_map: int = 6           # largest mmap, in pages
     files: int = 2             # memfds for file-backed private mappings (0: none)
     file_share: float = 0.25   # share of mmaps that are file-backed
+    replace_share: float = 0.1  # share of mmaps placed over existing mappings
     weights: tuple[tuple[str, int], ...] = field(default=DEFAULT_WEIGHTS)
 
     def __post_init__(self) -> None:
@@ -159,13 +163,16 @@ class _Builder:
             first = self.rng.choice(spots) - base
             if self.rng.random() < 0.7:
                 prot = PROT_NAMES[v.flags & 7]
-        for _ in range(8):
-            if first is not None and 0 <= first <= self.p.pages - n and \
-                    self.free(mm, self.page(first), self.page(first + n)):
-                break
+        if first is None or not 0 <= first <= self.p.pages - n:
             first = self.rng.randrange(self.p.pages - n + 1)
-        else:
-            return None
+        # Mostly into free space; sometimes over mappings (MAP_FIXED replaces them).
+        if self.rng.random() >= self.p.replace_share:
+            for _ in range(8):
+                if self.free(mm, self.page(first), self.page(first + n)):
+                    break
+                first = self.rng.randrange(self.p.pages - n + 1)
+            else:
+                return None
         ev: Event = {"op": "mmap", "pid": pid, "start": self.page(first),
                      "end": self.page(first + n), "prot": prot}
         if self.p.files and self.rng.random() < self.p.file_share:

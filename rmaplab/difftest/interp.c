@@ -11,7 +11,8 @@
  *   files N PAGES                    N memfds of PAGES pages for file mappings
  *   fork SLOT CHILD                  fork(): CHILD is a new process
  *   exit SLOT                        _exit()
- *   mmap SLOT START END PROT FILE PGOFF   MAP_PRIVATE|MAP_FIXED_NOREPLACE,
+ *   mmap SLOT START END PROT FILE PGOFF   MAP_PRIVATE at START, replacing what
+ *                                    is there (MAP_FIXED_NOREPLACE, else MAP_FIXED);
  *                                    anonymous if FILE is "-", else memfd FILE
  *   munmap SLOT START END
  *   mprotect SLOT START END PROT     PROT: - r rw rx rwx
@@ -609,17 +610,26 @@ static long run_op(const struct op *op)
 
 	switch (op->kind) {
 	case OP_MMAP: {
-		int flags = MAP_PRIVATE | MAP_FIXED_NOREPLACE;
+		int flags = MAP_PRIVATE;
 		int fd = -1;
 
 		if (op->file < 0)
 			flags |= MAP_ANONYMOUS;
 		else
 			fd = file_fds[op->file];
-		ret = sys_mmap(op->start, len, op->prot, flags, fd, op->pgoff * PAGE_SIZE);
+		/*
+		 * The trace's mmap maps at its address, replacing what is there.  Ask
+		 * not to replace first: that check fails before anything changes, and
+		 * then MAP_FIXED takes the mmap_region() path that unmaps first.
+		 */
+		ret = sys_mmap(op->start, len, op->prot, flags | MAP_FIXED_NOREPLACE, fd,
+			       op->pgoff * PAGE_SIZE);
+		if (ret == -EEXIST)
+			ret = sys_mmap(op->start, len, op->prot, flags | MAP_FIXED, fd,
+				       op->pgoff * PAGE_SIZE);
 		if (ret < 0 && ret > -4096)
 			return ret;
-		return (u64)ret == op->start ? 0 : -EEXIST;
+		return (u64)ret == op->start ? 0 : -EFAULT;
 	}
 	case OP_MUNMAP:
 		return sys_munmap(op->start, len);
