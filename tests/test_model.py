@@ -204,3 +204,91 @@ def test_child_cow_then_parent_write_reuses_the_page_in_place():
 
 def test_all_policies_are_named_as_in_the_design():
     assert list(POLICIES) == ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
+
+
+# ---------------------------------------------------------------- mremap (mm/mremap.c, 6.18)
+P = 4096
+R = 0x1000000000
+
+
+def _page(i):
+    return R + i * P
+
+
+def _layout(kernel, pid=1):
+    return [((v.start - R) // P, (v.end - R) // P) for v in kernel.mms[pid].vmas]
+
+
+def test_mremap_move_that_shrinks_unmaps_the_dropped_tail_first():
+    """mremap_to(): shrink_vma() unmaps [addr+new_len, addr+old_len) (two splits inside
+    the VMA), then copy_vma() of the remaining whole VMA: 1 + 2 + 1 vm_area_structs."""
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": _page(5), "end": _page(11), "prot": "r"},
+              {"op": "mremap", "pid": 1, "start": _page(5), "end": _page(9),
+               "new_start": _page(36), "new_end": _page(39)}]
+    k = kernel_after(events)
+    assert k.counters.vma_alloc == 4
+    assert _layout(k) == [(9, 11), (36, 39)]
+
+
+def test_mremap_growth_in_place_merges_the_next_vma():
+    """expand_vma_in_place() -> vma_merge_extend(): the grown VMA absorbs a compatible
+    next VMA that becomes adjacent (vma_expand removes it): one VMA, no allocation."""
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": _page(0), "end": _page(2), "prot": "rw"},
+              {"op": "mmap", "pid": 1, "start": _page(3), "end": _page(5), "prot": "rw"},
+              {"op": "mremap", "pid": 1, "start": _page(0), "end": _page(2),
+               "new_start": _page(0), "new_end": _page(3)}]
+    k = kernel_after(events)
+    assert _layout(k) == [(0, 5)]
+    assert k.counters.vma_alloc == 2 and k.counters.vma_free == 1
+
+
+def test_mremap_move_keeps_gaps_between_several_vmas():
+    """remap_move() (6.17): a size-keeping move may span VMAs; each moves in turn and the
+    gaps between them are kept at the destination."""
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": _page(0), "end": _page(2), "prot": "rw"},
+              {"op": "mmap", "pid": 1, "start": _page(3), "end": _page(4), "prot": "r"},
+              {"op": "mremap", "pid": 1, "start": _page(1), "end": _page(4),
+               "new_start": _page(20), "new_end": _page(23)}]
+    k = kernel_after(events)
+    assert _layout(k) == [(0, 1), (20, 21), (22, 23)]
+    assert k.counters.syscall_errors == 0
+
+
+def test_mremap_of_a_faulted_vma_into_an_unfaulted_neighbour_dups_its_anon_vma():
+    """61f67c230a5e: copy_vma() merging the faulted range into the unfaulted next VMA
+    gives that VMA the anon_vma (one anon_vma_clone); a write there prepares nothing."""
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": _page(0), "end": _page(2), "prot": "rw"},
+              {"op": "touch", "pid": 1, "addr": _page(0), "write": True},
+              {"op": "mremap", "pid": 1, "start": _page(0), "end": _page(2),
+               "new_start": _page(32), "new_end": _page(34)},
+              {"op": "mmap", "pid": 1, "start": _page(2), "end": _page(4), "prot": "rw"},
+              {"op": "mremap", "pid": 1, "start": _page(32), "end": _page(34),
+               "new_start": _page(0), "new_end": _page(2)},
+              {"op": "touch", "pid": 1, "addr": _page(2), "write": True}]
+    k = kernel_after(events)
+    assert _layout(k) == [(0, 4)]
+    c = k.counters
+    assert (c.anon_vma_prepare, c.avc_clone_copy_vma, c.avc_clone_merge) == (1, 1, 1)
+    assert k.violations == []
+
+
+def test_mremap_refuses_to_merge_a_forked_faulted_vma_into_an_unfaulted_one():
+    """"mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge": a forked VMA
+    (more than one AVC) keeps its own VMA; the write to the neighbour prepares another."""
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": _page(0), "end": _page(2), "prot": "rw"},
+              {"op": "touch", "pid": 1, "addr": _page(0), "write": True},
+              {"op": "fork", "pid": 1, "child": 2},
+              {"op": "mremap", "pid": 2, "start": _page(0), "end": _page(2),
+               "new_start": _page(32), "new_end": _page(34)},
+              {"op": "mmap", "pid": 2, "start": _page(2), "end": _page(4), "prot": "rw"},
+              {"op": "mremap", "pid": 2, "start": _page(32), "end": _page(34),
+               "new_start": _page(0), "new_end": _page(2)},
+              {"op": "touch", "pid": 2, "addr": _page(2), "write": True}]
+    k = kernel_after(events)
+    assert _layout(k, 2) == [(0, 2), (2, 4)]
+    assert k.counters.anon_vma_prepare == 2

@@ -155,10 +155,16 @@ def parse_smaps(text: str, source: str = "<smaps>") -> list[Mapping]:
 
 
 def parse_output(stdout: str, source: str = "<interp>") -> Report:
-    """What the interpreter printed: its smaps at window start, counts, events run."""
+    """What the interpreter printed: its smaps at window start, counts, events run.
+
+    Lines before the header and after "ok" are ignored (a guest's console may add some).
+    """
     lines = stdout.splitlines()
-    if not lines or lines[0] != "rmaplab-interp 1":
+    if "rmaplab-interp 1" not in lines:
         raise RmaplabError("not the output of the difftest interpreter", path=source, line=1)
+    lines = lines[lines.index("rmaplab-interp 1"):]
+    if "ok" in lines:
+        lines = lines[:lines.index("ok") + 1]
     try:
         begin, end = lines.index("smaps-begin"), lines.index("smaps-end")
     except ValueError:
