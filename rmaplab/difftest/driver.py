@@ -187,6 +187,7 @@ def record(summary: Summary, programs: dict[int, list[Event]],
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{stamp}-{summary.backend}-{'-'.join(summary.policies) if len(summary.policies) < 3 else 'policies'}"
     target = out_root / name
+    summary.raw = str(target)
     source = interpreter.source()
     meta = {
         "host": host.describe(), "summary": summary.as_dict(),
@@ -222,7 +223,6 @@ def record(summary: Summary, programs: dict[int, list[Event]],
         pass
     else:
         integrity.add([target])
-    summary.raw = str(target)
     return target
 
 
