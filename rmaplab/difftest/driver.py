@@ -217,12 +217,7 @@ def record(summary: Summary, programs: dict[int, list[Event]],
         (d / "results.csv").write_text(buf.getvalue())
         (d / "programs.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(),
                                                             mtime=0))
-    try:
-        target.relative_to(raw_dir())
-    except ValueError:
-        pass
-    else:
-        integrity.add([target])
+    integrity.add_if_raw(target)
     return target
 
 

@@ -61,11 +61,7 @@ def run(ks=(0, 32, 128), states=(0, 1), forks: int = 200, repeats: int = 30, see
             buf = io.StringIO()
             df.to_csv(buf, index=False)
             (d / "runs.csv").write_text(buf.getvalue())
-        try:
-            where.relative_to(raw_dir())
-            integrity.add([where])
-        except ValueError:
-            pass
+        integrity.add_if_raw(where)
     return df, where
 
 

@@ -179,12 +179,7 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
             writer.writeheader()
             writer.writerows(rows)
             (d / "runs.csv").write_text(buf.getvalue())
-        try:
-            target.relative_to(raw_dir())
-        except ValueError:
-            pass
-        else:
-            integrity.add([target])
+        integrity.add_if_raw(target)
         log(f"recorded in {target}")
         return results, target
 
