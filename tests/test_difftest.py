@@ -224,7 +224,10 @@ class ModelBackend:
     def policies(self):
         return ("v6.0",)
 
-    def run(self, programs, policy):
+    def describe(self):
+        return f"the model under {self.policy}"
+
+    def run(self, programs, policies):
         self.runs += len(programs)
         out = []
         for events in programs:
@@ -234,7 +237,7 @@ class ModelBackend:
                 out.append(Outcome(None, error=str(e)))
             else:
                 out.append(Outcome(counts, []))
-        return out
+        return {policy: out for policy in policies}
 
 
 def test_shrinker_reduces_a_disagreement_to_a_one_minimal_program():
@@ -325,8 +328,9 @@ def test_uml_backend_runs_the_interpreter_through_run_batch(monkeypatch, tmp_pat
     good = [{"op": "spawn", "pid": 1},
             {"op": "mmap", "pid": 1, "start": page(0), "end": page(1), "prot": "r"}]
     bad = [*good, {"op": "mprotect", "pid": 1, "start": page(4), "end": page(5), "prot": "r"}]
-    ok, failed = backend.run([good, bad], "v5.4")
-    assert seen == ["v5.4", "v5.4"]
+    ran = backend.run([good, bad], ["v5.4", "v6.0"])
+    assert seen == ["v5.4", "v5.4", "v6.0", "v6.0"]
+    ok, failed = ran["v5.4"]
     assert ok.ok and ok.counts == {"anon_vma_alloc": 0, "anon_vma_fork": 0}
     assert any(m.path == "[stack]" for m in ok.mappings)
     assert not failed.ok and "mprotect: errno 12" in failed.error
@@ -409,7 +413,7 @@ def host(live_kernel):
 @pytest.mark.parametrize("name", ["one-fork", "split-fork", "exit-first-chain",
                                   "dontfork-wipeonfork"])
 def test_interpreter_counts_equal_a_hand_computation(host, name):
-    outcome = host.run([hand_program(name)], "v6.0")[0]
+    outcome = host.run([hand_program(name)], ["v6.0"])["v6.0"][0]
     assert outcome.ok, outcome.error
     own = [m for m in outcome.mappings if m.path != "[vsyscall]"]
     k = sum(1 for m in own if m.anonymous_kb > 0)

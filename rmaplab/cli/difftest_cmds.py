@@ -88,7 +88,7 @@ def _run_difftest(args) -> int:
         json_out(result)
     else:
         per = result["seconds_per_program"]["mean"]
-        print(f"{backend.name}, merge rule {backend.merge_rule}: {result['agree']} of "
+        print(f"{backend.describe()}, merge rule {backend.merge_rule}: {result['agree']} of "
               f"{result['runs']} runs agree exactly"
               + (f" ({per * 1000:.0f} ms per program)" if per else ""))
         for policy, count in result["agree_by_policy"].items():

@@ -2,7 +2,8 @@
 
 A backend has a ``name``, the ``merge_rule`` of its kernel (the model replays with
 it), the counter ``keys`` it can tell apart, ``policies()`` it can run, and
-``run(programs, policy)`` returning one :class:`Outcome` per program.  Adding one
+``run(programs, policies)`` returning, per policy, one :class:`Outcome` per program
+(one call may boot a kernel once for all of them).  Adding one
 is a class with these members and a line in :data:`BACKENDS`.
 
 ``host``: this machine's kernel (policy ``v6.0``, merge rule ``uncowed``),
@@ -18,9 +19,12 @@ guest's /proc/rmaplab_counters at both ends of its window.
 from __future__ import annotations
 
 import os
+import platform
+import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,7 +63,10 @@ class Backend(Protocol):
 
     def policies(self) -> tuple[str, ...]: ...
 
-    def run(self, programs: list[list[Event]], policy: str) -> list[Outcome]: ...
+    def describe(self) -> str: ...
+
+    def run(self, programs: list[list[Event]], policies: Sequence[str]
+            ) -> dict[str, list[Outcome]]: ...
 
 
 def _failure(proc: subprocess.CompletedProcess, what: str) -> str:
@@ -82,12 +89,18 @@ class HostBackend:
     def policies(self) -> tuple[str, ...]:
         return ("v6.0",)
 
-    def run(self, programs: list[list[Event]], policy: str) -> list[Outcome]:
-        if policy not in self.policies():
-            raise RmaplabError(f"the host runs policy v6.0 only, not {policy!r}",
-                               hint="--backend uml runs every policy")
+    def describe(self) -> str:
+        return f"host (Linux {platform.release()})"
+
+    def run(self, programs: list[list[Event]], policies: Sequence[str]
+            ) -> dict[str, list[Outcome]]:
+        for policy in policies:
+            if policy not in self.policies():
+                raise RmaplabError(f"the host runs policy v6.0 only, not {policy!r}",
+                                   hint="--backend uml runs every policy")
         with tempfile.TemporaryDirectory(prefix="rmaplab-difftest-") as tmp:
-            return [self._one(events, Path(tmp)) for events in programs]
+            outcomes = [self._one(events, Path(tmp)) for events in programs]
+        return {policy: outcomes for policy in policies}
 
     def _one(self, events: list[Event], tmp: Path) -> Outcome:
         prog = tmp / "program.txt"
@@ -101,12 +114,17 @@ class HostBackend:
                               options=perf.control_options(ctl, ack))
         env = {**os.environ, "RMAPLAB_PERF_CTL": str(ctl), "RMAPLAB_PERF_ACK": str(ack)}
         start = time.perf_counter()
-        try:
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True,
-                                  timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            return Outcome(None, error=f"timed out after {TIMEOUT} s")
+        # A session of its own: a stuck run is killed with every process it started.
+        with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True) as child:
+            try:
+                stdout, stderr = child.communicate(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
+                return Outcome(None, error=f"timed out after {TIMEOUT} s")
         seconds = time.perf_counter() - start
+        proc = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
         if proc.returncode != 0:
             return Outcome(None, error=_failure(proc, "perf stat"), seconds=seconds)
         report = interpreter.parse_output(proc.stdout)
@@ -138,18 +156,29 @@ class UmlBackend:
 
         return tuple(POLICIES)
 
-    def run(self, programs: list[list[Event]], policy: str) -> list[Outcome]:
+    def describe(self) -> str:
+        return "uml (User-Mode Linux 6.12 policy kernels)"
+
+    def run(self, programs: list[list[Event]], policies: Sequence[str]
+            ) -> dict[str, list[Outcome]]:
+        """Every program under every policy in one run_batch (one boot per policy)."""
         # The guest's root is the host's file system (hostfs): host paths work inside.
         with tempfile.TemporaryDirectory(prefix="rmaplab-difftest-") as tmp:
-            jobs = []
+            paths = []
             for i, events in enumerate(programs):
                 prog = Path(tmp) / f"program-{i}.txt"
                 prog.write_text(interpreter.encode(events).text)
-                jobs.append((policy, [str(self.exe), "-c", GUEST_COUNTERS_FILE, str(prog)]))
+                paths.append(str(prog))
+            jobs = [(policy, [str(self.exe), "-c", GUEST_COUNTERS_FILE, path])
+                    for policy in policies for path in paths]
             start = time.perf_counter()
             results = self.run_batch(jobs)
             seconds = (time.perf_counter() - start) / max(1, len(jobs))
-        return [self._outcome(r, seconds) for r in results]
+        if len(results) != len(jobs):
+            raise RmaplabError(f"run_batch returned {len(results)} results for {len(jobs)} jobs")
+        outcomes = [self._outcome(r, seconds) for r in results]
+        n = len(programs)
+        return {policy: outcomes[i * n:(i + 1) * n] for i, policy in enumerate(policies)}
 
     @staticmethod
     def _outcome(result: dict[str, Any], seconds: float) -> Outcome:

@@ -32,6 +32,7 @@ from rmaplab.paths import raw_dir, repo_root
 
 Event = dict[str, Any]
 UNEXPLAINED = "not yet explained"
+BATCH = 100          # programs per backend call (a UML backend boots once per call)
 
 
 def default_case_dir() -> Path:
@@ -134,25 +135,25 @@ def run(n: int, seed: int, backend: Backend, policies: list[str], params: Params
     programs = {s: generate(s, params) for s in seeds}
     results: list[ProgramResult] = []
     outcomes: dict[tuple[int, str], Outcome] = {}
-    for policy in policies:
-        log(f"{backend.name} {policy}: {n} programs (seeds {seed}..{seed + n - 1})")
-        batch = 100
-        for lo in range(0, n, batch):
-            chunk = seeds[lo:lo + batch]
-            for s, outcome in zip(chunk, backend.run([programs[s] for s in chunk], policy),
-                                  strict=True):
+    log(f"{backend.describe()}, policies {', '.join(policies)}: {n} programs "
+        f"(seeds {seed}..{seed + n - 1})")
+    for lo in range(0, n, BATCH):
+        chunk = seeds[lo:lo + BATCH]
+        ran = backend.run([programs[s] for s in chunk], policies)
+        for policy in policies:
+            for s, outcome in zip(chunk, ran[policy], strict=True):
                 outcomes[(s, policy)] = outcome
                 result, comparison = _judge(s, policy, programs[s], outcome, backend)
                 results.append(result)
                 if result.error:
-                    log(f"  seed {s}: {result.error}")
+                    log(f"  seed {s} {policy}: {result.error}")
                 elif comparison is not None and not comparison.agree:
-                    log(f"  seed {s}: {comparison.describe()}")
+                    log(f"  seed {s} {policy}: {comparison.describe()}")
                     if shrink:
                         result.case = str(_shrink_and_save(s, programs[s], comparison,
                                                            outcome, backend, case_dir, log))
-            done = [r for r in results if r.policy == policy]
-            log(f"  {len(done)}/{n} run, {sum(r.agree for r in done)} agree")
+        log(f"  {lo + len(chunk)}/{n} programs run, {sum(r.agree for r in results)} of "
+            f"{len(results)} runs agree")
     return (Summary(backend.name, backend.merge_rule, list(policies), params, seeds, results),
             programs, outcomes)
 
@@ -166,7 +167,7 @@ def _shrink_and_save(seed: int, events: list[Event], comparison: Comparison,
     final = shrinking.run_and_compare(small, backend, comparison.policy)
     if final is None or final.agree:
         final, small = comparison, events         # the shrunk program stopped failing
-    out = backend.run([small], comparison.policy)[0]
+    out = backend.run([small], [comparison.policy])[comparison.policy][0]
     path = case_dir / f"{backend.name}-{comparison.policy}-seed{seed}-{key}.jsonl"
     found = (f"rmaplab difftest --backend {backend.name} --policy {comparison.policy} "
              f"--seed {seed} -n 1; shrunk from {len(events) - 1} to {len(small) - 1} events")

@@ -70,8 +70,9 @@ class Params:
             raise RmaplabError(f"difftest: unknown operation(s) {', '.join(sorted(unknown))}")
 
 
-class GeneratorError(Exception):
-    """The model refused an event the generator thought valid: a bug in one of them."""
+class GeneratorError(RmaplabError):
+    """No valid program for these parameters, or the model refused an event the generator
+    thought valid (a bug in one of them)."""
 
 
 class _Builder:

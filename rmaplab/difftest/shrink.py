@@ -39,7 +39,7 @@ def run_and_compare(events: list[Event], backend: Backend, policy: str,
             model_counts(events, prelude, policy, backend.merge_rule)
         except InvalidProgram:
             return None
-    outcome = backend.run([events], policy)[0]
+    outcome = backend.run([events], [policy])[policy][0]
     if not outcome.ok:
         return None
     model = model_counts(events, interpreter.prelude(outcome.mappings), policy,
