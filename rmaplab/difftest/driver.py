@@ -87,6 +87,9 @@ class Summary:
                             "case": r.case} for r in self.results if r.differences],
             "errors": [{"seed": r.seed, "policy": r.policy, "error": r.error}
                        for r in self.results if r.error],
+            "model_violations": [{"seed": r.seed, "policy": r.policy,
+                                  "violations": r.model["violations"]}
+                                 for r in self.results if r.model and r.model["violations"]],
             "raw": self.raw,
         }
 
@@ -99,8 +102,10 @@ def _judge(seed: int, policy: str, events: list[Event], outcome: Outcome,
         return result, None
     result.live = outcome.counts
     try:
+        # Invariants checked too: under the pre-v6.0 policies a program can make the
+        # model (and the policy kernel) leave a dangling page->mapping (CVE-2022-42703).
         result.model = model_counts(events, interpreter.prelude(outcome.mappings), policy,
-                                    backend.merge_rule)
+                                    backend.merge_rule, check="incremental")
     except InvalidProgram as e:
         result.error = f"model: {e}"
         return result, None
