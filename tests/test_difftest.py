@@ -216,6 +216,7 @@ class ModelBackend:
     name = "model"
     merge_rule = "uncowed"
     keys = HOST_KEYS
+    mremap_spans = True
 
     def __init__(self, policy: str) -> None:
         self.policy = policy

@@ -77,7 +77,8 @@ def _run_difftest(args) -> int:
     if args.trace:
         return _run_trace(args, backend, policies)
     params = Params(events=args.events, procs=args.procs, pages=args.pages,
-                    max_map=args.max_map, files=args.files)
+                    max_map=args.max_map, files=args.files,
+                    mremap_spans=backend.mremap_spans)
     summary, programs, outcomes = driver.run(args.n, args.seed, backend, policies, params,
                                              shrink=not args.no_shrink,
                                              case_dir=args.case_dir)

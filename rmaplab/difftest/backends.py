@@ -33,6 +33,7 @@ from rmaplab.difftest import interpreter
 from rmaplab.difftest.compare import HOST_KEYS
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import perf
+from rmaplab.paths import cache_dir
 
 # A run that takes longer than this is stuck (a program runs in milliseconds).
 TIMEOUT = 120
@@ -60,6 +61,7 @@ class Backend(Protocol):
     name: str
     merge_rule: str
     keys: tuple[str, ...]
+    mremap_spans: bool                  # may an mremap range run past its VMA?
 
     def policies(self) -> tuple[str, ...]: ...
 
@@ -81,6 +83,7 @@ class HostBackend:
     name = "host"
     merge_rule = "uncowed"
     keys = HOST_KEYS
+    mremap_spans = True                 # 6.18 (remap_move, 6.17)
 
     def __init__(self) -> None:
         perf.check()
@@ -139,6 +142,7 @@ class UmlBackend:
 
     name = "uml"
     merge_rule = "singular"
+    mremap_spans = False                # 6.12: an mremap range stays inside one VMA
     # The guest reports more (the finer avc_clone keys too); compared: what both have.
     keys = (*HOST_KEYS, "avc_clone_fork", "avc_clone_split", "avc_clone_merge",
             "avc_clone_copy_vma")
@@ -162,8 +166,11 @@ class UmlBackend:
     def run(self, programs: list[list[Event]], policies: Sequence[str]
             ) -> dict[str, list[Outcome]]:
         """Every program under every policy in one run_batch (one boot per policy)."""
-        # The guest's root is the host's file system (hostfs): host paths work inside.
-        with tempfile.TemporaryDirectory(prefix="rmaplab-difftest-") as tmp:
+        # The guest sees the host's files at the same paths, except /tmp (its own): the
+        # programs go to the cache, like the interpreter.
+        scratch = cache_dir() / "difftest"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="programs-", dir=scratch) as tmp:
             paths = []
             for i, events in enumerate(programs):
                 prog = Path(tmp) / f"program-{i}.txt"
@@ -183,11 +190,12 @@ class UmlBackend:
     @staticmethod
     def _outcome(result: dict[str, Any], seconds: float) -> Outcome:
         stdout = result.get("stdout", "")
-        if result.get("exit_status", 0) != 0:
-            tail = [ln for ln in stdout.splitlines() if ln.startswith("interp:")]
-            return Outcome(None, error=tail[-1] if tail else
-                           f"interpreter exited with status {result.get('exit_status')}",
-                           seconds=seconds)
+        if result.get("exit_status") != 0:
+            said = [ln for ln in (result.get("stderr", "") + "\n" + stdout).splitlines()
+                    if ln.startswith("interp:")]
+            error = said[-1] if said else (result.get("error") or
+                                           f"interpreter exit status {result.get('exit_status')}")
+            return Outcome(None, error=error, seconds=seconds)
         report = interpreter.parse_output(stdout, "<guest>")
         if report.counts is None:
             return Outcome(None, error="the guest printed no counts", seconds=seconds)

@@ -58,6 +58,9 @@ class Params:
     files: int = 2             # memfds for file-backed private mappings (0: none)
     file_share: float = 0.25   # share of mmaps that are file-backed
     replace_share: float = 0.1  # share of mmaps placed over existing mappings
+    # mremap ranges may run past their VMA: 6.17+ moves several VMAs when the size is
+    # kept and lets a shrink unmap past the VMA.  Off for older kernels (UML 6.12).
+    mremap_spans: bool = True
     weights: tuple[tuple[str, int], ...] = field(default=DEFAULT_WEIGHTS)
 
     def __post_init__(self) -> None:
@@ -262,6 +265,8 @@ class _Builder:
             if first is None:
                 return None
             new = (first, first + n)
+        if not self.p.mremap_spans and not self.in_one_vma(pid, a * PAGE_SIZE, b * PAGE_SIZE):
+            return None
         return {"op": "mremap", "pid": pid, "start": a * PAGE_SIZE, "end": b * PAGE_SIZE,
                 "new_start": new[0] * PAGE_SIZE, "new_end": new[1] * PAGE_SIZE}
 
