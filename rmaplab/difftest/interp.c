@@ -69,6 +69,13 @@
 typedef __u64 u64;
 typedef __u32 u32;
 
+/* The kernel's own spellings (include/linux/compiler*.h, kernel.h). */
+#define __noreturn	__attribute__((noreturn))
+#define __used		__attribute__((used))
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
+#define READ_ONCE(x)	(*(const volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v)	(*(volatile typeof(x) *)&(x) = (v))
+
 #define PAGE_SIZE	4096UL
 /* Program addresses must lie here: below UML's 512 GiB user space, away from us. */
 #define REGION_LO	0x1000000000UL
@@ -191,7 +198,7 @@ static long sys_execve(const char *path, char *const argv[], char *const envp[])
 	return SYS(__NR_execve, path, argv, envp, 0, 0, 0);
 }
 
-static void __attribute__((noreturn)) sys_exit(int status)
+static void __noreturn sys_exit(int status)
 {
 	for (;;)
 		SYS(__NR_exit_group, status, 0, 0, 0, 0, 0);
@@ -269,11 +276,11 @@ static const struct {
 	{ EBADF, "EBADF" }, { ECHILD, "ECHILD" }, { EAGAIN, "EAGAIN" }, { ENOMEM, "ENOMEM" },
 	{ EACCES, "EACCES" }, { EFAULT, "EFAULT" }, { EBUSY, "EBUSY" }, { EEXIST, "EEXIST" },
 	{ EINVAL, "EINVAL" }, { ENFILE, "ENFILE" }, { EMFILE, "EMFILE" }, { EFBIG, "EFBIG" },
-	{ ENOSPC, "ENOSPC" }, { ENOSYS, "ENOSYS" }, { ETIMEDOUT, "ETIMEDOUT" },
+	{ ENOSPC, "ENOSPC" }, { ETIMEDOUT, "ETIMEDOUT" },
 };
 
 /* One line on stderr: "interp: WHERE: WHAT: errno N (ENAME)", then exit. */
-static void __attribute__((noreturn)) fail(int status, const char *where, long line,
+static void __noreturn fail(int status, const char *where, long line,
 					   const char *what, long err)
 {
 	out_flush(1);
@@ -288,7 +295,7 @@ static void __attribute__((noreturn)) fail(int status, const char *where, long l
 	if (err) {
 		out_str(": errno ");
 		out_num(err);
-		for (unsigned int i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++)
+		for (unsigned int i = 0; i < ARRAY_SIZE(errno_names); i++)
 			if (errno_names[i].nr == err) {
 				out_str(" (");
 				out_str(errno_names[i].name);
@@ -436,7 +443,7 @@ static int parse_prot(const struct program *prog, const char *s, long line)
 		PROT_READ | PROT_WRITE | PROT_EXEC,
 	};
 
-	for (unsigned int i = 0; i < sizeof(prots) / sizeof(prots[0]); i++)
+	for (unsigned int i = 0; i < ARRAY_SIZE(prots); i++)
 		if (str_eq(s, prots[i]))
 			return values[i];
 	fail(2, prog->path, line, "bad protection (- r rw rx rwx)", 0);
@@ -451,7 +458,7 @@ static int parse_advice(const struct program *prog, const char *s, long line)
 		MADV_DONTFORK, MADV_DOFORK, MADV_WIPEONFORK, MADV_KEEPONFORK, MADV_DONTNEED,
 	};
 
-	for (unsigned int i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+	for (unsigned int i = 0; i < ARRAY_SIZE(names); i++)
 		if (str_eq(s, names[i]))
 			return values[i];
 	fail(2, prog->path, line, "bad madvise advice", 0);
@@ -469,10 +476,10 @@ static void parse_op(struct program *prog, struct op *op, char *text, long line)
 	char *p = text, *name = next_token(&p), *tok;
 	u32 kind;
 
-	for (kind = 0; kind < sizeof(op_names) / sizeof(op_names[0]); kind++)
+	for (kind = 0; kind < ARRAY_SIZE(op_names); kind++)
 		if (str_eq(name, op_names[kind]))
 			break;
-	if (kind == sizeof(op_names) / sizeof(op_names[0]))
+	if (kind == ARRAY_SIZE(op_names))
 		fail(2, prog->path, line, "unknown operation", 0);
 	memset(op, 0, sizeof(*op));
 	op->kind = kind;
@@ -648,9 +655,9 @@ static long run_op(const struct op *op)
 		return (u64)ret == op->new_start ? 0 : -EFAULT;
 	case OP_TOUCH:
 		if (op->write)
-			*(volatile char *)op->start = 1;
+			WRITE_ONCE(*(char *)op->start, 1);
 		else
-			(void)*(volatile char *)op->start;
+			(void)READ_ONCE(*(char *)op->start);
 		return 0;
 	}
 	return -EINVAL;
@@ -663,7 +670,7 @@ static void report(long result)
 	futex_wake(&shm->done);
 }
 
-static void __attribute__((noreturn)) worker_loop(u32 self)
+static void __noreturn worker_loop(u32 self)
 {
 	u32 seen = 0;
 
@@ -717,11 +724,8 @@ static void worker_setup(void)
 		p++;
 		parse_base(&p, &end, 16);
 		perms = p + 1;
-		if (perms[1] == 'w' && perms[3] == 'p') {
-			volatile char *c = (volatile char *)start;
-
-			*c = *c;
-		}
+		if (perms[1] == 'w' && perms[3] == 'p')
+			WRITE_ONCE(*(char *)start, READ_ONCE(*(char *)start));
 		while (*p && *p != '\n')
 			p++;
 		if (*p)
@@ -739,7 +743,7 @@ static void worker_setup(void)
 }
 
 /* argv: interp --worker SHMFD FILEFD... */
-static void __attribute__((noreturn)) worker_main(int argc, char **argv)
+static void __noreturn worker_main(int argc, char **argv)
 {
 	u64 fd;
 	long ret;
@@ -1004,6 +1008,19 @@ static void start_worker(const struct program *prog, char **argv, char **envp, l
 	*done = 1;
 }
 
+/* A memfd of size bytes, inherited by the worker across exec (no MFD_CLOEXEC). */
+static long new_memfd(const char *name, u64 size)
+{
+	long fd = sys_memfd(name), ret;
+
+	if (fd < 0)
+		fail(3, "memfd_create", 0, name, -fd);
+	ret = sys_ftruncate(fd, size);
+	if (ret < 0)
+		fail(3, "ftruncate", 0, name, -ret);
+	return fd;
+}
+
 static int coordinator_main(int argc, char **argv, char **envp)
 {
 	static struct program prog;
@@ -1030,19 +1047,14 @@ static int coordinator_main(int argc, char **argv, char **envp)
 	ret = SYS(__NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0, 0);
 	if (ret < 0)
 		fail(3, "prctl", 0, "PR_SET_CHILD_SUBREAPER", -ret);
-	shm_fd = sys_memfd("rmaplab-interp-commands");
-	if (shm_fd < 0 || (ret = sys_ftruncate(shm_fd, sizeof(struct shared))) < 0)
-		fail(3, "memfd_create", 0, "command area", shm_fd < 0 ? -shm_fd : -ret);
+	shm_fd = new_memfd("rmaplab-interp-commands", sizeof(struct shared));
 	ret = sys_mmap(SHM_ADDR, sizeof(struct shared), PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_FIXED_NOREPLACE, shm_fd, 0);
 	if (ret < 0 && ret > -4096)
 		fail(3, "mmap", 0, "command area", -ret);
 	shm = (struct shared *)SHM_ADDR;
-	for (int i = 0; i < prog.files; i++) {
-		fds[i] = sys_memfd("rmaplab-interp-file");
-		if (fds[i] < 0 || (ret = sys_ftruncate(fds[i], prog.file_pages * PAGE_SIZE)) < 0)
-			fail(3, "memfd_create", 0, "program file", fds[i] < 0 ? -fds[i] : -ret);
-	}
+	for (int i = 0; i < prog.files; i++)
+		fds[i] = new_memfd("rmaplab-interp-file", prog.file_pages * PAGE_SIZE);
 	start_worker(&prog, argv, envp, shm_fd, fds, &done);
 
 	if (counters)
@@ -1064,7 +1076,7 @@ static int coordinator_main(int argc, char **argv, char **envp)
 
 /* ---------------------------------------------------------------- entry */
 
-int __attribute__((used)) start_c(long *sp)
+int __used start_c(long *sp)
 {
 	int argc = sp[0];
 	char **argv = (char **)(sp + 1);
