@@ -107,7 +107,8 @@ class HostBackend:
 
     def _one(self, events: list[Event], tmp: Path) -> Outcome:
         prog = tmp / "program.txt"
-        prog.write_text(interpreter.encode(events).text)
+        program = interpreter.encode(events)
+        prog.write_text(program.text)
         ctl, ack, out = tmp / "ctl", tmp / "ack", tmp / "perf.csv"
         for fifo in (ctl, ack):
             fifo.unlink(missing_ok=True)
@@ -129,7 +130,8 @@ class HostBackend:
         seconds = time.perf_counter() - start
         proc = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
         if proc.returncode != 0:
-            return Outcome(None, error=_failure(proc, "perf stat"), seconds=seconds)
+            return Outcome(None, error=interpreter.trace_error(_failure(proc, "perf stat"),
+                                                               program), seconds=seconds)
         report = interpreter.parse_output(proc.stdout)
         values = perf.parse(out.read_text(), str(out))
         counts = {k: int(values[k]) for k in perf.COUNT_NAMES}
@@ -172,9 +174,10 @@ class UmlBackend:
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="programs-", dir=scratch) as tmp:
             paths = []
-            for i, events in enumerate(programs):
+            encoded = [interpreter.encode(events) for events in programs]
+            for i, program in enumerate(encoded):
                 prog = Path(tmp) / f"program-{i}.txt"
-                prog.write_text(interpreter.encode(events).text)
+                prog.write_text(program.text)
                 paths.append(str(prog))
             jobs = [(policy, [str(self.exe), "-c", GUEST_COUNTERS_FILE, path])
                     for policy in policies for path in paths]
@@ -183,19 +186,21 @@ class UmlBackend:
             seconds = (time.perf_counter() - start) / max(1, len(jobs))
         if len(results) != len(jobs):
             raise RmaplabError(f"run_batch returned {len(results)} results for {len(jobs)} jobs")
-        outcomes = [self._outcome(r, seconds) for r in results]
         n = len(programs)
+        outcomes = [self._outcome(r, seconds, encoded[i % n]) for i, r in enumerate(results)]
         return {policy: outcomes[i * n:(i + 1) * n] for i, policy in enumerate(policies)}
 
     @staticmethod
-    def _outcome(result: dict[str, Any], seconds: float) -> Outcome:
+    def _outcome(result: dict[str, Any], seconds: float,
+                 program: interpreter.Program) -> Outcome:
         stdout = result.get("stdout", "")
         if result.get("exit_status") != 0:
             said = [ln for ln in (result.get("stderr", "") + "\n" + stdout).splitlines()
                     if ln.startswith("interp:")]
             error = said[-1] if said else (result.get("error") or
                                            f"interpreter exit status {result.get('exit_status')}")
-            return Outcome(None, error=error, seconds=seconds)
+            return Outcome(None, error=interpreter.trace_error(error, program),
+                           seconds=seconds)
         report = interpreter.parse_output(stdout, "<guest>")
         if report.counts is None:
             return Outcome(None, error="the guest printed no counts", seconds=seconds)

@@ -108,6 +108,18 @@ def encode(events: list[Event]) -> Program:
     return Program("\n".join([*header, *lines]) + "\n", slots, where)
 
 
+_PROGRAM_LINE = re.compile(r"interp: [^:]*:(\d+): (.*)")
+
+
+def trace_error(message: str, program: Program) -> str:
+    """An interpreter error that names the trace event instead of the program line."""
+    m = _PROGRAM_LINE.match(message)
+    header = 2                              # "rmaplab-interp 1" and "files N PAGES"
+    if m and header < int(m[1]) <= header + len(program.events):
+        return f"event {program.events[int(m[1]) - header - 1]}: {m[2]}"
+    return message
+
+
 # ------------------------------------------------------------------ output
 @dataclass(frozen=True)
 class Mapping:
@@ -240,4 +252,4 @@ def prelude(mappings: list[Mapping], pid: int = 1) -> list[Event]:
 
 
 __all__ = ["FILE_PAGES", "REGION_HI", "REGION_LO", "Mapping", "Program", "Report", "binary",
-           "encode", "parse_output", "parse_smaps", "prelude", "source"]
+           "encode", "parse_output", "parse_smaps", "prelude", "source", "trace_error"]
