@@ -457,6 +457,31 @@ def test_model_rules_pinned_by_hand_hold_on_this_kernel(host, name):
     assert comparison is not None and comparison.agree, comparison and comparison.describe()
 
 
+@pytest.mark.perf
+def test_this_kernel_merges_with_the_rule_of_879bca0a2c4f(host):
+    """mprotect() makes a faulted one-page VMA compatible with the unfaulted VMA before it:
+    6.16+ (879bca0a2c4f, the model's "uncowed" rule) merges them, 6.15 and older
+    (965f55dea0e3's list_is_singular() on the unfaulted target: its chain is empty)
+    did not.  The host agrees with the first and not with the second (found by
+    `rmaplab difftest --merge-rule singular --seed 53`, shrunk)."""
+    x, y = page(35), page(32)
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": x, "end": x + P, "prot": ""},
+              {"op": "mprotect", "pid": 1, "start": x, "end": x + P, "prot": "rw"},
+              {"op": "touch", "pid": 1, "addr": x, "write": True},
+              {"op": "mprotect", "pid": 1, "start": x, "end": x + P, "prot": "r"},
+              {"op": "mmap", "pid": 1, "start": y, "end": x, "prot": "rw"},
+              {"op": "mprotect", "pid": 1, "start": x, "end": x + P, "prot": "rw"},
+              {"op": "fork", "pid": 1, "child": 2},
+              {"op": "touch", "pid": 2, "addr": y, "write": True}]
+    outcome = host.run([events], ["v6.0"])["v6.0"][0]
+    assert outcome.ok, outcome.error
+    prelude = interpreter.prelude(outcome.mappings)
+    by_rule = {rule: model_counts(events, prelude, "v6.0", rule) for rule in MERGE_RULES}
+    assert all(by_rule["uncowed"][k] == outcome.counts[k] for k in HOST_KEYS)
+    assert by_rule["singular"]["anon_vma_prepare"] == outcome.counts["anon_vma_prepare"] + 1
+
+
 # ------------------------------------------------------------------ live: model vs kernel
 @pytest.mark.perf
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)

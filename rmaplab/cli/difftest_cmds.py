@@ -43,6 +43,9 @@ def _difftest(sub) -> None:
                    help=f"largest mmap in pages ({d.max_map})")
     p.add_argument("--files", type=int, default=d.files,
                    help=f"files for file-backed private mappings, 0 for none ({d.files})")
+    p.add_argument("--merge-rule", choices=["uncowed", "singular"],
+                   help="the model's VMA merge rule (default: the backend kernel's, uncowed "
+                        "for the 6.18 host, singular for 6.12 UML)")
     p.add_argument("--no-shrink", action="store_true", help="report disagreements unshrunk")
     p.add_argument("--case-dir", type=Path, help="where shrunk cases go (tests/data/difftest)")
     p.add_argument("--record", action="store_true",
@@ -73,6 +76,8 @@ def _run_difftest(args) -> int:
     if args.n < 1:
         raise RmaplabError("-n must be at least 1")
     backend = get_backend(args.backend)
+    if args.merge_rule:
+        backend.merge_rule = args.merge_rule
     policies = _policies(backend, args.policy)
     if args.trace:
         return _run_trace(args, backend, policies)

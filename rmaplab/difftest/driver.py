@@ -175,7 +175,8 @@ def _shrink_and_save(seed: int, events: list[Event], comparison: Comparison,
     out = backend.run([small], [comparison.policy])[comparison.policy][0]
     path = case_dir / f"{backend.name}-{comparison.policy}-seed{seed}-{key}.jsonl"
     found = (f"rmaplab difftest --backend {backend.name} --policy {comparison.policy} "
-             f"--seed {seed} -n 1; shrunk from {len(events) - 1} to {len(small) - 1} events")
+             f"--merge-rule {backend.merge_rule} --seed {seed} -n 1; shrunk from "
+             f"{len(events) - 1} to {len(small) - 1} events")
     saved = save_case(small, final, interpreter.prelude(out.mappings) if out.ok else prelude,
                       backend, found, path)
     log(f"  saved {saved}")
