@@ -150,11 +150,19 @@ class UmlBackend:
             "avc_clone_copy_vma")
 
     def __init__(self) -> None:
+        not_built = RmaplabError("UML kernel not built: run rmaplab kernel build")
         try:
             from rmaplab.kernel import run as kernel_run
             self.run_batch = kernel_run.run_batch
         except (ImportError, AttributeError):
-            raise RmaplabError("UML kernel not built: run rmaplab kernel build") from None
+            raise not_built from None
+        try:      # run_batch would build a missing kernel: minutes, so say so instead
+            from rmaplab.kernel import build as kernel_build
+            built = kernel_build.cached(kernel_build.current_key()) is not None
+        except (ImportError, AttributeError):
+            built = True
+        if not built:
+            raise not_built
         self.exe = interpreter.binary()
 
     def policies(self) -> tuple[str, ...]:
