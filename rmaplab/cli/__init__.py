@@ -40,6 +40,9 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``rmaplab CMD: error: argument --x: ...``."""
 
     def error(self, message: str) -> NoReturn:
+        if message.endswith("expected one argument"):
+            # argparse reads `--ks -1,4` as two options; say how to write such a value.
+            message += " (write a value that starts with '-' as --option=VALUE)"
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(USAGE_ERROR)
 
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"{prog}: error: unrecognized arguments: {' '.join(unknown)} "
               f"(see {prog} --help)", file=sys.stderr)
-        return USAGE_ERROR
+        raise SystemExit(USAGE_ERROR)
     if args.command is None:
         parser.error("no command given")
     debug = bool(os.environ.get("RMAPLAB_DEBUG"))

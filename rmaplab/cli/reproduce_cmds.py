@@ -38,9 +38,13 @@ def _run_reproduce(args) -> int:
     if args.params_file:
         try:
             loaded = yaml.safe_load(args.params_file.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RmaplabError(f"not valid YAML: {first}", path=args.params_file) from None
+        except UnicodeDecodeError:
+            raise RmaplabError("not UTF-8 text", path=args.params_file) from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise RmaplabError(f"not valid YAML ({getattr(e, 'problem', None) or e})",
+                               path=args.params_file,
+                               line=mark.line + 1 if mark is not None else None) from None
         if not isinstance(loaded, dict):
             raise RmaplabError("parameters file must map names to values", path=args.params_file)
         params.update(loaded)

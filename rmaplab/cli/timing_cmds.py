@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rmaplab.cli import _args
 from rmaplab.cli._registry import command, json_out
 from rmaplab.errors import RmaplabError
 
@@ -70,7 +69,7 @@ def _compare(sub) -> None:
                    help="equivalence margin for TOST, percent (1.0)")
     p.add_argument("--target", type=float, metavar="PCT",
                    help="effect size for the runs-needed estimate (default: the observed one)")
-    p.add_argument("--seed", type=_args.seed, default=0, help="seed for Monte Carlo and bootstrap")
+    p.add_argument("--seed", type=int, default=0, help="seed for Monte Carlo and bootstrap")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run_compare)
 
