@@ -21,6 +21,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -419,3 +420,24 @@ def test_forkcost_says_when_its_fit_is_meaningless():
     clear = [{**r, "ns_per_fork": r["ns_per_fork"] + (80 * r["k"] if r["state"] else 0)}
              for r in rows]
     assert cost.fit_warnings(cost.per_anon_vma_cost(pd.DataFrame(clear))) == []
+
+
+def test_readme_synopsis_lists_every_option():
+    """The README's command-line block names every option of every command."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Command line", 1)[1].split("```")[1]
+    synopsis: dict[str, str] = {}
+    command = None
+    for line in block.splitlines():
+        if line.startswith("rmaplab "):
+            command = line.split()[1]
+        if command is not None:
+            synopsis[command] = synopsis.get(command, "") + " " + line
+    missing = []
+    for path, sub in dict(_commands(build_parser())).items():
+        for action in sub._actions:
+            names = [n for n in action.option_strings if n not in ("-h", "--help")]
+            if names and not any(re.search(rf"[\[ |]{re.escape(n)}\b", synopsis.get(path[0], ""))
+                                 for n in names):
+                missing.append(f"rmaplab {' '.join(path)} {'/'.join(names)}")
+    assert not missing, "README synopsis lacks: " + ", ".join(missing)

@@ -20,13 +20,16 @@ MAX_FORKS = 1_000
 def _measure(sub) -> None:
     p = sub.add_parser(
         "measure", help="count anon_vma/AVC/VMA allocations and time a command on this kernel",
-        description="Run CMD under perf stat with tracepoint counters: anon_vma allocations at "
+        description="Run CMD with perf stat counting tracepoints: anon_vma allocations at "
                     "anon_vma_fork and __anon_vma_prepare, anon_vma_chains at the three rmap "
                     "call sites (the merged slab cache's other users excluded), vm_area_struct, "
-                    "mm-copying forks, forks, execs, and real/user/sys.  Raw perf output and host "
-                    "metadata go to a new directory under data/raw/measure/ (see --out).",
-        usage="rmaplab measure [--runs N] [--warmups N] [--json] [--out DIR] [--no-record] "
-              "-- CMD [ARG...]",
+                    "mm-copying forks, forks, execs; and CMD's own real/user/sys and exit "
+                    "status.  Raw perf output, CMD's output and host metadata go to a new "
+                    "directory under data/raw/measure/ (see --out), also when CMD fails.  Exit "
+                    "status: 0 if every run of CMD succeeded, else the first failed run's own "
+                    "(128+N if killed by signal N); 2 for bad input or a failure of rmaplab.",
+        usage="rmaplab measure [--runs N] [--warmups N] [--label L] [--out DIR] [--no-record] "
+              "[--json] -- CMD [ARG...]",
     )
     p.add_argument("--runs", type=_args.runs, default=1, help="measured runs (default 1)")
     p.add_argument("--warmups", type=_args.warmups, default=0,
@@ -85,8 +88,10 @@ def _trace(sub) -> None:
                     "kmem counters of `rmaplab measure`), then convert it to the JSONL event "
                     "format, keeping only the faults that can change anon_vma state.  Writes "
                     "trace.jsonl.gz, live_counts.json (the same run's kernel counts) and "
-                    "metadata.json to a new directory under data/raw/traces/ (or -o DIR).",
-        usage="rmaplab trace [-o DIR] [--label L] [--perf-data FILE] -- CMD [ARG...]",
+                    "metadata.json to a new directory under data/raw/traces/ (or -o DIR), also "
+                    "when CMD fails; the exit status is then CMD's own.",
+        usage="rmaplab trace [-o DIR] [--label L] [--cwd DIR] -- CMD [ARG...]\n"
+              "       rmaplab trace [-o DIR] [--label L] --perf-data FILE",
     )
     p.add_argument("-o", "--output", type=_args.new_dir, metavar="DIR",
                    help="output directory (must not exist)")
@@ -175,7 +180,7 @@ def _micro(sub) -> None:
         description="Compile avwork.c, run every micro workload with K and with 0 region VMAs "
                     "under perf (interleaved, repeated), and compare the live (K,N)-(0,N) "
                     "deltas by call site with the v6.0 model's.  --record keeps the raw data "
-                    "in data/raw/micro/.",
+                    "in data/raw/micro/.  Exit status: 0 if every counter agrees, 1 if not.",
     )
     p.add_argument("-k", type=_args.integer(1, MAX_REGION_VMAS), default=16,
                    help="VMAs in the region (16)")
