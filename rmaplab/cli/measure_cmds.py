@@ -273,7 +273,7 @@ def _kbuild(sub) -> None:
                     "tinyconfig, then measure `make -s -jJOBS` after an unmeasured `make -s "
                     "clean`, with the default /bin/sh and with SHELL=/bin/bash, in a seeded random "
                     "order.  Takes about 80 s per run on 2 cores.  Results go to "
-                    "data/raw/kbuild/ (raw data: commit them).",
+                    "data/raw/kbuild/ (raw data: commit them).  Exit status as for measure.",
     )
     p.add_argument("--runs", type=_args.runs, default=10,
                    help="measured runs per shell (default 10)")

@@ -15,7 +15,8 @@ def _sweep(sub) -> None:
                     "partitioned by policy.  A rerun skips cells already done; a failed cell "
                     "is recorded with its error.  --kind generated: the synthetic kernel build "
                     "(rmaplab.generator) with --units/--shell/--make-forks/--jobs/--seeds; "
-                    "--kind micro: rmaplab.workloads with --workload/-k/-n.",
+                    "--kind micro: rmaplab.workloads with --workload/-k/-n.  Exit status: 0 if "
+                    "every cell is ok, 1 if a cell failed, 2 for bad input.",
     )
     from rmaplab.model import POLICIES
     from rmaplab.workloads import WORKLOADS
