@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from rmaplab import atomic
+from rmaplab import atomic, traces
 from rmaplab.cli import build_parser, main
 
 SEED = ROOT / "data" / "raw" / "seed" / "lkml-2019-10-11-wei-yang-v4-2of2.txt"
@@ -389,13 +389,16 @@ def test_interrupted_unpack_leaves_no_tree_and_an_incomplete_tree_is_replaced(tm
     assert [p.name for p in cache.iterdir()] == ["linux-x"]
 
 
-def test_search_writes_no_hypothesis_directory_into_the_current_one(tmp_path, monkeypatch):
-    from rmaplab.model.search import find_violation
-
+def test_search_leaves_only_its_finding_in_the_current_directory(tmp_path, monkeypatch, capsys):
+    """No .hypothesis/ and no temporary file next to the output (nor next to /)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RMAPLAB_CACHE", str(tmp_path / "cache"))
-    find_violation("v6.0", budget=20)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    monkeypatch.setenv("RMAPLAB_CACHE", str(tmp_path.parent / f"{tmp_path.name}-cache"))
+    status, out, _ = run_cli(["search", "--policy", "v5.4", "--prefix", str(FOUND),
+                              "--drop-last", "1", "--budget", "2000", "-o", "found.jsonl"],
+                             capsys)
+    assert status == 0 and "violation of same-anon_vma-same-chain" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["found.jsonl"]
+    assert len(traces.load(tmp_path / "found.jsonl")) == len(traces.load(FOUND))
 
 
 def test_atomic_write_refuses_to_replace_a_device(tmp_path):

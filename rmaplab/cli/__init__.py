@@ -106,27 +106,28 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    prog = getattr(args, "prog", parser.prog)
-    if unknown:
-        print(f"{prog}: error: unrecognized arguments: {' '.join(unknown)} "
-              f"(see {prog} --help)", file=sys.stderr)
-        raise SystemExit(USAGE_ERROR)
-    if args.command is None:
-        parser.error("no command given")
-    debug = bool(os.environ.get("RMAPLAB_DEBUG"))
-    with _warnings_on_one_line(prog):
-        try:
+    prog = parser.prog
+    try:
+        with _warnings_on_one_line(prog):
+            args, unknown = parser.parse_known_args(argv)
+            prog = getattr(args, "prog", parser.prog)
+            if unknown:
+                print(f"{prog}: error: unrecognized arguments: {' '.join(unknown)} "
+                      f"(see {prog} --help)", file=sys.stderr)
+                raise SystemExit(USAGE_ERROR)
+            if args.command is None:
+                parser.error("no command given")
+        with _warnings_on_one_line(prog):
             return int(args.func(args) or 0)
-        except BrokenPipeError:
-            # The reader went away (`rmaplab ... | head`): stop quietly, flush nothing more.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        except (RmaplabError, OSError, subprocess.CalledProcessError) as e:
-            if debug:
-                raise
-            print(f"{prog}: error: {_one_line(_describe(e))}", file=sys.stderr)
-            return USAGE_ERROR
-        except KeyboardInterrupt:
-            print(f"{prog}: interrupted", file=sys.stderr)
-            return 130
+    except BrokenPipeError:
+        # The reader went away (`rmaplab ... | head`): stop quietly, flush nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (RmaplabError, OSError, subprocess.CalledProcessError) as e:
+        if os.environ.get("RMAPLAB_DEBUG"):
+            raise
+        print(f"{prog}: error: {_one_line(_describe(e))}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -171,8 +171,7 @@ def _run_search(args) -> int:
           "examples)...", file=sys.stderr)
     found = find_violation(args.policy, args.invariant, budget=args.budget,
                            with_writes=args.with_writes, prefix=prefix)
-    if args.summary:
-        _record_search(args.summary, args, found)
+    # The outcome goes to stdout first: a file that cannot be written loses nothing.
     if found is None:
         msg = {"found": False, "policy": args.policy, "invariant": args.invariant,
                "examples": args.budget}
@@ -181,17 +180,7 @@ def _run_search(args) -> int:
         else:
             print(f"no violation of {args.invariant} under {args.policy} in {args.budget:,} "
                   "examples")
-        return 1
-    if args.output:
-        cont = (f" --prefix {args.prefix} --drop-last {args.drop_last}"
-                if args.prefix is not None else "")
-        header = (f"# found by `rmaplab search --policy {args.policy} --invariant "
-                  f"{args.invariant}{' --with-writes' if args.with_writes else ''}{cont}` after "
-                  f"{found.examples} examples (hypothesis seed {found.seed}); shrunk\n"
-                  f"# violation at event {found.violation['event']}: "
-                  f"{found.violation['detail']}\n")
-        traces.write(found.events, args.output, header=header)
-    if args.json:
+    elif args.json:
         json_out({"found": True, "policy": found.policy, "invariant": found.invariant,
                    "examples": found.examples, "seed": found.seed,
                    "violation": found.violation, "events": found.events})
@@ -201,4 +190,20 @@ def _run_search(args) -> int:
         for i, ev in enumerate(found.events):
             print(f"  {i:3d} {traces.dumps(ev)}")
         print(f"  -> event {found.violation['event']}: {found.violation['detail']}")
-    return 0
+    sys.stdout.flush()
+    try:
+        if found is not None and args.output:
+            cont = (f" --prefix {args.prefix} --drop-last {args.drop_last}"
+                    if args.prefix is not None else "")
+            header = (f"# found by `rmaplab search --policy {args.policy} --invariant "
+                      f"{args.invariant}{' --with-writes' if args.with_writes else ''}{cont}` "
+                      f"after {found.examples} examples (hypothesis seed {found.seed}); shrunk\n"
+                      f"# violation at event {found.violation['event']}: "
+                      f"{found.violation['detail']}\n")
+            traces.write(found.events, args.output, header=header)
+        if args.summary:
+            _record_search(args.summary, args, found)
+    except OSError as e:
+        raise RmaplabError(f"cannot write {e.filename or args.output} ({e.strerror or e}); the "
+                           "outcome is printed above") from None
+    return 0 if found is not None else 1

@@ -185,7 +185,10 @@ def run_counted(cmd: list[str], output: Path, log: IO[bytes], cwd: str | Path | 
         real = time.perf_counter() - start
         started["proc"].returncode = os.waitstatus_to_exitcode(wait_status)
         stat_proc.send_signal(signal.SIGINT)   # perf stat -p writes its counts on SIGINT
-        stat_proc.wait(timeout=60)
+        try:
+            stat_proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise RmaplabError("perf stat did not stop within 60 s of the command's end") from None
         return Outcome(started["proc"].returncode, real, usage.ru_utime, usage.ru_stime)
     finally:
         for fd in (ready_r, ready_w, go_r, go_w, ctl_r, ctl_w, ack_r, ack_w):
