@@ -336,6 +336,47 @@ def test_trace_of_a_failing_command_is_kept_and_exits_with_its_status(live_kerne
     assert not list((tmp_path / "cache").glob("trace-*")), "perf.data left in the cache"
 
 
+@pytest.mark.perf
+def test_interrupted_measure_keeps_its_finished_runs_and_nothing_else(live_kernel, tmp_path,
+                                                                      live_env):
+    """Ctrl-C during the second run: the first is recorded (marked incomplete), exit 130,
+    no scratch files and no process left."""
+    import signal
+
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rmaplab", "measure", "--runs", "3", "--out", str(tmp_path / "m"),
+         "--", "sleep", "0.5"], cwd=tmp_path, env={**os.environ, **live_env,
+                                                  "TMPDIR": str(tmp_path / "tmp")},
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stderr:              # wait until the first run is done
+        seen.append(line)
+        if "run 1: " in line or "run 2: " in line or "run 3: " in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)    # what Ctrl-C sends: the whole process group
+    rest = proc.stderr.read()
+    assert proc.wait() == 130, "".join(seen) + rest
+    assert rest.strip().splitlines()[-1] == "rmaplab measure: interrupted"
+    (kept,) = (tmp_path / "m").iterdir()
+    assert kept.name.endswith("-incomplete")
+    assert 1 <= len(pd.read_csv(kept / "runs.csv")) <= 2
+    assert "stopped after" in json.loads((kept / "metadata.json").read_text())["incomplete"]
+    assert list((tmp_path / "tmp").iterdir()) == []
+    ps = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
+    assert ps.stdout == "", "processes of the interrupted measurement are still running"
+
+
+def test_forkcost_prints_no_library_warning_on_a_tiny_run(tmp_path, live_env):
+    """Eight forks: a fit this small is meaningless, and it says so in its own words."""
+    out = rmaplab("forkcost", "--ks", "0,1", "--forks", "1", "--repeats", "2", "--no-record",
+                  cwd=tmp_path, env=live_env)
+    assert out.returncode == 0, out.stderr
+    noise = [ln for ln in out.stderr.splitlines()
+             if not ln.startswith(("  forkcost ", "rmaplab forkcost: warning: "))]
+    assert noise == []
+
+
 # -- outputs, without the live kernel ----------------------------------------------------
 
 

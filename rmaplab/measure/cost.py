@@ -24,7 +24,7 @@ import pandas as pd
 
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import host, micro
-from rmaplab.measure.record import check_destination, run_name, save
+from rmaplab.measure.record import check_destination, deferred_interrupt, run_name, save
 from rmaplab.paths import raw_dir
 
 
@@ -67,14 +67,17 @@ def run(ks=(0, 32, 128), states=(0, 1), forks: int = 200, repeats: int = 30, see
     except (RmaplabError, KeyboardInterrupt) as e:
         if not (record and rows):
             raise
-        meta["incomplete"] = f"stopped after {len(rows)} of {len(schedule)} runs: {e}"
-        where = save(out_root, run_name("forkcost-incomplete"), write)
-        if isinstance(e, KeyboardInterrupt):
-            log(f"interrupted: the {len(rows)} finished run(s) were kept in {where}")
-            raise
-        raise RmaplabError(f"{e}; the {len(rows)} finished run(s) were kept in {where}") from None
+        meta["incomplete"] = (f"stopped after {len(rows)} of {len(schedule)} runs: "
+                              + (str(e) or "interrupted"))
+        with deferred_interrupt():
+            where = save(out_root, run_name("forkcost-incomplete"), write)
+            log(f"the {len(rows)} finished run(s) were kept in {where}")
+        raise
     df = pd.DataFrame(rows)
-    where = save(out_root, run_name("forkcost"), write) if record else None
+    if not record:
+        return df, None
+    with deferred_interrupt():
+        where = save(out_root, run_name("forkcost"), write)
     return df, where
 
 

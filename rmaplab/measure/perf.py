@@ -131,6 +131,9 @@ def run_counted(cmd: list[str], output: Path, log: IO[bytes], cwd: str | Path | 
     ack_r, ack_w = os.pipe()
 
     def wait_for_release() -> None:      # in the child, between fork and exec
+        # Ctrl-C before the exec ends this child as it would end CMD (not with a Python
+        # KeyboardInterrupt in the parent's code); after the exec CMD gets the default.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.close(ready_r)
         os.close(go_w)
         os.write(ready_w, b"%d" % os.getpid())
@@ -145,14 +148,13 @@ def run_counted(cmd: list[str], output: Path, log: IO[bytes], cwd: str | Path | 
             started["proc"] = subprocess.Popen(
                 cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=wait_for_release)
-        except (OSError, subprocess.SubprocessError) as e:
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
             started["error"] = e
 
     thread = threading.Thread(target=spawn, name="rmaplab-spawn", daemon=True)
     perf_err = tempfile.TemporaryFile()
     stat_proc: subprocess.Popen | None = None
     pid = None
-    released = False
     try:
         thread.start()
         answer = _await(ready_r, None, thread, 30, "the command to start")
@@ -176,7 +178,6 @@ def run_counted(cmd: list[str], output: Path, log: IO[bytes], cwd: str | Path | 
             raise RmaplabError(f"perf stat failed: {first}", hint=diagnose(text))
         start = time.perf_counter()
         os.write(go_w, b"g")
-        released = True
         thread.join()
         if "error" in started:
             e = started["error"]
@@ -191,12 +192,13 @@ def run_counted(cmd: list[str], output: Path, log: IO[bytes], cwd: str | Path | 
             raise RmaplabError("perf stat did not stop within 60 s of the command's end") from None
         return Outcome(started["proc"].returncode, real, usage.ru_utime, usage.ru_stime)
     finally:
-        for fd in (ready_r, ready_w, go_r, go_w, ctl_r, ctl_w, ack_r, ack_w):
+        # Closing go_w first: a child not yet released reads EOF and never execs CMD.
+        for fd in (go_w, ready_r, ready_w, go_r, ctl_r, ctl_w, ack_r, ack_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        if pid is not None and not released:
-            thread.join(timeout=10)       # the child saw the pipe close and did not exec
+        if thread.ident is not None:
+            thread.join(timeout=10)       # so that its child, if any, is reaped below
         proc = started.get("proc")
         if proc is not None and proc.returncode is None:
             proc.kill()

@@ -13,8 +13,11 @@ because of where it was asked to go.
 from __future__ import annotations
 
 import re
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +40,23 @@ def check_destination(parent: Path) -> None:
     if (why := atomic.writable_error(parent)) is not None:
         raise RmaplabError(f"cannot write results under {parent}: {why}",
                            hint="choose another directory with --out")
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block is done (writing results takes milliseconds; an
+    interrupt in the middle would throw the measurement away), then raise it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def fallback_roots() -> list[Path]:

@@ -33,7 +33,7 @@ from typing import Any
 
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import host, perf
-from rmaplab.measure.record import check_destination, run_name, save, slug
+from rmaplab.measure.record import check_destination, deferred_interrupt, run_name, save, slug
 from rmaplab.paths import raw_dir
 
 
@@ -123,8 +123,8 @@ def status_text(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
-def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path,
-         log: Callable[[str], None]) -> tuple[Run, bytes, bytes]:
+def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path
+         ) -> tuple[Run, bytes, bytes]:
     env = {**os.environ, **cond.env}
     if cond.before:
         prep = subprocess.run(cond.before, cwd=cond.cwd, env=env, capture_output=True)
@@ -151,11 +151,14 @@ def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path,
     values = {**counts, "real": outcome.real, "user": outcome.user, "sys": outcome.sys}
     run = Run(order, cond.label, index, warmup, outcome.status, failed, values, loadavg,
               problems)
-    what = "warm-up" if warmup else f"run {index}"
-    status = "FAILED" if failed else f"real {outcome.real:.2f} s"
-    log(f"  [{order}] {cond.label} {what}: {status}" + (f" ({'; '.join(problems)})"
-                                                         if problems else ""))
     return run, perf_text.encode(), log_path.read_bytes()
+
+
+def _describe(run: Run) -> str:
+    what = "warm-up" if run.warmup else f"run {run.index}"
+    status = "FAILED" if run.failed else f"real {run.values['real']:.2f} s"
+    return f"  [{run.order}] {run.label} {what}: {status}" + (
+        f" ({'; '.join(run.problems)})" if run.problems else "")
 
 
 def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed: int = 0,
@@ -218,25 +221,25 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
         log(f"measuring {len(schedule)} run(s): " + ", ".join(labels))
         try:
             for order, (cond, index, warmup) in enumerate(schedule, 1):
-                run, perf_bytes, output = _one(cond, order, index, warmup, Path(scratch), log)
-                results.append(run)
+                run, perf_bytes, output = _one(cond, order, index, warmup, Path(scratch))
                 files[f"run-{order:03d}.perf.csv"] = perf_bytes
                 files[f"run-{order:03d}.log.gz"] = gzip.compress(output, mtime=0)
+                results.append(run)
+                log(_describe(run))        # after it is kept: what is shown is recorded
         except (RmaplabError, KeyboardInterrupt) as e:
             if not (record and results):
                 raise
             meta["incomplete"] = (f"stopped after {len(results)} of {len(schedule)} runs: "
                                   + (str(e) or "interrupted"))
-            where = save(out_root, name + "-incomplete", write)
-            if isinstance(e, KeyboardInterrupt):
-                log(f"interrupted: the {len(results)} finished run(s) were kept in {where}")
-                raise
-            raise RmaplabError(f"{e}; the {len(results)} finished run(s) were kept in "
-                               f"{where}") from None
+            with deferred_interrupt():
+                where = save(out_root, name + "-incomplete", write)
+                log(f"the {len(results)} finished run(s) were kept in {where}")
+            raise
         if not record:
             return results, None
-        target = save(out_root, name, write)
-        log(f"recorded in {target}")
+        with deferred_interrupt():
+            target = save(out_root, name, write)
+            log(f"recorded in {target}")
         return results, target
 
 
