@@ -485,3 +485,13 @@ def test_readme_synopsis_lists_every_option():
                                  for n in names):
                 missing.append(f"rmaplab {' '.join(path)} {'/'.join(names)}")
     assert not missing, "README synopsis lacks: " + ", ".join(missing)
+
+
+def test_analyses_read_the_newest_complete_measurement(tmp_path, monkeypatch):
+    from rmaplab.measure import data
+
+    monkeypatch.setenv("RMAPLAB_ROOT", str(tmp_path))
+    for name in ("20260101T000000Z-forkcost", "20260102T000000Z-forkcost-incomplete",
+                 "20260102T000000Z-forkcost-incomplete-2"):
+        (tmp_path / "data" / "raw" / "cost" / name).mkdir(parents=True)
+    assert data.latest("cost").name == "20260101T000000Z-forkcost"
