@@ -44,8 +44,10 @@ def _run_timings(args) -> int:
         json_out([r.as_dict() for r in records])
         return 0
     df = timings.to_frame(records)
-    print(df[["source", "line", "group", "run", "metric", "seconds", "kind", "n"]]
-          .to_string(index=False))
+    columns = ["source", "line", "group", "run", "metric", "seconds", "kind", "n"]
+    if "exit_status" in df.columns and df["exit_status"].fillna(0).ne(0).any():
+        columns.append("exit_status")
+    print(df[columns].to_string(index=False))
     return 0
 
 

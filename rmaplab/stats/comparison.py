@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.multitest import multipletests
 
 from rmaplab.errors import RmaplabError
 from rmaplab.stats import drift, equivalence, exact, location, power
@@ -177,8 +176,8 @@ def _design_note(a: pd.DataFrame, b: pd.DataFrame, design: str, same_file: bool)
         return "two files: the run order between them is unknown"
     formats = set(a["format"]) | set(b["format"])
     if "hyperfine" in formats:
-        return ("hyperfine runs each command's runs in turn and records no order between "
-                "commands: sequential")
+        return ("hyperfine runs all runs of one command before the next and its JSON holds "
+                "no time stamps: taken as sequential")
     if design == "sequential":
         return ("one side's runs are all listed before the other's; the file order is "
                 "taken as run order")
@@ -225,7 +224,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, *, label_a: str = "A", label_b: st
 
     k = len(rows)
     for key in ("p_welch", "p_mannwhitney", "p_permutation"):
-        _holm(rows, key, key + "_holm", alpha)
+        _holm(rows, key, key + "_holm")
     for m in rows:
         m.p_min_holm = min(1.0, k * m.p_min)
         evidence = rules.Evidence(
@@ -334,13 +333,24 @@ def _compare_metric(metric: str, sa: _Side, sb: _Side, alpha: float, margin_pct:
     )
 
 
-def _holm(rows: list[MetricComparison], key: str, out: str, alpha: float) -> None:
+def holm(ps: list[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down: max over j <= i of (k - j + 1) * p_(j), capped at 1).
+
+    Three lines, so written here: statsmodels' multipletests (the reference in the
+    tests) costs a second of imports and a gc.collect() per call.
+    """
+    p = np.asarray(ps, dtype=float)
+    order = np.argsort(p, kind="stable")
+    steps = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps))
+    return adjusted.tolist()
+
+
+def _holm(rows: list[MetricComparison], key: str, out: str) -> None:
     ps = [getattr(m, key) for m in rows]
     finite = [i for i, p in enumerate(ps) if np.isfinite(p)]
-    if not finite:
-        return
-    adjusted = multipletests([ps[i] for i in finite], alpha=alpha, method="holm")[1]
-    for i, p in zip(finite, adjusted, strict=True):
-        setattr(rows[i], out, float(p))
+    for i, p in zip(finite, holm([ps[i] for i in finite]), strict=True):
+        setattr(rows[i], out, p)
 
 

@@ -16,7 +16,23 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import integrate, optimize, stats
+
+
+def _nct_sf(x: float, df: float, nc: float) -> float:
+    """P(T > x) for T noncentral t; by integration over the chi-square when scipy gives NaN.
+
+    P(T > x) = E[Phi(nc - x * sqrt(V / df))] with V ~ chi2(df), integrated over the
+    central 1 - 2e-12 of V.  scipy's noncentral t returns NaN far in some tails.
+    """
+    p = float(stats.nct.sf(x, df, nc))
+    if math.isfinite(p):
+        return p
+    lo, hi = stats.chi2.ppf(1e-12, df), stats.chi2.isf(1e-12, df)
+    value, _ = integrate.quad(
+        lambda v: stats.norm.cdf(nc - x * math.sqrt(v / df)) * stats.chi2.pdf(v, df), lo, hi,
+        points=[df], limit=200)
+    return float(min(1.0, max(0.0, value)))
 
 
 def t_test_power(effect: float, n_a: int, n_b: int, alpha: float = 0.05) -> float:
@@ -24,7 +40,8 @@ def t_test_power(effect: float, n_a: int, n_b: int, alpha: float = 0.05) -> floa
     df = n_a + n_b - 2
     nc = abs(effect) * math.sqrt(n_a * n_b / (n_a + n_b))
     crit = stats.t.isf(alpha / 2, df)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    # P(T < -crit) = P(-T > crit), and -T is noncentral t with -nc.
+    return _nct_sf(crit, df, nc) + _nct_sf(crit, df, -nc)
 
 
 def pooled_sd(a: np.ndarray, b: np.ndarray) -> float:
