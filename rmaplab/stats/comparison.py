@@ -269,7 +269,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, *, label_a: str = "A", label_b: st
 
     confounder = None
     user = next((m for m in rows if m.metric == "user"), None)
-    if user is not None and user.verdict_rule in ("R1", "R2", "R3"):
+    if user is not None and user.verdict_kind == "change":
         confounder = {
             "metric": "user",
             "pct_change": user.pct_change,
