@@ -5,7 +5,7 @@
 floors), ``power`` (MDE, runs needed), ``equivalence`` (TOST), ``drift`` (run
 order), ``calibration`` (A/A noise), ``verdict`` (every verdict rule, in one
 place), ``comparison`` (all of it per metric, Holm across metrics), ``report``
-(the human-readable table).
+(the human-readable table), ``sessions`` (one claim measured in several sessions).
 """
 
 from rmaplab.stats.comparison import Comparison, MetricComparison, compare
