@@ -182,7 +182,7 @@ def _design_note(a: pd.DataFrame, b: pd.DataFrame, design: str, same_file: bool)
         return ("one side's runs are all listed before the other's; the file order is "
                 "taken as run order")
     if design == "interleaved":
-        return "the two sides' runs alternate in the file (taken as run order)"
+        return "the two sides' runs alternate in the file, taken as run order"
     return "run order unknown"
 
 

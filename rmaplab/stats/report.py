@@ -58,8 +58,8 @@ def _change(m: MetricComparison) -> str:
 def format_table(c: Comparison, verbose: bool = False) -> str:
     level = f"{100 * (1 - c.alpha):g}%"
     n = ", ".join(sorted({f"{m.n_a}+{m.n_b}" for m in c.metrics}))
-    lines = [f"A = {c.label_a}    B = {c.label_b}    runs {n}    design: {c.design} "
-             f"({c.design_note})", ""]
+    lines = [f"A = {c.label_a}    B = {c.label_b}    runs {n}",
+             f"design: {c.design} -- {c.design_note}", ""]
     rows = []
     for m in c.metrics:
         scale, unit = unit_for(max(m.mean_a, m.mean_b))
