@@ -75,17 +75,18 @@ def welch_p(b, a, **kw) -> float:
         return float(sst.ttest_ind(b, a, equal_var=False, **kw).pvalue)
 
 
-def tie_heavy(rng, m, n):
-    return (rng.integers(0, 4, m) * 0.01 + 1.0, rng.integers(0, 4, n) * 0.01 + 1.0)
+def tied_design(seed: int, max_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """2..max_n runs per side at 10 ms resolution over 4 values: many ties."""
+    rng = np.random.default_rng(seed)
+    m, n = rng.integers(2, max_n + 1, 2)
+    return rng.integers(0, 4, m) * 0.01 + 1.0, rng.integers(0, 4, n) * 0.01 + 1.0
 
 
 # --- Mann-Whitney ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", range(40))
 def test_mann_whitney_exact_given_ties_matches_enumeration(seed):
-    rng = np.random.default_rng(seed)
-    m, n = rng.integers(2, 7, 2)
-    a, b = tie_heavy(rng, m, n)
+    a, b = tied_design(seed, 6)
     res = exact.mann_whitney(a, b)
     p, floor = brute_rank_p(a, b)
     assert res.method == "exact"
@@ -159,9 +160,7 @@ def test_u_null_cdf_matches_enumeration():
 
 @pytest.mark.parametrize("seed", range(12))
 def test_permutation_exact_matches_enumeration_with_ties(seed):
-    rng = np.random.default_rng(seed)
-    m, n = rng.integers(2, 6, 2)
-    a, b = tie_heavy(rng, m, n)
+    a, b = tied_design(seed, 5)
     res = exact.permutation_means(a, b)
     assert res.method == "exact" and res.p == pytest.approx(brute_perm_p(a, b), abs=1e-12)
 
