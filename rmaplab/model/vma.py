@@ -4,8 +4,11 @@ Mirrors 6.12's mm/vma.c (vma_merge_new_range, vma_merge_existing_range,
 vma_expand, commit_merge, dup_anon_vma, __split_vma, vma_modify) with the merge
 rule selectable: ``singular`` is 965f55dea0e3 ("mmap: avoid merging cloned VMAs",
 v3.0 .. v6.15: list_is_singular() on the target), ``uncowed`` is 879bca0a2c4f
-("mm/vma: fix incorrectly disallowed anonymous VMA merges", v6.16, in this machine's
-6.18: the fork check is made on the VMA whose anon_vma survives).
+("mm/vma: fix incorrectly disallowed anonymous VMA merges", v6.16: the fork check is
+made on the VMA whose anon_vma survives) with the two mremap fixes of Jan 2026 (v6.19,
+6.18.8): 61f67c230a5e (a VMA that absorbs a moved faulted VMA takes its anon_vma) and
+3b617fd3d317 (a moved VMA that was forked does not merge into an unfaulted one).
+``uncowed-6.16`` is 879bca0a2c4f without them, as released in v6.16 .. 6.18.7.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from rmaplab.model.structs import (
     Vma,
 )
 
-MERGE_RULES = ("uncowed", "singular")
+MERGE_RULES = ("uncowed", "singular", "uncowed-6.16")
 
 
 class Vmg:
@@ -141,9 +144,13 @@ class VmaMixin:
             if (src_anon is None or tgt_anon is None) and len(tgt.chain) == 1:
                 return True
             return src_anon is tgt_anon
-        # 879bca0a2c4f (+ "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge")
+        # 879bca0a2c4f
         if tgt_anon is None and src_anon is not None:     # we will dup_anon_vma() from src
-            return not (vma_is_fork_child(vmg.middle) or vma_is_fork_child(vmg.copied_from))
+            if vma_is_fork_child(vmg.middle):
+                return False
+            # 3b617fd3d317 "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge
+            # too" (6.18.8: e96ecd36c329): vmg->middle is NULL for mremap's copy.
+            return self.merge_rule == "uncowed-6.16" or not vma_is_fork_child(vmg.copied_from)
         if tgt_anon is not None and src_anon is None:     # we will simply use tgt's
             return not vma_is_fork_child(tgt)
         return src_anon is tgt_anon
@@ -271,8 +278,8 @@ class VmaMixin:
 
         "If we are removing the next VMA or copying from a VMA (e.g. mremap()'ing), we
         must propagate anon_vma state": the copied-from half is 61f67c230a5e ("mm/vma:
-        fix anon_vma UAF on mremap() faulted, unfaulted merge", 6.19-rc, 6.18.8 as
-        33465280669d).  Without it an unfaulted neighbour that absorbs a moved faulted
+        fix anon_vma UAF on mremap() faulted, unfaulted merge", v6.19, 6.18.8 as
+        33465280669d; not under the ``uncowed-6.16`` rule).  Without it an unfaulted neighbour that absorbs a moved faulted
         VMA keeps no anon_vma while the moved pages point at the source's, which is freed
         when the source is unmapped.  Under the singular rule (965f55dea0e3) such a merge
         is refused earlier, so the copied-from step never finds work there.
@@ -281,7 +288,7 @@ class VmaMixin:
         remove_next = nxt is not None and vma is not nxt and vmg.end == nxt.end
         if remove_next:
             self.dup_anon_vma(vma, nxt)
-        if vmg.copied_from is not None:
+        if vmg.copied_from is not None and self.merge_rule != "uncowed-6.16":
             self.dup_anon_vma(vma, vmg.copied_from)
         self.commit_merge(vmg, None, nxt if remove_next else None, None, 0)
 
