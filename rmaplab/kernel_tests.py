@@ -64,10 +64,6 @@ class Source:
     lines: str
     merge_rule: str
 
-    @property
-    def name(self) -> str:
-        return f"{self.kernel}:{self.function}"
-
 
 @dataclass
 class Translation:
