@@ -54,6 +54,7 @@ class Run:
     wall_outside_perf: float
     loadavg_before: str | None
     problems: list[str]
+    output: bytes = b""   # what the command printed (stdout and stderr), also in run-NNN.log.gz
 
     def row(self) -> dict[str, Any]:
         row = {"order": self.order, "label": self.label, "run": self.index,
@@ -115,7 +116,7 @@ def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path,
         problems.append(str(e))
     failed = proc.returncode != 0 or not values
     run = Run(order, cond.label, index, warmup, proc.returncode, failed, values, wall, loadavg,
-              problems)
+              problems, output)
     what = "warm-up" if warmup else f"run {index}"
     status = "FAILED" if failed else f"real {values.get('real', 0):.2f} s"
     log(f"  [{order}] {cond.label} {what}: {status}" + (f" ({'; '.join(problems)})"
