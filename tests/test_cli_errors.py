@@ -114,6 +114,9 @@ CASES: list[tuple[str, str, str]] = [
     ("micro --repeats 0",                                 "--repeats",     "argument --repeats"),
     ("micro --mode split --mode split",                   "--mode",        "--mode split is given twice"),
     ("micro --mode nope",                                 "--mode",        "invalid choice: 'nope'"),
+    # mremap-probe
+    ("mremap-probe --runs 0",                             "--runs",        "got '0'"),
+    ("mremap-probe --runs x",                             "--runs",        "not a whole number"),
     # forkcost
     ("forkcost --ks 0",                                   "--ks",          "at least two different VMA counts"),
     ("forkcost --ks 0,0",                                 "--ks",          "given twice"),

@@ -218,6 +218,41 @@ def _run_micro(args) -> int:
     return 0 if table["match"].all() else 1
 
 
+@command("mremap-probe")
+def _mremap_probe(sub) -> None:
+    p = sub.add_parser(
+        "mremap-probe", help="which 6.18.y mremap() merge behaviour this kernel has",
+        description="Run mremap_merge.c (static) under perf: a faulted VMA moved next to an "
+                    "unfaulted one (61f67c230a5e: the merged VMA takes the anon_vma) and a "
+                    "forked child's VMA moved next to one (3b617fd3d317: no merge), each "
+                    "against a move to a place with no neighbour.  The live deltas and the "
+                    "VMAs the program prints are compared with the model under the rules "
+                    "'uncowed' (v6.19, 6.18.8+) and 'uncowed-6.16' (v6.16..6.18.7).  Raw data "
+                    "go to data/raw/mremap/.",
+    )
+    p.add_argument("--runs", type=_args.runs, default=2, help="runs per condition (2)")
+    p.add_argument("--no-record", action="store_true", help="do not write raw data")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_mremap_probe)
+
+
+def _run_mremap_probe(args) -> int:
+    from rmaplab.measure import mremap_merge
+
+    table, verdict, where = mremap_merge.probe(runs=args.runs, record=not args.no_record)
+    if args.json:
+        json_out({"verdict": verdict, "rows": table.to_dict(orient="records"),
+                  "raw": str(where) if where else None})
+    else:
+        print(table.to_string(index=False))
+        if verdict["rule"] is None:
+            print("no merge rule of the model explains this kernel")
+        else:
+            print(f"this kernel behaves as merge rule {verdict['rule']} "
+                  f"({verdict['kernels']})" + (f"; raw data: {where}" if where else ""))
+    return 0 if verdict["rule"] is not None else 1
+
+
 @command("forkcost")
 def _forkcost(sub) -> None:
     p = sub.add_parser(

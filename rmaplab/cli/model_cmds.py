@@ -15,6 +15,7 @@ from rmaplab.errors import RmaplabError
 @command("replay")
 def _replay(sub) -> None:
     from rmaplab.model import POLICIES
+    from rmaplab.model.vma import MERGE_RULES
 
     p = sub.add_parser(
         "replay", help="run an event trace through the model under a policy",
@@ -30,9 +31,11 @@ def _replay(sub) -> None:
                    help="event trace (see README: Event traces)")
     p.add_argument("--policy", default="v6.0", choices=[*POLICIES, "all"],
                    help="reuse policy (default v6.0, what this machine runs); 'all' for a table")
-    p.add_argument("--merge-rule", default="uncowed", choices=["uncowed", "singular"],
-                   help="VMA merge rule: 'uncowed' (v6.16+, 879bca0a2c4f) or 'singular' "
-                        "(v3.0..v6.15, 965f55dea0e3)")
+    p.add_argument("--merge-rule", default="uncowed", choices=MERGE_RULES,
+                   help="VMA merge rule: 'uncowed' (879bca0a2c4f with the mremap fixes "
+                        "61f67c230a5e and 3b617fd3d317: v6.19, 6.18.8+), 'uncowed-6.16' "
+                        "(879bca0a2c4f alone: v6.16..6.18.7) or 'singular' (v3.0..v6.15, "
+                        "965f55dea0e3)")
     p.add_argument("--check", default="incremental", choices=["incremental", "full", "off"],
                    help="invariant checks after each event (default: what it touched)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

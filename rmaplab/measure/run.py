@@ -57,6 +57,7 @@ class Run:
     values: dict[str, float]      # counts by call site (if perf counted) and real/user/sys
     loadavg_before: str | None
     problems: list[str]
+    output: bytes = b""   # what the command printed (stdout and stderr), also in run-NNN.log.gz
 
     def row(self) -> dict[str, Any]:
         row = {"order": self.order, "label": self.label, "run": self.index,
@@ -149,9 +150,10 @@ def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path
     if outcome.status != 0:
         problems.insert(0, status_text(outcome.status))
     values = {**counts, "real": outcome.real, "user": outcome.user, "sys": outcome.sys}
+    output = log_path.read_bytes()
     run = Run(order, cond.label, index, warmup, outcome.status, failed, values, loadavg,
-              problems)
-    return run, perf_text.encode(), log_path.read_bytes()
+              problems, output)
+    return run, perf_text.encode(), output
 
 
 def _describe(run: Run) -> str:
