@@ -24,7 +24,13 @@ import pandas as pd
 
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import host, micro
-from rmaplab.measure.record import check_destination, deferred_interrupt, run_name, save
+from rmaplab.measure.record import (
+    check_destination,
+    deferred_interrupt,
+    keep_unfinished,
+    run_name,
+    save,
+)
 from rmaplab.paths import raw_dir
 
 
@@ -45,6 +51,7 @@ def run(ks=(0, 32, 128), states=(0, 1), forks: int = 200, repeats: int = 30, see
             "ks": list(ks), "states": list(states), "forks": forks, "repeats": repeats,
             "seed": seed, "avwork_sha256": hashlib.sha256(micro.source()).hexdigest()}
     rows: list[dict] = []
+    name = run_name("forkcost")
 
     def write(d: Path) -> None:
         (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -65,19 +72,14 @@ def run(ks=(0, 32, 128), states=(0, 1), forks: int = 200, repeats: int = 30, see
             if i % max(1, len(schedule) // 10) == 0:
                 log(f"  forkcost {i}/{len(schedule)}")
     except (RmaplabError, KeyboardInterrupt) as e:
-        if not (record and rows):
-            raise
-        meta["incomplete"] = (f"stopped after {len(rows)} of {len(schedule)} runs: "
-                              + (str(e) or "interrupted"))
-        with deferred_interrupt():
-            where = save(out_root, run_name("forkcost-incomplete"), write)
-            log(f"the {len(rows)} finished run(s) were kept in {where}")
+        if record and rows:
+            keep_unfinished(out_root, name, write, meta, len(rows), len(schedule), e, log)
         raise
     df = pd.DataFrame(rows)
     if not record:
         return df, None
     with deferred_interrupt():
-        where = save(out_root, run_name("forkcost"), write)
+        where = save(out_root, name, write)
     return df, where
 
 

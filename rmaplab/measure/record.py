@@ -59,6 +59,17 @@ def deferred_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def keep_unfinished(parent: Path, name: str, write: Callable[[Path], None], meta: dict,
+                    done: int, total: int, error: BaseException, log: Callable[[str], None]
+                    ) -> None:
+    """A campaign stopped half-way (Ctrl-C, a failed step): record the runs it finished as
+    ``name-incomplete``, with why it stopped in ``meta["incomplete"]``; say where."""
+    meta["incomplete"] = f"stopped after {done} of {total} runs: " + (str(error) or "interrupted")
+    with deferred_interrupt():
+        where = save(parent, name + "-incomplete", write)
+        log(f"the {done} finished run(s) were kept in {where}")
+
+
 def fallback_roots() -> list[Path]:
     return [cache_dir() / "unsaved", Path(tempfile.gettempdir()) / "rmaplab-unsaved"]
 

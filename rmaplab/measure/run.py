@@ -33,7 +33,14 @@ from typing import Any
 
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import host, perf
-from rmaplab.measure.record import check_destination, deferred_interrupt, run_name, save, slug
+from rmaplab.measure.record import (
+    check_destination,
+    deferred_interrupt,
+    keep_unfinished,
+    run_name,
+    save,
+    slug,
+)
 from rmaplab.paths import raw_dir
 
 
@@ -229,13 +236,8 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
                 results.append(run)
                 log(_describe(run))        # after it is kept: what is shown is recorded
         except (RmaplabError, KeyboardInterrupt) as e:
-            if not (record and results):
-                raise
-            meta["incomplete"] = (f"stopped after {len(results)} of {len(schedule)} runs: "
-                                  + (str(e) or "interrupted"))
-            with deferred_interrupt():
-                where = save(out_root, name + "-incomplete", write)
-                log(f"the {len(results)} finished run(s) were kept in {where}")
+            if record and results:
+                keep_unfinished(out_root, name, write, meta, len(results), len(schedule), e, log)
             raise
         if not record:
             return results, None
