@@ -84,16 +84,6 @@ def raw_path(name: str, root: Path | None = None) -> Path:
     return root / name
 
 
-def add_if_raw(directory: Path) -> list[str]:
-    """Record a new measurement directory if it lies under data/raw (a run written
-    elsewhere, e.g. with --out, is not ours to list)."""
-    try:
-        Path(directory).resolve().relative_to(raw_dir().resolve())
-    except ValueError:
-        return []
-    return add([directory])
-
-
 def add(paths: list[Path], root: Path | None = None) -> list[str]:
     """Record new raw files in the manifest.  A recorded file may not change."""
     root = (root or raw_dir()).resolve()

@@ -12,6 +12,7 @@ from rmaplab.errors import RmaplabError
 @command("difftest")
 def _difftest(sub) -> None:
     from rmaplab.difftest.generate import Params
+    from rmaplab.model.vma import MERGE_RULES
 
     d = Params()
     p = sub.add_parser(
@@ -43,7 +44,7 @@ def _difftest(sub) -> None:
                    help=f"largest mmap in pages ({d.max_map})")
     p.add_argument("--files", type=int, default=d.files,
                    help=f"files for file-backed private mappings, 0 for none ({d.files})")
-    p.add_argument("--merge-rule", choices=["uncowed", "singular"],
+    p.add_argument("--merge-rule", choices=list(MERGE_RULES),
                    help="the model's VMA merge rule (default: the backend kernel's, uncowed "
                         "for the 6.18 host, singular for 6.12 UML)")
     p.add_argument("--no-shrink", action="store_true", help="report disagreements unshrunk")

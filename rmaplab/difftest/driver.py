@@ -17,17 +17,17 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rmaplab import integrity, traces
+from rmaplab import traces
 from rmaplab.difftest import cases, interpreter
 from rmaplab.difftest import shrink as shrinking
 from rmaplab.difftest.backends import Backend, Outcome
 from rmaplab.difftest.compare import Comparison, InvalidProgram, compare, model_counts
 from rmaplab.difftest.generate import Params, generate
 from rmaplab.measure import host
+from rmaplab.measure.record import run_name, save
 from rmaplab.paths import raw_dir, repo_root
 
 Event = dict[str, Any]
@@ -187,44 +187,45 @@ def _shrink_and_save(seed: int, events: list[Event], comparison: Comparison,
 def record(summary: Summary, programs: dict[int, list[Event]],
            outcomes: dict[tuple[int, str], Outcome], out_root: Path | None = None,
            extra: dict[str, Any] | None = None) -> Path:
-    """Write the run to a new directory under data/raw/difftest/ and add it to the manifest."""
-    from rmaplab import atomic
-
+    """Write the run as a new directory under data/raw/difftest/ (rmaplab.measure.record:
+    atomic, never overwritten, added to the manifest)."""
     out_root = out_root or raw_dir() / "difftest"
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = f"{stamp}-{summary.backend}-{'-'.join(summary.policies) if len(summary.policies) < 3 else 'policies'}"
-    target = out_root / name
-    summary.raw = str(target)
+    policies = "-".join(summary.policies) if len(summary.policies) < 3 else "policies"
     source = interpreter.source()
-    meta = {
-        "host": host.describe(), "summary": summary.as_dict(),
-        "interpreter_sha256": hashlib.sha256(source).hexdigest(),
-        "interpreter_cflags": list(interpreter.CFLAGS),
-        "command": " ".join(sys.argv), **(extra or {}),
-    }
     keys = sorted({k for r in summary.results for k in (r.live or {})})
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["seed", "policy", "events", "agree", "error", "seconds",
-                     *[f"kernel_{k}" for k in keys], *[f"model_{k}" for k in keys]])
-    for r in summary.results:
-        writer.writerow([r.seed, r.policy, r.events, r.agree, r.error or "", f"{r.seconds:.4f}",
-                         *[(r.live or {}).get(k, "") for k in keys],
-                         *[(r.model or {}).get(k, "") for k in keys]])
-    lines = []
-    for s, events in programs.items():
-        maps = {p: [[m.start, m.end, m.perms, m.offset, m.path, m.anonymous_kb,
-                     " ".join(m.vm_flags)] for m in o.mappings]
-                for (seed, p), o in outcomes.items() if seed == s}
-        lines.append(json.dumps({"seed": s, "events": [json.loads(traces.dumps(e))
-                                                       for e in events],
-                                 "footprint": maps}, separators=(",", ":")))
-    with atomic.new_directory(target) as d:
+    footprints: dict[int, dict[str, list]] = {}
+    for (s, p), o in outcomes.items():
+        footprints.setdefault(s, {})[p] = [
+            [m.start, m.end, m.perms, m.offset, m.path, m.anonymous_kb, " ".join(m.vm_flags)]
+            for m in o.mappings]
+
+    def write(d: Path) -> None:
+        summary.raw = str(d.parent / name)
+        meta = {
+            "host": host.describe(), "summary": summary.as_dict(),
+            "interpreter_sha256": hashlib.sha256(source).hexdigest(),
+            "interpreter_cflags": list(interpreter.CFLAGS),
+            "command": " ".join(sys.argv), **(extra or {}),
+        }
         (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["seed", "policy", "events", "agree", "error", "seconds",
+                         *[f"kernel_{k}" for k in keys], *[f"model_{k}" for k in keys]])
+        for r in summary.results:
+            writer.writerow([r.seed, r.policy, r.events, r.agree, r.error or "",
+                             f"{r.seconds:.4f}", *[(r.live or {}).get(k, "") for k in keys],
+                             *[(r.model or {}).get(k, "") for k in keys]])
         (d / "results.csv").write_text(buf.getvalue())
-        (d / "programs.jsonl.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(),
-                                                            mtime=0))
-    integrity.add_if_raw(target)
+        lines = [json.dumps({"seed": s, "events": [json.loads(traces.dumps(e)) for e in events],
+                             "footprint": footprints.get(s, {})}, separators=(",", ":"))
+                 for s, events in programs.items()]
+        (d / "programs.jsonl.gz").write_bytes(
+            gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+
+    name = run_name(f"{summary.backend}-{policies}")
+    target = save(out_root, name, write)
+    summary.raw = str(target)
     return target
 
 

@@ -34,9 +34,10 @@ from rmaplab.errors import RmaplabError
 from rmaplab.model.machine import Kernel
 from rmaplab.model.policies import POLICIES
 from rmaplab.model.structs import PAGE_SIZE, Mm, Vma
-from rmaplab.model.vma import MERGE_RULES
 
 BASE = REGION_LO
+# The merge rules of the kernels programs run on: the host's (6.18) and UML's (6.12).
+ORACLE_RULES = ("uncowed", "singular")
 PROTS = (("rw", 5), ("r", 2), ("", 1), ("rx", 1), ("rwx", 1))
 PROT_NAMES = {0: "", 1: "r", 3: "rw", 5: "rx", 7: "rwx"}      # VM_READ|VM_WRITE|VM_EXEC bits
 ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork", "dontneed")
@@ -83,7 +84,7 @@ class _Builder:
         self.rng = rng
         self.p = params
         self.oracles = [Kernel(policy, merge_rule=rule, check="off")
-                        for policy in POLICIES for rule in MERGE_RULES]
+                        for policy in POLICIES for rule in ORACLE_RULES]
         self.live: list[int] = []
         self.next_pid = 1
         self.events: list[Event] = []
@@ -363,4 +364,4 @@ def generate(seed: int, params: Params | None = None) -> list[Event]:
     return b.events
 
 
-__all__ = ["BASE", "DEFAULT_WEIGHTS", "GeneratorError", "Params", "generate"]
+__all__ = ["BASE", "DEFAULT_WEIGHTS", "ORACLE_RULES", "GeneratorError", "Params", "generate"]

@@ -23,13 +23,16 @@ COMPARED = ("anon_vma_fork", "anon_vma_prepare", "avc_fork", "avc_clone", "avc_p
 MODES = tuple(workloads.WORKLOADS)
 
 
-def source() -> bytes:
-    return resources.files("rmaplab.measure").joinpath("workloads/avwork.c").read_bytes()
+def source(name: str = "avwork") -> bytes:
+    """The C source of one of the package's workloads (rmaplab/measure/workloads/NAME.c)."""
+    return resources.files("rmaplab.measure").joinpath(f"workloads/{name}.c").read_bytes()
 
 
-def binary() -> Path:
-    """avwork compiled from the package's source (cached by the source's hash)."""
-    return cc.build("avwork", source(), ["-O2", "-Wall"], "the micro workloads")
+def binary(name: str = "avwork", static: bool = False) -> Path:
+    """A workload compiled from the package's source (cached by its source and flags)."""
+    flags = ["-O2", "-Wall", *(["-static"] if static else [])]
+    what = f"{name}.c" + (" (a static link needs libc6-dev: libc.a)" if static else "")
+    return cc.build(name, source(name), flags, what)
 
 
 def label(mode: str, k: int, n: int) -> str:

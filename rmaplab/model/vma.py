@@ -4,8 +4,11 @@ Mirrors 6.12's mm/vma.c (vma_merge_new_range, vma_merge_existing_range,
 vma_expand, commit_merge, dup_anon_vma, __split_vma, vma_modify) with the merge
 rule selectable: ``singular`` is 965f55dea0e3 ("mmap: avoid merging cloned VMAs",
 v3.0 .. v6.15: list_is_singular() on the target), ``uncowed`` is 879bca0a2c4f
-("mm/vma: fix incorrectly disallowed anonymous VMA merges", v6.16, in this machine's
-6.18: the fork check is made on the VMA whose anon_vma survives).
+("mm/vma: fix incorrectly disallowed anonymous VMA merges", v6.16: the fork check is
+made on the VMA whose anon_vma survives) with the two mremap fixes of Jan 2026 (v6.19,
+6.18.8): 61f67c230a5e (a VMA that absorbs a moved faulted VMA takes its anon_vma) and
+3b617fd3d317 (a moved VMA that was forked does not merge into an unfaulted one).
+``uncowed-6.16`` is 879bca0a2c4f without them, as released in v6.16 .. 6.18.7.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from rmaplab.model.structs import (
     Vma,
 )
 
-MERGE_RULES = ("uncowed", "singular")
+MERGE_RULES = ("uncowed", "singular", "uncowed-6.16")
 
 
 class Vmg:
@@ -141,9 +144,13 @@ class VmaMixin:
             if (src_anon is None or tgt_anon is None) and len(tgt.chain) == 1:
                 return True
             return src_anon is tgt_anon
-        # 879bca0a2c4f (+ "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge")
+        # 879bca0a2c4f
         if tgt_anon is None and src_anon is not None:     # we will dup_anon_vma() from src
-            return not (vma_is_fork_child(vmg.middle) or vma_is_fork_child(vmg.copied_from))
+            if vma_is_fork_child(vmg.middle):
+                return False
+            # 3b617fd3d317 "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge
+            # too" (6.18.8: e96ecd36c329): vmg->middle is NULL for mremap's copy.
+            return self.merge_rule == "uncowed-6.16" or not vma_is_fork_child(vmg.copied_from)
         if tgt_anon is not None and src_anon is None:     # we will simply use tgt's
             return not vma_is_fork_child(tgt)
         return src_anon is tgt_anon
@@ -269,16 +276,19 @@ class VmaMixin:
     def vma_expand(self, vmg: Vmg) -> None:
         """vma_expand(): grow vmg.vma over [start, end), absorbing next when it ends there.
 
-        61f67c230a5e ("mm/vma: fix anon_vma UAF on mremap() faulted, unfaulted merge",
-        6.18.y): when copy_vma() merges a faulted VMA's range into an unfaulted
-        neighbour, the neighbour must take the copied VMA's anon_vma (dup_anon_vma from
-        vmg->copied_from), or the moved pages would sit in a VMA without one.
+        "If we are removing the next VMA or copying from a VMA (e.g. mremap()'ing), we
+        must propagate anon_vma state": the copied-from half is 61f67c230a5e ("mm/vma:
+        fix anon_vma UAF on mremap() faulted, unfaulted merge", v6.19, 6.18.8 as
+        33465280669d; not under the ``uncowed-6.16`` rule).  Without it an unfaulted neighbour that absorbs a moved faulted
+        VMA keeps no anon_vma while the moved pages point at the source's, which is freed
+        when the source is unmapped.  Under the singular rule (965f55dea0e3) such a merge
+        is refused earlier, so the copied-from step never finds work there.
         """
         vma, nxt = vmg.vma, vmg.next
         remove_next = nxt is not None and vma is not nxt and vmg.end == nxt.end
         if remove_next:
             self.dup_anon_vma(vma, nxt)
-        if vmg.copied_from is not None:
+        if vmg.copied_from is not None and self.merge_rule != "uncowed-6.16":
             self.dup_anon_vma(vma, vmg.copied_from)
         self.commit_merge(vmg, None, nxt if remove_next else None, None, 0)
 
@@ -468,11 +478,26 @@ class VmaMixin:
         vma = self.vm_area_alloc(mm, addr, addr + length, addr >> PAGE_SHIFT, flags, None)
         self.vma_link(mm, vma)
 
+    def vma_merge_extend(self, vma: Vma, delta: int) -> Vma | None:
+        """vma_merge_extend(): grow vma by delta bytes, merging the next VMA if it now abuts.
+
+        mremap()'s in-place growth (expand_vma_in_place): a new range [vm_end, vm_end +
+        delta) with vma as prev, so vma_merge_new_range() expands vma and, when the next
+        VMA starts exactly at the new end and is compatible, absorbs it too.
+        """
+        _, nxt = self.neighbours(vma)
+        vmg = Vmg(vma.mm, vma, None, vma.end, vma.end + delta, vma.pgoff + vma.pages,
+                  vma.flags, vma.file, vma.anon_vma)
+        vmg.next = nxt
+        return self.vma_merge_new_range(vmg)
+
     def copy_vma(self, vma: Vma, start: int, end: int, pgoff: int) -> Vma:
         """copy_vma() (mremap move): merge into a neighbour at the destination, else a copy.
 
         An unfaulted anonymous VMA takes the destination's pgoff "to increase its chance of
-        merging"; a faulted one keeps its pgoff and its anon_vmas (anon_vma_clone).
+        merging"; a faulted one keeps its pgoff and its anon_vmas (anon_vma_clone).  The
+        merge is vma_merge_copied_range() (61f67c230a5e): a new-range merge that knows the
+        VMA it copies from, for the fork check (3b617fd3d317) and for dup_anon_vma().
         """
         mm = vma.mm
         if vma.file is None and not vma.flags & VM_SHARED and vma.anon_vma is None:
@@ -490,127 +515,112 @@ class VmaMixin:
         self.vma_link(mm, new)
         return new
 
-    # ------------------------------------------------------------ mremap (mm/mremap.c)
-    def do_mremap(self, mm: Mm, addr: int, old_end: int, new_addr: int, new_end: int) -> None:
-        """do_mremap(): resize in place (no flags) when new_addr == addr, else move with
-        MREMAP_MAYMOVE|MREMAP_FIXED (mremap_to(); remap_move() when the size is kept).
+    def do_mremap(self, mm: Mm, old_start: int, old_end: int, new_start: int, new_end: int,
+                  dontunmap: bool = False) -> None:
+        """mremap() (mm/mremap.c, 6.18): shrink or grow in place, or move.
 
-        6.18's order (the vma_remap_struct rework, 6.17): a move unmaps the destination,
-        then unmaps the part a shrink drops, then copies the VMA (copy_vma() on the whole
-        source VMA) and only then unmaps the source range, splitting the source VMA there.
+        A range at the same address is resized in place: a shrink unmaps the tail, a
+        growth is expand_vma_in_place() (vma_merge_extend).  Any other target is a move
+        with MREMAP_MAYMOVE | MREMAP_FIXED (plus MREMAP_DONTUNMAP if asked): the target is
+        unmapped, a shrinking move drops the tail first, then move_vma(); a move that
+        keeps the size may span several VMAs (remap_move()).  Errors are counted, not
+        raised, as the kernel returns them to the caller.
         """
-        old_len, new_len = old_end - addr, new_end - new_addr
-        moving = new_addr != addr
-        if moving:
-            if old_end > new_addr and new_end > addr:       # vrm_overlaps(): -EINVAL
-                self.counters.syscall_errors += 1
-                return
-            if old_len == new_len:                          # vrm_move_only()
-                self.remap_move(mm, addr, old_len, new_addr)
-                return
-        vma = self.find_vma(mm, addr)                       # vma_lookup()
-        if vma is None or not self.check_prep_vma(vma, addr, old_len, new_len, moving):
-            self.counters.syscall_errors += 1
+        old_len, new_len = old_end - old_start, new_end - new_start
+        in_place = new_start == old_start and not dontunmap
+        if not in_place and ((old_end > new_start and new_end > old_start)   # vrm_overlaps()
+                             or dontunmap and old_len != new_len):
+            self.counters.syscall_errors += 1          # -EINVAL (check_mremap_params)
             return
-        if moving:
-            self.mremap_to(mm, addr, old_len, new_addr, new_len)
-        else:
-            self.mremap_at(vma, addr, old_len, new_len)
-
-    @staticmethod
-    def check_prep_vma(vma: Vma, addr: int, old_len: int, new_len: int, moving: bool) -> bool:
-        """check_prep_vma(): may [addr, addr + old_len) of vma move or grow?"""
-        if not moving and new_len <= old_len:               # !vrm_will_map_new()
-            return True
+        if not in_place and old_len == new_len:        # vrm_move_only(): may span VMAs
+            self.remap_move(mm, old_start, old_end, new_start, dontunmap)
+            return
+        vma = self.find_vma(mm, old_start)             # vma_lookup()
+        # check_prep_vma(): a move or a growth must start inside one VMA and, up to
+        # min(old_len, new_len), stay in it; an in-place shrink is not checked ("We permit
+        # crossing of boundaries for the range being unmapped due to a shrink").
+        if vma is None or (not in_place or new_len > old_len) and (
+                min(old_len, new_len) > vma.end - old_start):
+            self.counters.syscall_errors += 1          # -EFAULT
+            return
+        if dontunmap and vma.flags & VM_SPECIAL:
+            self.counters.syscall_errors += 1          # -EINVAL
+            return
+        if not in_place:
+            self.do_munmap(mm, new_start, new_end)     # mremap_to(): MREMAP_FIXED
         if new_len < old_len:
-            old_len = new_len       # "We permit crossing of boundaries for the range being
-                                    # unmapped due to a shrink."
-        if old_len > vma.end - addr:                        # -EFAULT
-            return False
-        return new_len == old_len or not vma.flags & VM_SPECIAL  # DONTEXPAND|PFNMAP: -EFAULT
+            self.do_munmap(mm, old_start + new_len, old_end)   # shrink_vma()
+            if in_place:
+                return
+            old_end = old_start + new_len
+        if in_place:
+            if new_len > old_len:
+                # vrm_can_expand_in_place(): the range ends at vm_end and nothing is mapped
+                # in [vm_end, vm_end + delta); the trace asks for this address: no move.
+                delta = new_len - old_len
+                i = self.vmas_from(mm, vma.end)
+                blocked = i < len(mm.vmas) and mm.vmas[i].start < vma.end + delta
+                if old_end != vma.end or blocked or self.vma_merge_extend(vma, delta) is None:
+                    self.counters.syscall_errors += 1
+            return
+        vma = self.find_vma(mm, old_start)             # the unmaps may have split it
+        self.move_vma(vma, old_start, old_end, new_start, new_end, dontunmap)
 
-    def remap_move(self, mm: Mm, start: int, length: int, new_addr: int) -> None:
-        """remap_move() (6.17, "permit mremap() move of multiple VMAs"): move each VMA of
-        [start, start + length) in turn, keeping the gaps between them."""
-        end = start + length
-        target = new_addr
-        last_end = 0
-        seen = False
-        cursor = start
+    def remap_move(self, mm: Mm, start: int, end: int, new_start: int, dontunmap: bool
+                   ) -> None:
+        """remap_move() (6.17, "mm/mremap: permit mremap() move of multiple VMAs"): each
+        VMA in [start, end) is moved in turn (split as needed), the gaps between them kept
+        at the destination; a gap at the start is -EFAULT.  (vma_multi_allowed() refuses
+        only uffd-armed VMAs and files with their own get_unmapped_area: not modelled.)"""
+        target, last_end, seen = new_start, 0, False
         while True:
-            i = self.vmas_from(mm, cursor)                  # for_each_vma_range()
+            i = self.vmas_from(mm, start)              # for_each_vma_range()
             if i == len(mm.vmas) or mm.vmas[i].start >= end:
                 return
             vma = mm.vmas[i]
-            if not seen and start < vma.start:              # no gap at the start: -EFAULT
-                self.counters.syscall_errors += 1
+            if not seen and start < vma.start:
+                self.counters.syscall_errors += 1      # -EFAULT
                 return
-            addr = max(vma.start, start)
-            piece = min(end, vma.end) - addr
+            addr, piece_end = max(vma.start, start), min(end, vma.end)
             offset = vma.start - last_end if seen else 0
             last_end = vma.end
-            if not self.check_prep_vma(vma, addr, piece, piece, True):
-                self.counters.syscall_errors += 1
+            if dontunmap and vma.flags & VM_SPECIAL:
+                self.counters.syscall_errors += 1      # check_prep_vma(): -EINVAL
                 return
-            self.mremap_to(mm, addr, piece, target + offset, piece)
+            dest = target + offset
+            self.do_munmap(mm, dest, dest + piece_end - addr)  # mremap_to(): MREMAP_FIXED
+            self.move_vma(self.find_vma(mm, addr), addr, piece_end, dest,
+                          dest + piece_end - addr, dontunmap)
             seen = True
-            target += offset + piece
-            cursor = addr + piece
+            target = dest + piece_end - addr
+            start = piece_end
 
-    def mremap_to(self, mm: Mm, addr: int, old_len: int, new_addr: int, new_len: int) -> None:
-        """mremap_to(): MREMAP_FIXED unmaps the destination; a shrink unmaps the tail of
-        the source range first (shrink_vma()); then move_vma()."""
-        self.do_munmap(mm, new_addr, new_addr + new_len)
-        vma = self.find_vma(mm, addr)
-        if vma is None:
-            self.counters.syscall_errors += 1
-            return
-        if new_len < old_len:
-            self.do_munmap(mm, addr + new_len, addr + old_len)
-            vma = self.find_vma(mm, addr)
-            old_len = new_len
-        self.move_vma(vma, addr, old_len, new_addr, new_len)
+    def move_vma(self, vma: Vma, old_start: int, old_end: int, new_start: int, new_end: int,
+                 dontunmap: bool) -> None:
+        """move_vma(): copy_vma_and_data(), then unmap_source_vma() or dontunmap_complete().
 
-    def move_vma(self, vma: Vma, addr: int, old_len: int, new_addr: int, new_len: int
-                 ) -> None:
-        """move_vma(): copy_vma_and_data(), then unmap_source_vma()."""
+        copy_vma() is given the whole source VMA (the unmap of the old range splits it
+        afterwards); if the source itself was merged into the copy (only possible while
+        unfaulted), the merged VMA is the source from then on.
+        """
         mm = vma.mm
-        new_pgoff = vma.pgoff + ((addr - vma.start) >> PAGE_SHIFT)
-        self.copy_vma(vma, new_addr, new_addr + new_len, new_pgoff)
-        shift = (new_addr - addr) >> PAGE_SHIFT
-        lo, hi = addr >> PAGE_SHIFT, (addr + old_len) >> PAGE_SHIFT
+        pgoff = vma.pgoff + ((old_start - vma.start) >> PAGE_SHIFT)
+        new = self.copy_vma(vma, new_start, new_end, pgoff)
+        if new.start <= old_start < new.end:
+            vma = new                                   # "Source vma may have been merged"
+        shift = (new_start - old_start) >> PAGE_SHIFT
+        lo, hi = old_start >> PAGE_SHIFT, old_end >> PAGE_SHIFT
         moved = [(v, p) for v, p in mm.pages.items() if lo <= v < hi]
         for v, _ in moved:
             del mm.pages[v]
         for v, p in moved:
-            mm.pages[v + shift] = p                       # move_page_tables()
-        # unmap_source_vma() clears VM_ACCOUNT around the unmap and gives it back to the
-        # pieces that remain: no net change to their flags.
-        self.do_munmap(mm, addr, addr + old_len)
-
-    def mremap_at(self, vma: Vma, addr: int, old_len: int, new_len: int) -> None:
-        """mremap_at(): shrink_vma() unmaps the tail; expand_vma() grows in place only if
-        [addr, addr + old_len) ends the VMA and the space after it is free."""
-        if new_len < old_len:
-            self.do_munmap(vma.mm, addr + new_len, addr + old_len)
-            return
-        if new_len == old_len:
-            return
-        delta = new_len - old_len
-        _, nxt = self.neighbours(vma)
-        if vma.end - addr != old_len or (nxt is not None and nxt.start < vma.end + delta):
-            self.counters.syscall_errors += 1             # no MREMAP_MAYMOVE: -ENOMEM
-            return
-        self.vma_merge_extend(vma, delta)
-
-    def vma_merge_extend(self, vma: Vma, delta: int) -> Vma | None:
-        """vma_merge_extend(): vma as prev of the new range [vm_end, vm_end + delta), so
-        vma_merge_new_range() expands it, merging the next VMA too when compatible."""
-        _, nxt = self.neighbours(vma)
-        vmg = Vmg(vma.mm, vma, None, vma.end, vma.end + delta, vma.pgoff + vma.pages,
-                  vma.flags, vma.file, vma.anon_vma)
-        vmg.next = nxt
-        return self.vma_merge_new_range(vmg)
+            mm.pages[v + shift] = p                     # move_page_tables()
+        if not dontunmap:
+            self.do_munmap(mm, old_start, old_end)      # unmap_source_vma()
+        elif new is not vma and vma.start == old_start and vma.end == old_end:
+            # dontunmap_complete(): "anon_vma links of the old vma is no longer needed
+            # after its page table has been moved"; a partly moved VMA keeps them.
+            self.unlink_anon_vmas(vma)
 
     def expand_downwards(self, vma: Vma, addr: int) -> None:
         """expand_downwards(): a fault below a VM_GROWSDOWN stack extends it (anon_vma first)."""
