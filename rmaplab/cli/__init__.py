@@ -12,6 +12,7 @@ import sys
 from rmaplab import __version__
 from rmaplab.cli import (  # noqa: F401 - importing registers the commands
     data_cmds,
+    kernel_cmds,
     measure_cmds,
     model_cmds,
     reproduce_cmds,
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rmaplab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     order = ["timings", "compare", "replay", "search", "measure", "trace", "micro", "forkcost",
-             "kbuild", "sweep", "reproduce", "data"]
+             "kbuild", "kernel", "sweep", "reproduce", "data"]
     for name in sorted(COMMANDS, key=lambda n: order.index(n) if n in order else len(order)):
         COMMANDS[name](sub)
     return parser

@@ -1,0 +1,185 @@
+"""`rmaplab kernel build|run|kbuild`: UML policy kernels (rmaplab.kernel)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from rmaplab.cli._registry import command, json_out
+from rmaplab.errors import RmaplabError
+
+# The keys `rmaplab measure --json` prints, in its order; times are not reported.
+MEASURE_KEYS = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
+                "avc_clone", "avc_prepare", "vma_alloc", "forks", "mm_forks", "execs")
+FINER_KEYS = ("avc_clone_fork", "avc_clone_split", "avc_clone_merge", "avc_clone_copy_vma",
+              "anon_vma_free", "avc_free", "vma_free", "reuse_at_fork", "share_at_fork",
+              "prepare_reused_neighbour")
+
+
+def _policies(text: str) -> list[str]:
+    from rmaplab.model.policies import POLICIES
+
+    names = list(POLICIES) if text == "all" else text.split(",")
+    for name in names:
+        if name not in POLICIES:
+            raise RmaplabError(f"unknown policy {name!r}",
+                               hint="one of: all, " + ", ".join(POLICIES))
+    return names
+
+
+def _mem(text: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*[KMG]", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 512M or 2G")
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+@command("kernel")
+def _kernel(sub) -> None:
+    p = sub.add_parser(
+        "kernel", help="UML kernels of linux-source-6.12 with every reuse policy patched in",
+        description="Build one User-Mode Linux kernel that carries every anon_vma reuse policy "
+                    "(rmaplab/kernel/patches/), and run commands in it with exact allocation "
+                    "counts by call site.")
+    ks = p.add_subparsers(dest="kernel_command", required=True, metavar="SUBCOMMAND")
+
+    b = ks.add_parser(
+        "build", help="build (or reuse) the UML kernel",
+        description="Install missing packages (apt-get, as root), unpack linux-source-6.12 into "
+                    "$RMAPLAB_CACHE/uml, apply the patch series, configure (uml.config) and "
+                    "build; boot it once under every policy.  Cached: a second build does "
+                    "nothing, a patch edit rebuilds only what it touches.")
+    b.add_argument("--jobs", type=_positive, help="make -j (default: number of CPUs)")
+    b.add_argument("--fresh", action="store_true",
+                   help="unpack and build from scratch (the cached kernels stay)")
+    b.add_argument("--json", action="store_true", help="print the kernel's metadata as JSON")
+    b.set_defaults(func=_run_build)
+
+    r = ks.add_parser(
+        "run", help="run a command in the UML kernel under a policy and count",
+        description="Boot the UML kernel, switch to each policy, run CMD and report the "
+                    "differences of /proc/rmaplab_counters around it (the keys of `rmaplab "
+                    "measure --json` plus finer call sites and SLUB statistics).  The host's "
+                    "files appear read-only at the same paths in the guest (and at /host); "
+                    "--rw mounts a host directory read-write.  Times inside UML are not "
+                    "representative and are not reported.",
+        usage="rmaplab kernel run --policy P|all [--json] [--rw DIR]... [--cwd DIR] [--mem SIZE] "
+              "[--timeout S] -- CMD [ARG...]")
+    r.add_argument("--policy", required=True, help="a policy, a comma list, or all")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--rw", action="append", default=[], metavar="DIR",
+                   help="host directory the command may write (repeatable)")
+    r.add_argument("--cwd", default=None, help="working directory (default: the current one)")
+    r.add_argument("--mem", type=_mem, default=None, help="guest memory (default 512M)")
+    r.add_argument("--timeout", type=float, default=None, help="seconds per boot")
+    r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    r.set_defaults(func=_run_run)
+
+    k = ks.add_parser(
+        "kbuild", help="count the tinyconfig kernel build inside the UML kernel, every policy",
+        description="Unpack linux-source-6.12 into $RMAPLAB_CACHE/uml/kbuild, make tinyconfig, "
+                    "and inside the guest run `make -s clean` (not counted) then `make -s -jN` "
+                    "with the default /bin/sh and with SHELL=/bin/bash, under each policy.  "
+                    "Records a new directory under data/raw/uml/ (metadata, counts, logs).")
+    k.add_argument("--policy", default="all", help="policies (default all)")
+    k.add_argument("--shell", default="sh,bash", help="sh, bash or both (default sh,bash)")
+    k.add_argument("--jobs", type=_positive, default=2, help="make -j inside the guest (2)")
+    k.add_argument("--mem", type=_mem, default="2G", help="guest memory (2G)")
+    k.add_argument("--out", type=Path, help="parent directory (default data/raw/uml)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=_run_kbuild)
+
+
+def _run_build(args) -> int:
+    from rmaplab.kernel import build
+
+    kernel = build.build(jobs=args.jobs, fresh=args.fresh)
+    if args.json:
+        json_out(kernel.meta | {"path": str(kernel.path)})
+    return 0
+
+
+def _resolve(cmd: list[str]) -> list[str]:
+    """argv[0] as an absolute path, found on the host's PATH like a shell would."""
+    if "/" in cmd[0]:
+        return [str(Path(cmd[0]).absolute()), *cmd[1:]]
+    found = shutil.which(cmd[0])
+    if found is None:
+        raise RmaplabError(f"{cmd[0]}: command not found on PATH")
+    return [found, *cmd[1:]]
+
+
+def summary(res: dict[str, Any], kernel: dict[str, Any]) -> dict[str, Any]:
+    """One job's result with measure --json's keys first, then the rest."""
+    out: dict[str, Any] = {"policy": res["policy"]}
+    out.update({k: res.get(k) for k in MEASURE_KEYS})
+    out.update(real=None, user=None, sys=None)       # not representative inside UML
+    out.update({k: res.get(k) for k in FINER_KEYS})
+    out.update(slab=res["slab"], exit_status=res["exit_status"], failed=res["failed"],
+               error=res["error"], strays=res["strays"], command=res["argv"], cwd=res["cwd"],
+               stdout=res["stdout"], stderr=res["stderr"], kernel=kernel)
+    return out
+
+
+def _run_run(args) -> int:
+    import os
+
+    from rmaplab.kernel.run import DEFAULT_MEM, Job, run_jobs
+
+    policies = _policies(args.policy)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise RmaplabError("no command to run", hint="rmaplab kernel run --policy P -- CMD")
+    cwd = str(Path(args.cwd or os.getcwd()).absolute())
+    argv = _resolve(cmd)
+    batch = run_jobs([Job(p, argv, cwd=cwd) for p in policies], writable=args.rw,
+                     mem=args.mem or DEFAULT_MEM, timeout=args.timeout)
+    kernel = batch.kernel.describe()
+    rows = [summary(res, kernel) for res in batch.results]
+    if args.json:
+        json_out(rows[0] if len(rows) == 1 else {"kernel": kernel, "runs": rows})
+    else:
+        _print_table(rows)
+    return 1 if any(r["failed"] for r in rows) else 0
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    keys = [*MEASURE_KEYS, *FINER_KEYS]
+    print(f"{'':<25}" + "".join(f"{r['policy']:>13}" for r in rows))
+    for k in keys:
+        print(f"{k:<25}" + "".join(f"{r[k] if r[k] is not None else '-':>13}" for r in rows))
+    for c in ("anon_vma", "anon_vma_chain", "vm_area_struct"):
+        print(f"{'slab ' + c:<25}" + "".join(f"{r['slab'].get(c, '-'):>13}" for r in rows))
+    print(f"{'exit status':<25}" + "".join(f"{str(r['exit_status']):>13}" for r in rows))
+    for r in rows:
+        if r["stdout"]:
+            sys.stdout.write(f"--- stdout ({r['policy']})\n{r['stdout']}")
+        if r["failed"]:
+            what = r["error"] or r["stderr"].strip()[-500:]
+            print(f"FAILED under {r['policy']}: {what}", file=sys.stderr)
+
+
+def _run_kbuild(args) -> int:
+    from rmaplab.kernel import kbuild
+
+    shells = args.shell.split(",")
+    for s in shells:
+        if s not in kbuild.SHELLS:
+            raise RmaplabError(f"unknown shell {s!r}", hint="sh, bash or sh,bash")
+    result, where = kbuild.campaign(_policies(args.policy), shells, jobs=args.jobs,
+                                    mem=args.mem, out_root=args.out)
+    if args.json:
+        json_out(result)
+    else:
+        print(kbuild.table(result).to_string(index=False))
+        print(f"recorded in {where}")
+    return 1 if any(r["failed"] for r in result["runs"]) else 0

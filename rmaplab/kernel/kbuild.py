@@ -1,0 +1,139 @@
+"""The tinyconfig kernel build inside the UML kernel, counted under each reuse policy.
+
+The workload is the one of rmaplab.measure.kbuild on the host: Debian's
+linux-source-6.12, ``make tinyconfig``, then ``make -s -jN`` with the default
+``/bin/sh`` (dash) and with ``SHELL=/bin/bash``, each after an uncounted
+``make -s clean``.  Here it runs inside the guest (one boot, the policy switched
+before each job) with the host's toolchain through the read-only view of the host's
+file system; the tree (``$RMAPLAB_CACHE/uml/kbuild/linux-source-6.12``) is mounted
+read-write.  The guest is otherwise idle, so the counts are the build's.
+
+A campaign writes a new directory under ``data/raw/uml/`` atomically and adds it to
+the manifest: ``metadata.json`` (kernel with its patches' hashes, host, command,
+tree, policies), ``runs.csv`` (one row per counted build: policy, shell, exit
+status, every counter, slab totals) and ``NN-<policy>-<shell>.log.gz`` (make's output).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rmaplab import atomic, integrity
+from rmaplab.errors import RmaplabError
+from rmaplab.kernel import source
+from rmaplab.kernel.run import Job, run_jobs
+from rmaplab.measure import host
+from rmaplab.measure.kbuild import SOURCE_PACKAGE, TARBALL
+from rmaplab.paths import raw_dir
+
+SHELLS = {"sh": [], "bash": ["SHELL=/bin/bash"]}
+COUNTED = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
+           "avc_clone", "avc_clone_fork", "avc_clone_split", "avc_clone_merge",
+           "avc_clone_copy_vma", "avc_prepare", "vma_alloc", "forks", "mm_forks", "execs",
+           "reuse_at_fork", "share_at_fork", "prepare_reused_neighbour")
+
+
+def ensure_tree(log) -> Path:
+    """The tinyconfig'd tree the guest builds (unpacked atomically, configured once)."""
+    tree = source.uml_dir() / "kbuild" / SOURCE_PACKAGE
+    if not (tree / ".config").exists():
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        if not (tree / "Makefile").exists():
+            tmp = Path(tempfile.mkdtemp(dir=tree.parent, prefix=".unpack-"))
+            log(f"unpacking {TARBALL} into {tree.parent}")
+            subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(tmp)], check=True)
+            os.rename(tmp / SOURCE_PACKAGE, tree)
+            tmp.rmdir()
+        log("make tinyconfig")
+        subprocess.run(["make", "-s", "tinyconfig"], cwd=tree, check=True,
+                       stdout=subprocess.DEVNULL)
+    return tree
+
+
+def jobs_for(policies: list[str], shells: list[str], tree: Path, jobs: int) -> list[Job]:
+    """Per (policy, shell): the uncounted clean, then the counted build."""
+    out = []
+    for policy in policies:
+        for shell in shells:
+            out.append(Job(policy, ["/usr/bin/make", "-s", "clean"], cwd=str(tree)))
+            out.append(Job(policy, ["/usr/bin/make", "-s", f"-j{jobs}", *SHELLS[shell]],
+                           cwd=str(tree)))
+    return out
+
+
+def campaign(policies: list[str], shells: list[str], jobs: int = 2, mem: str = "2G",
+             out_root: Path | None = None,
+             log=lambda s: print(s, flush=True)) -> tuple[dict[str, Any], Path]:
+    """Run and record the builds; returns (the recorded result, its directory)."""
+    tree = ensure_tree(log)
+    todo = jobs_for(policies, shells, tree, jobs)
+    labels = [(p, s) for p in policies for s in shells]
+    log(f"{len(labels)} counted builds in one boot: "
+        + ", ".join(f"{p}/{s}" for p, s in labels))
+    start = time.perf_counter()
+    batch = run_jobs(todo, writable=[tree], mem=mem, log=log)
+    runs, logs = [], {}
+    for i, ((policy, shell), clean, res) in enumerate(
+            zip(labels, batch.results[0::2], batch.results[1::2], strict=True), 1):
+        if clean["failed"]:
+            raise RmaplabError(f"make clean failed under {policy}: "
+                               f"{clean['error'] or clean['stderr'][-300:]}")
+        row = {"policy": policy, "shell": shell, "exit_status": res["exit_status"],
+               "failed": res["failed"], "error": res["error"], "strays": res["strays"]}
+        row.update({k: res.get(k) for k in COUNTED})
+        row.update({f"slab_{c}": n for c, n in res["slab"].items()})
+        runs.append(row)
+        logs[f"{i:02d}-{policy}-{shell}.log.gz"] = gzip.compress(
+            (res["stdout"] + res["stderr"]).encode(), mtime=0)
+        log(f"  {policy}/{shell}: anon_vma {row['anon_vma_alloc']}, avc {row['avc_alloc']}"
+            + (" FAILED" if res["failed"] else ""))
+    meta = {
+        "what": "tinyconfig kernel build inside the UML policy kernel",
+        "kernel": batch.kernel.describe(),
+        "host": host.describe(),
+        "tree": str(tree),
+        "tree_version": source.kernel_version(tree),
+        "source_package_version": source.package_version(),
+        "commands": {s: ["make", "-s", f"-j{jobs}", *SHELLS[s]] for s in shells},
+        "before_each": ["make", "-s", "clean"],
+        "policies": policies, "shells": shells, "jobs": jobs, "guest_mem": mem,
+        "boots": batch.boots,
+        "host_seconds": round(time.perf_counter() - start, 1),
+        "counting": "differences of /proc/rmaplab_counters around each build, idle guest",
+    }
+    result = {"metadata": meta, "runs": runs}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = (out_root or raw_dir() / "uml") / f"{stamp}-kbuild-tinyconfig-j{jobs}"
+    with atomic.new_directory(target) as d:
+        (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(runs[0]))
+        writer.writeheader()
+        writer.writerows(runs)
+        (d / "runs.csv").write_text(buf.getvalue())
+        for name, data in logs.items():
+            (d / name).write_bytes(data)
+    try:
+        target.resolve().relative_to(raw_dir().resolve())
+        integrity.add([target])
+    except ValueError:
+        pass
+    return result, target
+
+
+def table(result: dict[str, Any]) -> pd.DataFrame:
+    cols = ["policy", "shell", "exit_status", "anon_vma_alloc", "anon_vma_fork",
+            "anon_vma_prepare", "avc_alloc", "vma_alloc", "mm_forks", "execs"]
+    return pd.DataFrame(result["runs"])[cols]
