@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PAGE = 4096
-BASE = 0x7F0000000000          # the reservation's address (MAP_FIXED_NOREPLACE in the C program)
+# The reservation's address (MAP_FIXED_NOREPLACE in the C program): free on an x86-64 host
+# and below User-Mode Linux's 512 GiB user address space, so both kernels run it.
+BASE = 0x7000000000
 HEAP = 0x600000000000          # brk base used by the brk workload's trace
 
 Event = dict[str, Any]
