@@ -22,11 +22,9 @@ from rmaplab.measure.kbuild import SOURCE_PACKAGE, TARBALL
 from rmaplab.paths import cache_dir
 
 # What `kernel build` needs: the source, compilers and kbuild's tools, a static
-# busybox and static libc for the guest, GNU patch for the series, and checkpatch's
-# SPDX checker (python3-ply, python3-git) for the patch tests.
+# busybox and static libc for the guest, GNU patch for the series, perl for checkpatch.
 PACKAGES = ("linux-source-6.12", "busybox-static", "gcc", "libc6-dev", "make", "flex",
-            "bison", "bc", "libelf-dev", "patch", "perl", "xz-utils", "python3-ply",
-            "python3-git")
+            "bison", "bc", "libelf-dev", "patch", "perl", "xz-utils")
 TOOLS = {"gcc": "gcc", "make": "make", "flex": "flex", "bison": "bison", "bc": "bc",
          "patch": "patch", "perl": "perl", "xz": "xz-utils", "tar": "tar"}
 BUSYBOX = Path("/bin/busybox")
