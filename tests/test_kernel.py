@@ -137,20 +137,22 @@ def test_cache_key_depends_on_every_input():
 
 
 def test_result_file_becomes_differences():
-    text = ("status exited 3\nstrays 1\nbefore\nanon_vma_alloc 10\navc_alloc 20\n"
+    text = ("status exited 3\nstrays 1\nbefore\nanon_vma_alloc 10\navc_alloc 20\nforks 5\n"
             "slab anon_vma alloc_fastpath 100\nslab anon_vma alloc_slowpath 5\n"
             "slab anon_vma_chain alloc_fastpath 7\nslab anon_vma_chain alloc_slowpath 0\n"
-            "after\nanon_vma_alloc 13\navc_alloc 27\n"
+            "after\nanon_vma_alloc 13\navc_alloc 27\nforks 7\n"
             "slab anon_vma alloc_fastpath 102\nslab anon_vma alloc_slowpath 6\n"
             "slab anon_vma_chain alloc_fastpath 14\nslab anon_vma_chain alloc_slowpath 0\n")
     res = krun._parse_result(text, "result")
-    assert (res["anon_vma_alloc"], res["avc_alloc"]) == (3, 7)
+    assert (res["anon_vma_alloc"], res["avc_alloc"], res["forks"]) == (3, 7, 1)
     assert res["slab"] == {"anon_vma": 3, "anon_vma_chain": 7, "vm_area_struct": 0}
     assert (res["exit_status"], res["failed"], res["strays"]) == (3, True, 1)
     signaled = krun._parse_result(text.replace("exited 3", "signaled 9"), "r")
     assert signaled["exit_status"] == -9
     missing = krun._parse_result(text.replace("exited 3", "exec-failed ENOENT"), "r")
-    assert missing["exit_status"] is None and "ENOENT" in missing["error"]
+    assert missing["exit_status"] is None and "cannot execute: ENOENT" in missing["error"]
+    nodir = krun._parse_result(text.replace("exited 3", "chdir-failed ENOENT"), "r")
+    assert "directory: ENOENT" in nodir["error"]
     with pytest.raises(RmaplabError, match="incomplete"):
         krun._parse_result(text.split("after")[0], "r")
 
@@ -285,13 +287,15 @@ def test_failed_commands_are_failures(uml_kernel):
     jobs = [("v6.0", ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"]),
             ("v6.0", ["/bin/sh", "-c", "kill -9 $$"]),
             ("v6.0", ["/no/such/program"]),
+            krun.Job("v6.0", ["/bin/true"], cwd="/no/such/dir"),
             ("v6.0", ["/bin/true"])]
-    exit3, killed, missing, ok = krun.run_batch(jobs, kernel=uml_kernel)
+    exit3, killed, missing, nodir, ok = krun.run_batch(jobs, kernel=uml_kernel)
     assert (exit3["exit_status"], exit3["failed"]) == (3, True)
     assert (exit3["stdout"], exit3["stderr"]) == ("out\n", "err\n")
     assert (killed["exit_status"], killed["failed"]) == (-9, True)
-    assert missing["failed"] and "ENOENT" in missing["error"]
-    assert (ok["exit_status"], ok["failed"]) == (0, False)
+    assert missing["failed"] and "cannot execute: ENOENT" in missing["error"]
+    assert nodir["failed"] and "directory: ENOENT" in nodir["error"]
+    assert (ok["exit_status"], ok["failed"], ok["forks"], ok["execs"]) == (0, False, 0, 1)
 
 
 @pytest.mark.uml

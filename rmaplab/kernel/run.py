@@ -23,7 +23,8 @@ dict holds
                                 why when the command did not run to an exit
     stdout, stderr              the command's output (text, undecodable bytes replaced)
     anon_vma_alloc ... mm_forks every line of /proc/rmaplab_counters, as the difference
-                                after - before the command (see the counters patch)
+                                after - before the command (see the counters patch);
+                                forks without the vfork that started the command
     slab                        {"anon_vma", "anon_vma_chain", "vm_area_struct"}:
                                 SLUB_STATS alloc_fastpath + alloc_slowpath differences
     strays                      processes the command left running (killed after it)
@@ -165,11 +166,15 @@ def _parse_result(text: str, source: str) -> dict[str, Any]:
     out["slab"] = {c: sum(after[k] - before[k] for k in before if k.startswith(f"slab:{c}:"))
                    for c in SLAB_CACHES}
     out["strays"] = status.get("strays", 0)
+    if "forks" in out:
+        out["forks"] -= 1           # the runner's vfork that started the command
     how, value = status["how"], status["value"]
     if how == "exited":
         out["exit_status"], out["error"] = int(value), None
     elif how == "signaled":
         out["exit_status"], out["error"] = -int(value), None
+    elif how == "chdir-failed":
+        out["exit_status"], out["error"] = None, f"cannot change to the directory: {value}"
     else:
         out["exit_status"], out["error"] = None, f"cannot execute: {value}"
     out["failed"] = out["exit_status"] != 0

@@ -16,6 +16,7 @@
  * and NNNN/stderr, and writes NNNN/result:
  *
  *   status exited N | status signaled N | status exec-failed ERRNO
+ *                          | status chdir-failed ERRNO
  *   strays N                 processes still alive after the command
  *   before                   then the snapshot taken before the command
  *   after                    and the one taken after it
@@ -61,7 +62,7 @@ static char argv_buf[SPEC_MAX], env_buf[SPEC_MAX], cwd_buf[4096];
 static char *job_argv[MAX_ARGS + 1], *job_env[MAX_ARGS + 1];
 static char snap_before[SNAP_MAX], snap_after[SNAP_MAX];
 static char scratch[512];
-static volatile int exec_errno;
+static volatile int exec_errno, chdir_failed;
 static const char *jobdir;
 
 static void fail(const char *fmt, ...);
@@ -273,12 +274,14 @@ static void run_job(const char *dir)
 	out = open_output(dir, "stdout");
 	err = open_output(dir, "stderr");
 	exec_errno = 0;
+	chdir_failed = 0;
 
 	before = snapshot(snap_before);
 	pid = vfork();
 	if (pid == 0) {
-		if (chdir(cwd_buf) == 0 && dup2(out, 1) == 1 &&
-		    dup2(err, 2) == 2)
+		if (chdir(cwd_buf))
+			chdir_failed = 1;
+		else if (dup2(out, 1) == 1 && dup2(err, 2) == 2)
 			execve(job_argv[0], job_argv, job_env);
 		exec_errno = errno;
 		_exit(127);
@@ -294,7 +297,8 @@ static void run_job(const char *dir)
 	close(out);
 	close(err);
 	if (exec_errno)
-		snprintf(status, sizeof(status), "status exec-failed %s\n",
+		snprintf(status, sizeof(status), "status %s-failed %s\n",
+			 chdir_failed ? "chdir" : "exec",
 			 strerrorname_np(exec_errno));
 	else if (WIFSIGNALED(wstatus))
 		snprintf(status, sizeof(status), "status signaled %d\n",
@@ -328,6 +332,7 @@ int main(int argc, char **argv)
 	memset(snap_after, 0, sizeof(snap_after));
 	memset(scratch, 0, sizeof(scratch));
 	exec_errno = 0;
+	chdir_failed = 0;
 	if (argc != 2)
 		fail("usage: runner JOBDIR");
 	for (i = 1; i < 10000; i++) {
