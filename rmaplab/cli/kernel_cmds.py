@@ -84,6 +84,20 @@ def _kernel(sub) -> None:
     r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     r.set_defaults(func=_run_run)
 
+    m = ks.add_parser(
+        "micro", help="the micro workloads in the UML kernel vs the model, every policy",
+        description="Run avwork MODE K N and MODE 0 N under each policy in one boot and compare "
+                    "the (K,N)-(0,N) differences of every call-site counter with the model's "
+                    "(--merge-rule singular, the rule of 6.12).  --record writes the runs and "
+                    "the comparison to data/raw/uml/.")
+    m.add_argument("-k", type=_positive, default=16, help="VMAs in the region (16)")
+    m.add_argument("-n", type=_positive, default=10, help="forks or generations (10)")
+    m.add_argument("--mode", action="append", help="workload(s) (default: all)")
+    m.add_argument("--policy", default="all", help="policies (default all)")
+    m.add_argument("--record", action="store_true", help="write data/raw/uml/<time>-micro-...")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_run_micro)
+
     k = ks.add_parser(
         "kbuild", help="count the tinyconfig kernel build inside the UML kernel, every policy",
         description="Unpack linux-source-6.12 into $RMAPLAB_CACHE/uml/kbuild, make tinyconfig, "
@@ -166,6 +180,29 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         if r["failed"]:
             what = r["error"] or r["stderr"].strip()[-500:]
             print(f"FAILED under {r['policy']}: {what}", file=sys.stderr)
+
+
+def _run_micro(args) -> int:
+    from rmaplab.kernel import micro
+    from rmaplab.workloads import WORKLOADS
+
+    modes = tuple(args.mode or WORKLOADS)
+    for mode in modes:
+        if mode not in WORKLOADS:
+            raise RmaplabError(f"unknown workload {mode!r}", hint="one of: " + ", ".join(WORKLOADS))
+    table, where = micro.campaign(args.k, args.n, modes, _policies(args.policy), args.record)
+    if args.json:
+        json_out(table.to_dict(orient="records"))
+    else:
+        wide = table.pivot_table(index=["mode", "counter"], columns="policy", values="live",
+                                 aggfunc="first", sort=False)[list(table["policy"].unique())]
+        print(wide.to_string())
+        print(f"{int(table['match'].sum())} of {len(table)} counters equal the model's"
+              + (f"; recorded in {where}" if where else ""))
+        for row in table[~table["match"]].itertuples():
+            print(f"MISMATCH {row.policy} {row.mode} {row.counter}: kernel {row.live}, "
+                  f"model {row.model}")
+    return 0 if table["match"].all() else 1
 
 
 def _run_kbuild(args) -> int:
