@@ -73,6 +73,7 @@ SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/tmp",
                "LANG": "C"}
 DEFAULT_MEM = "512M"
+MAX_JOBS_PER_BOOT = 9999        # the runner's job directories are 0001 .. 9999
 # Characters that cannot travel on UML's command line or through /job/mounts.
 _UNSAFE = set(" \t\n\"'\\")
 
@@ -265,7 +266,7 @@ def run_jobs(jobs: Iterable[Job | tuple[str, Sequence[str]]], *, kernel: Kernel 
     results: list[dict[str, Any]] = []
     boots = 0
     while len(results) < len(todo):
-        pending = todo[len(results):]
+        pending = todo[len(results):len(results) + MAX_JOBS_PER_BOOT]
         got, started, console = _boot(kernel, root, pending, mounts, mem, timeout)
         boots += 1
         results += got
