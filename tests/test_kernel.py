@@ -347,3 +347,15 @@ def test_a_second_build_does_nothing(uml_kernel):
     assert kernel.key == uml_kernel.key and any("up to date" in ln for ln in lines)
     assert not any("compile" in ln for ln in lines)
     assert time.perf_counter() - t0 < 60
+
+
+def test_kbuild_campaign_cleans_before_each_counted_build(tmp_path):
+    from rmaplab.kernel import kbuild
+
+    jobs = kbuild.jobs_for(["v5.4", "v6.0"], ["sh", "bash"], tmp_path, 2)
+    assert [(j.policy, j.argv[1:]) for j in jobs] == [
+        ("v5.4", ["-s", "clean"]), ("v5.4", ["-s", "-j2"]),
+        ("v5.4", ["-s", "clean"]), ("v5.4", ["-s", "-j2", "SHELL=/bin/bash"]),
+        ("v6.0", ["-s", "clean"]), ("v6.0", ["-s", "-j2"]),
+        ("v6.0", ["-s", "clean"]), ("v6.0", ["-s", "-j2", "SHELL=/bin/bash"])]
+    assert all(j.cwd == str(tmp_path) and j.argv[0] == "/usr/bin/make" for j in jobs)
