@@ -7,7 +7,9 @@ One module per group of commands (``*_cmds.py``); each registers its subcommands
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from rmaplab import __version__
 from rmaplab.cli import (  # noqa: F401 - importing registers the commands
@@ -40,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A terminated rmaplab unwinds like an interrupted one, so cleanups run (e.g. a
+    # UML guest's process group is killed, not left behind).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -109,6 +109,9 @@ def _kernel(sub) -> None:
     k.add_argument("--jobs", type=_positive, default=2, help="make -j inside the guest (2)")
     k.add_argument("--mem", type=_mem, default="2G", help="guest memory (2G)")
     k.add_argument("--out", type=Path, help="parent directory (default data/raw/uml)")
+    k.add_argument("--tree", type=Path,
+                   help="source tree to build in (default $RMAPLAB_CACHE/uml/kbuild/"
+                        "linux-source-6.12; unpacked there if missing)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=_run_kbuild)
 
@@ -213,7 +216,7 @@ def _run_kbuild(args) -> int:
         if s not in kbuild.SHELLS:
             raise RmaplabError(f"unknown shell {s!r}", hint="sh, bash or sh,bash")
     result, where = kbuild.campaign(_policies(args.policy), shells, jobs=args.jobs,
-                                    mem=args.mem, out_root=args.out)
+                                    mem=args.mem, out_root=args.out, tree=args.tree)
     if args.json:
         json_out(result)
     else:

@@ -5,8 +5,8 @@ linux-source-6.12, ``make tinyconfig``, then ``make -s -jN`` with the default
 ``/bin/sh`` (dash) and with ``SHELL=/bin/bash``, each after an uncounted
 ``make -s clean``.  Here it runs inside the guest (one boot, the policy switched
 before each job) with the host's toolchain through the read-only view of the host's
-file system; the tree (``$RMAPLAB_CACHE/uml/kbuild/linux-source-6.12``) is mounted
-read-write.  The guest is otherwise idle, so the counts are the build's.
+file system; the tree (``$RMAPLAB_CACHE/uml/kbuild/linux-source-6.12``, or ``--tree``;
+one campaign at a time per tree) is mounted read-write.  The guest is otherwise idle, so the counts are the build's.
 
 A campaign writes a new directory under ``data/raw/uml/`` atomically and adds it to
 the manifest: ``metadata.json`` (kernel with its patches' hashes, host, command,
@@ -17,6 +17,7 @@ status, every counter, slab totals) and ``NN-<policy>-<shell>.log.gz`` (make's o
 from __future__ import annotations
 
 import csv
+import fcntl
 import gzip
 import io
 import json
@@ -24,6 +25,8 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,14 +48,17 @@ COUNTED = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "
            "reuse_at_fork", "share_at_fork", "prepare_reused_neighbour")
 
 
-def ensure_tree(log) -> Path:
+def default_tree() -> Path:
+    return source.uml_dir() / "kbuild" / SOURCE_PACKAGE
+
+
+def ensure_tree(tree: Path, log) -> Path:
     """The tinyconfig'd tree the guest builds (unpacked atomically, configured once)."""
-    tree = source.uml_dir() / "kbuild" / SOURCE_PACKAGE
     if not (tree / ".config").exists():
         tree.parent.mkdir(parents=True, exist_ok=True)
         if not (tree / "Makefile").exists():
             tmp = Path(tempfile.mkdtemp(dir=tree.parent, prefix=".unpack-"))
-            log(f"unpacking {TARBALL} into {tree.parent}")
+            log(f"unpacking {TARBALL} into {tree}")
             subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(tmp)], check=True)
             os.rename(tmp / SOURCE_PACKAGE, tree)
             tmp.rmdir()
@@ -73,11 +79,31 @@ def jobs_for(policies: list[str], shells: list[str], tree: Path, jobs: int) -> l
     return out
 
 
+@contextmanager
+def _tree_lock(tree: Path) -> Iterator[None]:
+    """One campaign per tree: two would clean and build over each other."""
+    with open(tree.parent / f".{tree.name}.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RmaplabError("another kbuild campaign is using this tree", path=tree,
+                               hint="wait, or give this one its own --tree") from None
+        yield
+
+
 def campaign(policies: list[str], shells: list[str], jobs: int = 2, mem: str = "2G",
-             out_root: Path | None = None,
+             out_root: Path | None = None, tree: Path | None = None,
              log=lambda s: print(s, flush=True)) -> tuple[dict[str, Any], Path]:
     """Run and record the builds; returns (the recorded result, its directory)."""
-    tree = ensure_tree(log)
+    tree = (tree or default_tree()).absolute()
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    with _tree_lock(tree):
+        ensure_tree(tree, log)
+        return _campaign(policies, shells, jobs, mem, out_root, tree, log)
+
+
+def _campaign(policies: list[str], shells: list[str], jobs: int, mem: str,
+              out_root: Path | None, tree: Path, log) -> tuple[dict[str, Any], Path]:
     todo = jobs_for(policies, shells, tree, jobs)
     labels = [(p, s) for p in policies for s in shells]
     log(f"{len(labels)} counted builds in one boot: "
