@@ -178,7 +178,7 @@ def test_bad_options_fail_before_any_work(tmp_path):
                           (["kernel", "run", "--policy", "v6.0"], "no command to run"),
                           (["kernel", "run", "--policy", "all", "--mem", "lots", "--", "true"],
                            "not a size"),
-                          (["kernel", "build", "--jobs", "0"], "not a positive integer"),
+                          (["kernel", "build", "--jobs", "0"], "must be a whole number"),
                           (["kernel", "kbuild", "--shell", "zsh"], "unknown shell")]:
         out = _rmaplab(*args, env=env)
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)

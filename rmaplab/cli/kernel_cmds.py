@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rmaplab.cli import _args
 from rmaplab.cli._registry import command, json_out
 from rmaplab.errors import RmaplabError
 
@@ -37,12 +38,6 @@ def _mem(text: str) -> str:
     return text
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return int(text)
-
-
 @command("kernel")
 def _kernel(sub) -> None:
     p = sub.add_parser(
@@ -58,7 +53,7 @@ def _kernel(sub) -> None:
                     "$RMAPLAB_CACHE/uml, apply the patch series, configure (uml.config) and "
                     "build; boot it once under every policy.  Cached: a second build does "
                     "nothing, a patch edit rebuilds only what it touches.")
-    b.add_argument("--jobs", type=_positive, help="make -j (default: number of CPUs)")
+    b.add_argument("--jobs", type=_args.integer(1, 64), help="make -j (default: number of CPUs)")
     b.add_argument("--fresh", action="store_true",
                    help="unpack and build from scratch (the cached kernels stay)")
     b.add_argument("--json", action="store_true", help="print the kernel's metadata as JSON")
@@ -76,11 +71,13 @@ def _kernel(sub) -> None:
               "[--timeout S] -- CMD [ARG...]")
     r.add_argument("--policy", required=True, help="a policy, a comma list, or all")
     r.add_argument("--json", action="store_true")
-    r.add_argument("--rw", action="append", default=[], metavar="DIR",
+    r.add_argument("--rw", action="append", default=[], metavar="DIR", type=_args.existing_dir,
                    help="host directory the command may write (repeatable)")
-    r.add_argument("--cwd", default=None, help="working directory (default: the current one)")
+    r.add_argument("--cwd", type=_args.existing_dir, default=None,
+                   help="working directory (default: the current one)")
     r.add_argument("--mem", type=_mem, default=None, help="guest memory (default 512M)")
-    r.add_argument("--timeout", type=float, default=None, help="seconds per boot")
+    r.add_argument("--timeout", type=_args.real(0, above=True), default=None,
+                   help="seconds per boot")
     r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     r.set_defaults(func=_run_run)
 
@@ -90,11 +87,13 @@ def _kernel(sub) -> None:
                     "the (K,N)-(0,N) differences of every call-site counter with the model's "
                     "(--merge-rule singular, the rule of 6.12).  --record writes the runs and "
                     "the comparison to data/raw/uml/.")
-    m.add_argument("-k", type=_positive, default=16, help="VMAs in the region (16)")
-    m.add_argument("-n", type=_positive, default=10, help="forks or generations (10)")
+    m.add_argument("-k", type=_args.integer(1, 4096), default=16, help="VMAs in the region (16)")
+    m.add_argument("-n", type=_args.integer(1, 4096), default=10,
+                   help="forks or generations (10)")
     m.add_argument("--mode", action="append", help="workload(s) (default: all)")
     m.add_argument("--policy", default="all", help="policies (default all)")
     m.add_argument("--record", action="store_true", help="write data/raw/uml/<time>-micro-...")
+    m.add_argument("--out", type=_args.output_dir, help="parent directory (default data/raw/uml)")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_run_micro)
 
@@ -106,10 +105,11 @@ def _kernel(sub) -> None:
                     "Records a new directory under data/raw/uml/ (metadata, counts, logs).")
     k.add_argument("--policy", default="all", help="policies (default all)")
     k.add_argument("--shell", default="sh,bash", help="sh, bash or both (default sh,bash)")
-    k.add_argument("--jobs", type=_positive, default=2, help="make -j inside the guest (2)")
+    k.add_argument("--jobs", type=_args.integer(1, 64), default=2,
+                   help="make -j inside the guest (2)")
     k.add_argument("--mem", type=_mem, default="2G", help="guest memory (2G)")
-    k.add_argument("--out", type=Path, help="parent directory (default data/raw/uml)")
-    k.add_argument("--tree", type=Path,
+    k.add_argument("--out", type=_args.output_dir, help="parent directory (default data/raw/uml)")
+    k.add_argument("--tree", type=_args.output_dir,
                    help="source tree to build in (default $RMAPLAB_CACHE/uml/kbuild/"
                         "linux-source-6.12; unpacked there if missing)")
     k.add_argument("--json", action="store_true")
@@ -166,7 +166,19 @@ def _run_run(args) -> int:
         json_out(rows[0] if len(rows) == 1 else {"kernel": kernel, "runs": rows})
     else:
         _print_table(rows)
-    return 1 if any(r["failed"] for r in rows) else 0
+    return first_failure(rows)
+
+
+def first_failure(rows: list[dict[str, Any]]) -> int:
+    """0, or the first failed command's own status (shell style: 128+N for signal N; 127
+    if it could not be executed; 1 if the guest stopped under it)."""
+    for r in rows:
+        if r["failed"]:
+            status = r["exit_status"]
+            if status is None:
+                return 127 if r["error"].startswith("cannot ") else 1
+            return 128 - status if status < 0 else status
+    return 0
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
@@ -181,8 +193,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         if r["stdout"]:
             sys.stdout.write(f"--- stdout ({r['policy']})\n{r['stdout']}")
         if r["failed"]:
-            what = r["error"] or r["stderr"].strip()[-500:]
-            print(f"FAILED under {r['policy']}: {what}", file=sys.stderr)
+            from rmaplab.measure.run import status_text
+
+            what = r["error"] or status_text(r["exit_status"])
+            tail = r["stderr"].strip()[-500:]
+            print(f"FAILED under {r['policy']}: {what}" + (f": {tail}" if tail else ""),
+                  file=sys.stderr)
 
 
 def _run_micro(args) -> int:
@@ -193,7 +209,8 @@ def _run_micro(args) -> int:
     for mode in modes:
         if mode not in WORKLOADS:
             raise RmaplabError(f"unknown workload {mode!r}", hint="one of: " + ", ".join(WORKLOADS))
-    table, where = micro.campaign(args.k, args.n, modes, _policies(args.policy), args.record)
+    table, where = micro.campaign(args.k, args.n, modes, _policies(args.policy), args.record,
+                                  out_root=args.out)
     if args.json:
         json_out(table.to_dict(orient="records"))
     else:
@@ -222,4 +239,4 @@ def _run_kbuild(args) -> int:
     else:
         print(kbuild.table(result).to_string(index=False))
         print(f"recorded in {where}")
-    return 1 if any(r["failed"] for r in result["runs"]) else 0
+    return first_failure(result["runs"])

@@ -27,17 +27,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from rmaplab import atomic, integrity
 from rmaplab.errors import RmaplabError
 from rmaplab.kernel import source
 from rmaplab.kernel.run import Job, run_jobs
-from rmaplab.measure import host
+from rmaplab.measure import host, record
 from rmaplab.measure.kbuild import SOURCE_PACKAGE, TARBALL
 from rmaplab.paths import raw_dir
 
@@ -95,15 +93,17 @@ def campaign(policies: list[str], shells: list[str], jobs: int = 2, mem: str = "
              out_root: Path | None = None, tree: Path | None = None,
              log=lambda s: print(s, flush=True)) -> tuple[dict[str, Any], Path]:
     """Run and record the builds; returns (the recorded result, its directory)."""
+    parent = out_root or raw_dir() / "uml"
+    record.check_destination(parent)
     tree = (tree or default_tree()).absolute()
     tree.parent.mkdir(parents=True, exist_ok=True)
     with _tree_lock(tree):
         ensure_tree(tree, log)
-        return _campaign(policies, shells, jobs, mem, out_root, tree, log)
+        return _campaign(policies, shells, jobs, mem, parent, tree, log)
 
 
 def _campaign(policies: list[str], shells: list[str], jobs: int, mem: str,
-              out_root: Path | None, tree: Path, log) -> tuple[dict[str, Any], Path]:
+              parent: Path, tree: Path, log) -> tuple[dict[str, Any], Path]:
     todo = jobs_for(policies, shells, tree, jobs)
     labels = [(p, s) for p in policies for s in shells]
     log(f"{len(labels)} counted builds in one boot: "
@@ -140,9 +140,8 @@ def _campaign(policies: list[str], shells: list[str], jobs: int, mem: str,
         "counting": "differences of /proc/rmaplab_counters around each build, idle guest",
     }
     result = {"metadata": meta, "runs": runs}
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = (out_root or raw_dir() / "uml") / f"{stamp}-kbuild-tinyconfig-j{jobs}"
-    with atomic.new_directory(target) as d:
+
+    def write(d: Path) -> None:
         (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(runs[0]))
@@ -151,11 +150,8 @@ def _campaign(policies: list[str], shells: list[str], jobs: int, mem: str,
         (d / "runs.csv").write_text(buf.getvalue())
         for name, data in logs.items():
             (d / name).write_bytes(data)
-    try:
-        target.resolve().relative_to(raw_dir().resolve())
-        integrity.add([target])
-    except ValueError:
-        pass
+
+    target = record.save(parent, record.run_name(f"kbuild-tinyconfig-j{jobs}"), write)
     return result, target
 
 

@@ -15,16 +15,14 @@ import csv
 import hashlib
 import io
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from rmaplab import atomic, integrity
 from rmaplab.errors import RmaplabError
 from rmaplab.kernel.run import Job, run_jobs
-from rmaplab.measure import host, micro
+from rmaplab.measure import host, micro, record
 from rmaplab.model.policies import POLICIES
 from rmaplab.paths import raw_dir
 
@@ -69,32 +67,30 @@ def compare(k: int = 16, n: int = 10, modes=micro.MODES,
     return compare_results(todo, run_jobs(todo).results, k, n)
 
 
-def campaign(k: int, n: int, modes, policies, record: bool,
+def campaign(k: int, n: int, modes, policies, keep: bool,
              out_root: Path | None = None) -> tuple[pd.DataFrame, Path | None]:
-    """Run and compare; with ``record``, write the runs and the comparison to data/raw/uml/."""
+    """Run and compare; with ``keep``, write the runs and the comparison to data/raw/uml/."""
+    parent = out_root or raw_dir() / "uml"
+    if keep:
+        record.check_destination(parent)
     todo = jobs(k, n, modes, policies)
     batch = run_jobs(todo)
     table = compare_results(todo, batch.results, k, n)
-    if not record:
+    if not keep:
         return table, None
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = (out_root or raw_dir() / "uml") / f"{stamp}-micro-k{k}-n{n}"
     meta = {"what": "micro workloads (avwork.c) in the UML policy kernel",
             "kernel": batch.kernel.describe(), "host": host.describe(), "k": k, "n": n,
             "modes": list(modes), "policies": list(policies), "model_merge_rule": MERGE_RULE,
             "avwork_sha256": hashlib.sha256(micro.source()).hexdigest()}
     keys = ["policy", "argv", "exit_status", "failed", *COMPARED]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({**r, "argv": " ".join(r["argv"][1:])} for r in batch.results)
-    with atomic.new_directory(target) as d:
+
+    def write(d: Path) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({**r, "argv": " ".join(r["argv"][1:])} for r in batch.results)
         (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
         (d / "runs.csv").write_text(buf.getvalue())
         table.to_csv(d / "comparison.csv", index=False)
-    try:
-        target.resolve().relative_to(raw_dir().resolve())
-        integrity.add([target])
-    except ValueError:
-        pass
-    return table, target
+
+    return table, record.save(parent, record.run_name(f"micro-k{k}-n{n}"), write)
