@@ -359,3 +359,18 @@ def test_kbuild_campaign_cleans_before_each_counted_build(tmp_path):
         ("v6.0", ["-s", "clean"]), ("v6.0", ["-s", "-j2"]),
         ("v6.0", ["-s", "clean"]), ("v6.0", ["-s", "-j2", "SHELL=/bin/bash"])]
     assert all(j.cwd == str(tmp_path) and j.argv[0] == "/usr/bin/make" for j in jobs)
+
+
+def test_recorded_campaigns_load_as_one_table(tmp_path):
+    from rmaplab.kernel import kbuild
+
+    for i, policy in enumerate(("v5.4", "v5.5")):
+        d = tmp_path / f"2026-{i}-kbuild"
+        d.mkdir()
+        (d / "metadata.json").write_text(json.dumps({"kernel": {"key": "k1"}}))
+        (d / "runs.csv").write_text(f"policy,shell,anon_vma_alloc\n{policy},sh,{100 + i}\n")
+    t = kbuild.load(sorted(tmp_path.iterdir()))
+    assert list(t["policy"]) == ["v5.4", "v5.5"] and list(t["anon_vma_alloc"]) == [100, 101]
+    assert set(t["kernel_key"]) == {"k1"}
+    with pytest.raises(RmaplabError, match="no kbuild campaigns"):
+        kbuild.load([])

@@ -155,6 +155,20 @@ def _campaign(policies: list[str], shells: list[str], jobs: int, mem: str,
     return result, target
 
 
+def load(directories: list[Path]) -> pd.DataFrame:
+    """Recorded campaigns as one table: runs.csv rows plus the kernel key and directory."""
+    frames = []
+    for d in directories:
+        meta = json.loads((d / "metadata.json").read_text())
+        runs = pd.read_csv(d / "runs.csv")
+        runs["kernel_key"] = meta["kernel"]["key"]
+        runs["campaign"] = d.name
+        frames.append(runs)
+    if not frames:
+        raise RmaplabError("no kbuild campaigns given")
+    return pd.concat(frames, ignore_index=True)
+
+
 def table(result: dict[str, Any]) -> pd.DataFrame:
     cols = ["policy", "shell", "exit_status", "anon_vma_alloc", "anon_vma_fork",
             "anon_vma_prepare", "avc_alloc", "vma_alloc", "mm_forks", "execs"]
