@@ -259,6 +259,9 @@ def run_jobs(jobs: Iterable[Job | tuple[str, Sequence[str]]], *, kernel: Kernel 
     for job in todo:
         if set(job.cwd) & _UNSAFE:
             raise RmaplabError("a working directory with spaces or quotes", path=job.cwd)
+    if set(str(uml_dir())) & _UNSAFE:
+        raise RmaplabError("the guest's files would sit under a path with spaces or quotes",
+                           path=uml_dir(), hint="set RMAPLAB_CACHE to a plain path")
     kernel = kernel or ensure(log=log)
     root = guest.ensure_root()
     (uml_dir() / "jobs").mkdir(parents=True, exist_ok=True)
