@@ -21,15 +21,26 @@ FINER_KEYS = ("avc_clone_fork", "avc_clone_split", "avc_clone_merge", "avc_clone
               "prepare_reused_neighbour")
 
 
-def _policies(text: str) -> list[str]:
+def _policy_list(text: str) -> list[str]:
     from rmaplab.model.policies import POLICIES
 
-    names = list(POLICIES) if text == "all" else text.split(",")
-    for name in names:
-        if name not in POLICIES:
-            raise RmaplabError(f"unknown policy {name!r}",
-                               hint="one of: all, " + ", ".join(POLICIES))
-    return names
+    return _args.choice_list(POLICIES, everything="all")(text)
+
+
+def _shell_list(text: str) -> list[str]:
+    from rmaplab.kernel.kbuild import SHELLS
+
+    return _args.choice_list(SHELLS)(text)
+
+
+def _modes(chosen: list[str] | None) -> tuple[str, ...]:
+    from rmaplab.workloads import WORKLOADS
+
+    modes = tuple(chosen or WORKLOADS)
+    if len(set(modes)) != len(modes):
+        twice = next(m for m in modes if modes.count(m) > 1)
+        raise RmaplabError(f"--mode {twice} is given twice")
+    return modes
 
 
 def _mem(text: str) -> str:
@@ -40,6 +51,8 @@ def _mem(text: str) -> str:
 
 @command("kernel")
 def _kernel(sub) -> None:
+    from rmaplab.workloads import WORKLOADS
+
     p = sub.add_parser(
         "kernel", help="UML kernels of linux-source-6.12 with every reuse policy patched in",
         description="Build one User-Mode Linux kernel that carries every anon_vma reuse policy "
@@ -69,7 +82,8 @@ def _kernel(sub) -> None:
                     "representative and are not reported.",
         usage="rmaplab kernel run --policy P|all [--json] [--rw DIR]... [--cwd DIR] [--mem SIZE] "
               "[--timeout S] -- CMD [ARG...]")
-    r.add_argument("--policy", required=True, help="a policy, a comma list, or all")
+    r.add_argument("--policy", required=True, type=_policy_list,
+                   help="a policy, a comma list, or all")
     r.add_argument("--json", action="store_true")
     r.add_argument("--rw", action="append", default=[], metavar="DIR", type=_args.existing_dir,
                    help="host directory the command may write (repeatable)")
@@ -90,8 +104,9 @@ def _kernel(sub) -> None:
     m.add_argument("-k", type=_args.integer(1, 4096), default=16, help="VMAs in the region (16)")
     m.add_argument("-n", type=_args.integer(1, 4096), default=10,
                    help="forks or generations (10)")
-    m.add_argument("--mode", action="append", help="workload(s) (default: all)")
-    m.add_argument("--policy", default="all", help="policies (default all)")
+    m.add_argument("--mode", action="append", choices=list(WORKLOADS),
+                   help="workload(s) (default: all)")
+    m.add_argument("--policy", default="all", type=_policy_list, help="policies (default all)")
     m.add_argument("--record", action="store_true", help="write data/raw/uml/<time>-micro-...")
     m.add_argument("--out", type=_args.output_dir, help="parent directory (default data/raw/uml)")
     m.add_argument("--json", action="store_true")
@@ -103,8 +118,9 @@ def _kernel(sub) -> None:
                     "and inside the guest run `make -s clean` (not counted) then `make -s -jN` "
                     "with the default /bin/sh and with SHELL=/bin/bash, under each policy.  "
                     "Records a new directory under data/raw/uml/ (metadata, counts, logs).")
-    k.add_argument("--policy", default="all", help="policies (default all)")
-    k.add_argument("--shell", default="sh,bash", help="sh, bash or both (default sh,bash)")
+    k.add_argument("--policy", default="all", type=_policy_list, help="policies (default all)")
+    k.add_argument("--shell", default="sh,bash", type=_shell_list,
+                   help="sh, bash or both (default sh,bash)")
     k.add_argument("--jobs", type=_args.integer(1, 64), default=2,
                    help="make -j inside the guest (2)")
     k.add_argument("--mem", type=_mem, default="2G", help="guest memory (2G)")
@@ -152,7 +168,7 @@ def _run_run(args) -> int:
 
     from rmaplab.kernel.run import DEFAULT_MEM, Job, run_jobs
 
-    policies = _policies(args.policy)
+    policies = args.policy
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise RmaplabError("no command to run", hint="rmaplab kernel run --policy P -- CMD")
@@ -203,13 +219,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def _run_micro(args) -> int:
     from rmaplab.kernel import micro
-    from rmaplab.workloads import WORKLOADS
 
-    modes = tuple(args.mode or WORKLOADS)
-    for mode in modes:
-        if mode not in WORKLOADS:
-            raise RmaplabError(f"unknown workload {mode!r}", hint="one of: " + ", ".join(WORKLOADS))
-    table, where = micro.campaign(args.k, args.n, modes, _policies(args.policy), args.record,
+    table, where = micro.campaign(args.k, args.n, _modes(args.mode), args.policy, args.record,
                                   out_root=args.out)
     if args.json:
         json_out(table.to_dict(orient="records"))
@@ -228,11 +239,7 @@ def _run_micro(args) -> int:
 def _run_kbuild(args) -> int:
     from rmaplab.kernel import kbuild
 
-    shells = args.shell.split(",")
-    for s in shells:
-        if s not in kbuild.SHELLS:
-            raise RmaplabError(f"unknown shell {s!r}", hint="sh, bash or sh,bash")
-    result, where = kbuild.campaign(_policies(args.policy), shells, jobs=args.jobs,
+    result, where = kbuild.campaign(args.policy, args.shell, jobs=args.jobs,
                                     mem=args.mem, out_root=args.out, tree=args.tree)
     if args.json:
         json_out(result)
