@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,8 @@ from rmaplab.difftest.backends import HostBackend, Outcome, UmlBackend
 from rmaplab.difftest.compare import HOST_KEYS, INVALID, InvalidProgram, model_counts
 from rmaplab.difftest.generate import BASE, ORACLE_RULES, GeneratorError, Params, generate
 from rmaplab.errors import RmaplabError
+from rmaplab.kernel import build as kbuild
+from rmaplab.kernel import run as krun
 from rmaplab.model import POLICIES, Kernel
 
 DATA = Path(__file__).parent / "data"
@@ -295,7 +296,8 @@ def test_saved_case_is_explained_and_the_model_now_counts_what_the_kernel_did(pa
 
 # ------------------------------------------------------------------ the UML backend
 def test_uml_backend_says_how_to_build_the_kernel(monkeypatch):
-    monkeypatch.setitem(sys.modules, "rmaplab.kernel", None)
+    monkeypatch.setattr(kbuild, "current_key", lambda: "0" * 16)
+    monkeypatch.setattr(kbuild, "cached", lambda key: None)
     with pytest.raises(RmaplabError, match="UML kernel not built: run rmaplab kernel build"):
         UmlBackend()
     assert main(["difftest", "--backend", "uml", "-n", "1"]) == 2
@@ -307,8 +309,10 @@ def test_uml_backend_runs_the_interpreter_through_run_batch(monkeypatch, tmp_pat
     counters = tmp_path / "counters"
     counters.write_text("anon_vma_alloc 5\nanon_vma_fork 3\n")
     seen = []
+    stand_in = kbuild.Kernel(tmp_path / "linux", {"key": "0" * 16})
 
-    def run_batch(jobs):
+    def run_batch(jobs, kernel):
+        assert kernel is stand_in
         out = []
         for policy, argv in jobs:
             seen.append(policy)
@@ -318,12 +322,9 @@ def test_uml_backend_runs_the_interpreter_through_run_batch(monkeypatch, tmp_pat
                         "stdout": proc.stdout + proc.stderr})
         return out
 
-    fake = type(sys)("rmaplab.kernel.run")
-    fake.run_batch = run_batch
-    package = type(sys)("rmaplab.kernel")
-    package.run = fake
-    monkeypatch.setitem(sys.modules, "rmaplab.kernel", package)
-    monkeypatch.setitem(sys.modules, "rmaplab.kernel.run", fake)
+    monkeypatch.setattr(kbuild, "current_key", lambda: "0" * 16)
+    monkeypatch.setattr(kbuild, "cached", lambda key: stand_in)
+    monkeypatch.setattr(krun, "run_batch", run_batch)
     backend = UmlBackend()
     good = [{"op": "spawn", "pid": 1},
             {"op": "mmap", "pid": 1, "start": page(0), "end": page(1), "prot": "r"}]

@@ -89,7 +89,7 @@ def _run_difftest(args) -> int:
                                              shrink=not args.no_shrink,
                                              case_dir=args.case_dir)
     if args.record:
-        driver.record(summary, programs, outcomes, args.out)
+        driver.record(summary, programs, outcomes, args.out, extra=backend.metadata())
     result = summary.as_dict()
     if args.json:
         json_out(result)

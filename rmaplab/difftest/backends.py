@@ -18,6 +18,7 @@ guest's /proc/rmaplab_counters at both ends of its window.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import signal
@@ -67,6 +68,8 @@ class Backend(Protocol):
 
     def describe(self) -> str: ...
 
+    def metadata(self) -> dict[str, Any]: ...
+
     def run(self, programs: list[list[Event]], policies: Sequence[str]
             ) -> dict[str, list[Outcome]]: ...
 
@@ -94,6 +97,9 @@ class HostBackend:
 
     def describe(self) -> str:
         return f"host (Linux {platform.release()})"
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
 
     def run(self, programs: list[list[Event]], policies: Sequence[str]
             ) -> dict[str, list[Outcome]]:
@@ -150,19 +156,15 @@ class UmlBackend:
             "avc_clone_copy_vma")
 
     def __init__(self) -> None:
-        not_built = RmaplabError("UML kernel not built: run rmaplab kernel build")
-        try:
-            from rmaplab.kernel import run as kernel_run
-            self.run_batch = kernel_run.run_batch
-        except (ImportError, AttributeError):
-            raise not_built from None
-        try:      # run_batch would build a missing kernel: minutes, so say so instead
-            from rmaplab.kernel import build as kernel_build
-            built = kernel_build.cached(kernel_build.current_key()) is not None
-        except (ImportError, AttributeError):
-            built = True
-        if not built:
-            raise not_built
+        from rmaplab.kernel import build
+        from rmaplab.kernel import run as kernel_run
+
+        # run_batch would build a missing kernel (many minutes): say so instead.
+        kernel = build.cached(build.current_key())
+        if kernel is None:
+            raise RmaplabError("UML kernel not built: run rmaplab kernel build")
+        self.kernel = kernel
+        self.run_batch = functools.partial(kernel_run.run_batch, kernel=kernel)
         self.exe = interpreter.binary()
 
     def policies(self) -> tuple[str, ...]:
@@ -171,7 +173,11 @@ class UmlBackend:
         return tuple(POLICIES)
 
     def describe(self) -> str:
-        return "uml (User-Mode Linux 6.12 policy kernels)"
+        return f"uml (User-Mode Linux {self.kernel.meta.get('version', '6.12')} policy kernel " \
+               f"{self.kernel.key})"
+
+    def metadata(self) -> dict[str, Any]:
+        return {"kernel": self.kernel.describe()}
 
     def run(self, programs: list[list[Event]], policies: Sequence[str]
             ) -> dict[str, list[Outcome]]:
