@@ -44,6 +44,9 @@ def _difftest(sub) -> None:
                    help=f"largest mmap in pages ({d.max_map})")
     p.add_argument("--files", type=int, default=d.files,
                    help=f"files for file-backed private mappings, 0 for none ({d.files})")
+    p.add_argument("--like", choices=["host", "uml"],
+                   help="generate the programs this other backend runs (--backend host "
+                        "--like uml: the UML campaign's programs on the host)")
     p.add_argument("--merge-rule", choices=list(MERGE_RULES),
                    help="the model's VMA merge rule (default: the backend kernel's, uncowed "
                         "for the 6.18 host, singular for 6.12 UML)")
@@ -71,7 +74,7 @@ def _policies(backend, choice: str | None) -> list[str]:
 
 def _run_difftest(args) -> int:
     from rmaplab.difftest import driver
-    from rmaplab.difftest.backends import get_backend
+    from rmaplab.difftest.backends import BACKENDS, get_backend
     from rmaplab.difftest.generate import Params
 
     if args.n < 1:
@@ -84,7 +87,7 @@ def _run_difftest(args) -> int:
         return _run_trace(args, backend, policies)
     params = Params(events=args.events, procs=args.procs, pages=args.pages,
                     max_map=args.max_map, files=args.files,
-                    mremap_spans=backend.mremap_spans)
+                    mremap_spans=BACKENDS[args.like or backend.name].mremap_spans)
     summary, programs, outcomes = driver.run(args.n, args.seed, backend, policies, params,
                                              shrink=not args.no_shrink,
                                              case_dir=args.case_dir)
