@@ -117,6 +117,17 @@ CASES: list[tuple[str, str, str]] = [
     # mremap-probe
     ("mremap-probe --runs 0",                             "--runs",        "got '0'"),
     ("mremap-probe --runs x",                             "--runs",        "not a whole number"),
+    # difftest
+    ("difftest -n 0",                                     "-n",            "got '0'"),
+    ("difftest --seed -1",                                "--seed",        "got '-1'"),
+    ("difftest --events 0",                               "--events",      "got '0'"),
+    ("difftest --procs 65",                               "--procs",       "from 1 to 64"),
+    ("difftest --pages x",                                "--pages",       "not a whole number"),
+    ("difftest --max-map 0",                              "--max-map",     "got '0'"),
+    ("difftest --files 9",                                "--files",       "from 0 to 8"),
+    ("difftest --case-dir {text}",                        "--case-dir",    "is not a directory"),
+    ("difftest --record --out {text}",                    "--out",         "is not a directory"),
+    ("difftest --trace {missing}",                        "--trace",       "no such file"),
     # forkcost
     ("forkcost --ks 0",                                   "--ks",          "at least two different VMA counts"),
     ("forkcost --ks 0,0",                                 "--ks",          "given twice"),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from rmaplab.cli import _args
 from rmaplab.cli._registry import command, json_out
 from rmaplab.errors import RmaplabError
 
@@ -30,19 +30,19 @@ def _difftest(sub) -> None:
                     "rmaplab kernel build\n\n"
                     "With --trace FILE, run that one trace (a difftest program) instead.",
     )
-    p.add_argument("-n", type=int, default=100, help="programs (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first program (default 0)")
+    p.add_argument("-n", type=_args.integer(1, 1_000_000), default=100, help="programs (default 100)")
+    p.add_argument("--seed", type=_args.integer(0), default=0, help="seed of the first program (default 0)")
     p.add_argument("--backend", default="host", choices=["host", "uml"])
     p.add_argument("--policy", default=None,
                    help="policy, or 'all' (default: v6.0 on host, all on uml)")
-    p.add_argument("--events", type=int, default=d.events,
+    p.add_argument("--events", type=_args.integer(1, 1000), default=d.events,
                    help=f"operations per program ({d.events})")
-    p.add_argument("--procs", type=int, default=d.procs,
+    p.add_argument("--procs", type=_args.integer(1, 64), default=d.procs,
                    help=f"most processes alive at once ({d.procs})")
-    p.add_argument("--pages", type=int, default=d.pages, help=f"arena pages ({d.pages})")
-    p.add_argument("--max-map", type=int, default=d.max_map,
+    p.add_argument("--pages", type=_args.integer(2, 100_000), default=d.pages, help=f"arena pages ({d.pages})")
+    p.add_argument("--max-map", type=_args.integer(1, 10_000), default=d.max_map,
                    help=f"largest mmap in pages ({d.max_map})")
-    p.add_argument("--files", type=int, default=d.files,
+    p.add_argument("--files", type=_args.integer(0, 8), default=d.files,
                    help=f"files for file-backed private mappings, 0 for none ({d.files})")
     p.add_argument("--like", choices=["host", "uml"],
                    help="generate the programs this other backend runs (--backend host "
@@ -51,11 +51,11 @@ def _difftest(sub) -> None:
                    help="the model's VMA merge rule (default: the backend kernel's, uncowed "
                         "for the 6.18 host, singular for 6.12 UML)")
     p.add_argument("--no-shrink", action="store_true", help="report disagreements unshrunk")
-    p.add_argument("--case-dir", type=Path, help="where shrunk cases go (tests/data/difftest)")
+    p.add_argument("--case-dir", type=_args.output_dir, help="where shrunk cases go (tests/data/difftest)")
     p.add_argument("--record", action="store_true",
                    help="write the run to data/raw/difftest/ (and the manifest)")
-    p.add_argument("--out", type=Path, help="parent directory for --record")
-    p.add_argument("--trace", type=Path, help="run this one trace instead of random programs")
+    p.add_argument("--out", type=_args.output_dir, help="parent directory for --record")
+    p.add_argument("--trace", type=_args.existing_file, help="run this one trace instead of random programs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run_difftest)
 
@@ -77,8 +77,6 @@ def _run_difftest(args) -> int:
     from rmaplab.difftest.backends import BACKENDS, get_backend
     from rmaplab.difftest.generate import Params
 
-    if args.n < 1:
-        raise RmaplabError("-n must be at least 1")
     backend = get_backend(args.backend)
     if args.merge_rule:
         backend.merge_rule = args.merge_rule
