@@ -318,6 +318,29 @@ def test_kth_difference_equals_sorting_all_differences(seed):
         assert location.kth_difference(a, b, k) == diffs[k - 1]
 
 
+def _tie_heavy_design(kind: str, m: int, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    if kind == "ties":             # 10 ms resolution, a handful of distinct values
+        return np.round(rng.normal(1.0, 0.015, m), 2), np.round(rng.normal(1.0, 0.015, n), 2)
+    if kind == "identical":        # B repeats A: the median difference is exactly 0
+        a = np.round(rng.normal(5.0, 0.02, m), 2)
+        return a, np.resize(a, n)
+    if kind == "constant":         # zero variance on both sides
+        return np.full(m, 10.0), np.full(n, 10.1)
+    return np.full(m, 2.0), np.round(rng.normal(2.0, 0.01, n), 2)   # one side constant
+
+
+@pytest.mark.parametrize("kind", ["ties", "identical", "constant", "one-constant"])
+@pytest.mark.parametrize("m, n", [(1, 7), (40, 33), (120, 90), (300, 300)])
+def test_kth_difference_with_heavy_ties_equals_sorting_all_differences(kind, m, n):
+    rng = np.random.default_rng(m * 1000 + n)
+    a, b = (np.sort(x) for x in _tie_heavy_design(kind, m, n, rng))
+    diffs = np.sort(np.subtract.outer(b, a).ravel())
+    picks = {1, len(diffs), (len(diffs) + 1) // 2, len(diffs) // 2 + 1,
+             *rng.integers(1, len(diffs) + 1, 6).tolist()}
+    for k in picks:
+        assert location.kth_difference(a, b, k) == diffs[k - 1], k
+
+
 def test_kth_difference_at_1000_by_1000():
     rng = np.random.default_rng(1)
     a, b = np.sort(rng.normal(100, 1, 1000)), np.sort(np.round(rng.normal(100.1, 1, 1000), 2))
