@@ -438,6 +438,21 @@ def test_distribution_free_equivalence_needs_a_hodges_lehmann_interval():
     assert res.df_equivalent == bool(diffs.min() > -1 and diffs.max() < 1)
 
 
+@pytest.mark.parametrize("a_text, b_text", [
+    ("10.00", "10.10"), ("10.00", "9.90"),      # exactly +-1%: on the margin, so outside
+    ("10.00", "10.09"), ("10.00", "9.91"),      # 0.9%: inside
+    ("10.00", "10.11"), ("112.00", "113.12"), ("0.30", "0.303"), ("0.30", "0.297"),
+    ("49.99", "50.49"), ("3.33", "3.3633"),
+])
+def test_distribution_free_equivalence_margin_is_decided_in_decimal(a_text, b_text):
+    # Reference: the same check in exact decimal arithmetic on the text the times came
+    # from; every difference is b - a, and the margin itself is outside.
+    change = (Fraction(b_text) - Fraction(a_text)) / Fraction(a_text)
+    expected = abs(change) < Fraction(1, 100)
+    a, b = np.full(3, float(a_text)), np.full(3, float(b_text))
+    assert equivalence.tost(a, b, 1.0).df_equivalent is expected
+
+
 # --- drift -----------------------------------------------------------------------------------
 
 def test_trend_uses_kendall_tau():
