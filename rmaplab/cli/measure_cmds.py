@@ -180,15 +180,32 @@ def _run_micro(args) -> int:
 @command("forkcost")
 def _forkcost(sub) -> None:
     p = sub.add_parser(
-        "forkcost", help="measure what one anon_vma costs a fork on this kernel",
-        description="Time fork+_exit+waitpid of a process with K one-page VMAs with and without "
-                    "an anon_vma (avwork forkcost), interleaved; fit the per-anon_vma cost "
-                    "(OLS interaction term, HC3 95%% CI).  Raw data go to data/raw/cost/.",
+        "forkcost", help="measure what anon_vmas and anon_vma_chains cost a fork on this kernel",
+        description="--design objects (default): avwork forkdepth over split/sep regions of K "
+                    "one-page VMAs with and without an anon_vma, chains of depth 1-4 with live "
+                    "ancestors and depth 3-4 with exited ones (anon_vma reuse), so that anon_vmas, "
+                    "AVCs and VMAs with an anon_vma per fork vary independently; every condition "
+                    "is first counted with perf stat (per-fork allocations by call site), then "
+                    "timed (CPU of fork+_exit+waitpid) in a seeded random order, together with "
+                    "avwork teardown (children of one parent exiting together vs one at a time). "
+                    "Fits ns per anon_vma and per AVC (OLS, HC3 95%% CIs) and the concurrent/"
+                    "sequential teardown ratio.  Defaults take about 5 min on 2 quiet cores.  "
+                    "--design state: the earlier benchmark (K VMAs with/without an anon_vma, "
+                    "depth 1).  Raw data go to a new directory under data/raw/cost/.",
     )
-    p.add_argument("--ks", default="0,32,128", help="VMA counts (0,32,128)")
-    p.add_argument("--forks", type=int, default=200, help="forks per run (200)")
-    p.add_argument("--repeats", type=int, default=40, help="runs per (K, state) (40)")
+    p.add_argument("--design", choices=("objects", "state"), default="objects")
+    p.add_argument("--ks", default=None,
+                   help="VMA counts (objects: 0,32,128; state: 0,32,128)")
+    p.add_argument("--forks", type=int, default=None,
+                   help="forks per run (objects: 500; state: 200)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="runs per condition (objects: 20; state: 40)")
+    p.add_argument("--children", type=int, default=16,
+                   help="objects: children per teardown run (16)")
+    p.add_argument("--teardown-repeats", type=int, default=40,
+                   help="objects: runs per teardown condition (40)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="parent directory (default data/raw/cost)")
     p.add_argument("--no-record", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_forkcost)
@@ -198,19 +215,38 @@ def _run_forkcost(args) -> int:
     from rmaplab.measure import cost
 
     try:
-        ks = tuple(int(x) for x in args.ks.split(","))
+        ks = tuple(int(x) for x in (args.ks or "0,32,128").split(","))
     except ValueError:
         raise RmaplabError(f"--ks must be integers separated by commas, got {args.ks!r}") from None
-    df, where = cost.run(ks=ks, forks=args.forks, repeats=args.repeats, seed=args.seed,
-                         record=not args.no_record)
-    per = cost.per_anon_vma_cost(df)
+    if args.design == "state":
+        df, where = cost.run(ks=ks, forks=args.forks or 200, repeats=args.repeats or 40,
+                             seed=args.seed, record=not args.no_record, out_root=args.out)
+        per = cost.per_anon_vma_cost(df)
+        if args.json:
+            json_out({**per, "raw": str(where) if where else None})
+        else:
+            print(f"per anon_vma at fork+exit: {per['ns_per_anon_vma']:.0f} ns "
+                  f"[{per['ci_low']:.0f}, {per['ci_high']:.0f}] (95% CI, {per['n']} runs); "
+                  f"per VMA without anon_vma: {per['ns_per_vma']:.0f} ns"
+                  + (f"; raw data: {where}" if where else ""))
+        return 0
+    runs, counts, where = cost.objects_campaign(
+        forks=args.forks or 500, repeats=args.repeats or 20, children=args.children,
+        teardown_repeats=args.teardown_repeats, seed=args.seed, record=not args.no_record,
+        out_root=args.out, conditions=cost.objects_conditions(ks=ks))
+    coef = cost.coefficients(cost.object_costs(runs, counts))
+    tear = cost.teardown_effect(runs)
     if args.json:
-        json_out({**per, "raw": str(where) if where else None})
-    else:
-        print(f"per anon_vma at fork+exit: {per['ns_per_anon_vma']:.0f} ns "
-              f"[{per['ci_low']:.0f}, {per['ci_high']:.0f}] (95% CI, {per['n']} runs); "
-              f"per VMA without anon_vma: {per['ns_per_vma']:.0f} ns"
-              + (f"; raw data: {where}" if where else ""))
+        json_out({"coefficients": coef.to_dict(orient="records"),
+                  "teardown": tear.to_dict(orient="records"), "raw": str(where) if where else None})
+        return 0
+    for _, c in coef.iterrows():
+        print(f"{c['term']:<26} {c['ns']:8.0f} ns  [{c['ci_low']:.0f}, {c['ci_high']:.0f}]")
+    for _, t in tear.iterrows():
+        print(f"teardown ({t['layout']}): concurrent/sequential {t['ratio']:.2f} "
+              f"[{t['ratio_ci_low']:.2f}, {t['ratio_ci_high']:.2f}]")
+    if where:
+        print(f"raw data: {where}")
     return 0
 
 
@@ -257,4 +293,88 @@ def _run_kbuild(args) -> int:
                                out_root=args.out or raw_dir() / "kbuild")
     failed = sum(1 for r in runs if r.failed)
     print(f"{len(runs)} runs, {failed} failed; raw data: {where}")
+    return 0 if not failed else 1
+
+
+@command("ceiling")
+def _ceiling(sub) -> None:
+    p = sub.add_parser(
+        "ceiling", help="in-vivo ceiling: sys time of a build spent where anon_vma work happens",
+        description="Build tinyconfig under `perf record -a` in separate passes, interleaved in "
+                    "a seeded random order: plain (no perf: the sys-time denominator), trace "
+                    "(on-CPU time inside mm-copying fork/clone syscalls, exit and exec teardown "
+                    "up to mmap:exit_mmap, and the mmap_lock read sections around "
+                    "__anon_vma_prepare), sample (cpu-clock call chains attributed to "
+                    "anon_vma_fork/anon_vma_clone/unlink_anon_vmas/__anon_vma_prepare) and locks "
+                    "(lock:contention_begin/end; anon_vma root locks recognised by address); "
+                    "plain and locks also oversubscribed.  A sampled micro workload of known "
+                    "extra cost (avwork forkcost, with and without anon_vmas) validates the "
+                    "attribution.  Defaults: 2 shells x 6 conditions x 3 repeats = 36 builds + 6 "
+                    "validation runs, about 60 min on 2 quiet cores.  Finished runs are staged; "
+                    "rerunning the same command resumes.  Reduced results (no perf.data) go to "
+                    "a new directory under data/raw/ceiling/.  With `-- CMD` the workload is CMD "
+                    "instead of the kernel build ({jobs} in CMD is replaced by the -j value).",
+        usage="rmaplab ceiling [--shells sh,bash] [--passes plain,trace,sample,locks] "
+              "[--jobs 2] [--oversubscribed 8] [--repeats 3] [--freq 4000] "
+              "[--validate K,FORKS,REPEATS | --no-validate] [--seed N] [--tree DIR] [--out DIR] "
+              "[--no-record] [-- CMD ...]",
+    )
+    p.add_argument("--shells", default="sh,bash", help="recipe shells (default sh,bash)")
+    p.add_argument("--passes", default="plain,trace,sample,locks",
+                   help="passes at -jJOBS (default all four)")
+    p.add_argument("--jobs", type=int, default=2, help="make -j (default 2)")
+    p.add_argument("--oversubscribed", type=int, default=8,
+                   help="also run plain and locks at this -j (default 8; 0: no)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per condition (default 3)")
+    p.add_argument("--freq", type=int, default=4000, help="cpu-clock samples/s (default 4000)")
+    p.add_argument("--validate", default="128,4000,3",
+                   help="avwork forkcost K,FORKS,REPEATS for the sampling check (default "
+                        "128,4000,3)")
+    p.add_argument("--no-validate", action="store_true", help="skip the sampling check")
+    p.add_argument("--seed", type=int, default=2019, help="seed of the run order")
+    p.add_argument("--tree", type=Path, help="build this tree instead of linux-source-6.12")
+    p.add_argument("--label", default=None, help="name of the raw directory (default ceiling)")
+    p.add_argument("--out", type=Path, help="parent directory (default data/raw/ceiling)")
+    p.add_argument("--no-record", action="store_true", help="do not write raw data")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    p.set_defaults(func=_run_ceiling)
+
+
+def _int_list(text: str, what: str, n: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise RmaplabError(f"{what} must be {n} integers separated by commas, got {text!r}")
+    return values
+
+
+def _run_ceiling(args) -> int:
+    from rmaplab.measure import ceiling, kbuild
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    shells = [s for s in args.shells.split(",") if s]
+    unknown = [s for s in shells if s not in kbuild.SHELLS]
+    if unknown:
+        raise RmaplabError(f"unknown shell(s) {', '.join(unknown)}",
+                           hint="choose from " + ", ".join(kbuild.SHELLS))
+    if cmd:
+        builds = {"cmd": lambda j: [a.replace("{jobs}", str(j)) for a in cmd]}
+        cwd, before = None, None
+    else:
+        tree = args.tree or kbuild.ensure_source()
+        if not (tree / "Makefile").exists():
+            raise RmaplabError("no Makefile in the tree to build", path=tree)
+        builds = {s: (lambda j, s=s: ["make", "-s", f"-j{j}", *kbuild.SHELLS[s]]) for s in shells}
+        cwd, before = tree, ["make", "-s", "clean"]
+    passes = [k for k in args.passes.split(",") if k]
+    conds = ceiling.build_conditions(builds, cwd, before, passes, args.jobs,
+                                     args.oversubscribed)
+    validate = None if args.no_validate else _int_list(args.validate, "--validate", 3)
+    table, where = ceiling.campaign(conds, repeats=args.repeats, freq=args.freq, seed=args.seed,
+                                    validate=validate, label=args.label or "ceiling",
+                                    out_root=args.out, record=not args.no_record)
+    failed = int(table["failed"].sum())
+    print(f"{len(table)} runs, {failed} failed" + (f"; raw data: {where}" if where else ""))
     return 0 if not failed else 1

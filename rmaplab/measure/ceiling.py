@@ -532,16 +532,44 @@ def run_one(cond: Condition, scratch: Path, freq: int) -> tuple[dict[str, Any], 
     return row, files
 
 
-def validation_conditions(exe: Path, k: int, forks: int) -> list[Condition]:
-    """avwork forkcost with and without an anon_vma on K one-page VMAs, sampled.
+VALIDATION = {   # label -> avwork forkdepth condition
+    "validate-s0-d1": {"layout": "sep", "state": 0, "depth": 1, "ancestors": "alive"},
+    "validate-s1-d1": {"layout": "sep", "state": 1, "depth": 1, "ancestors": "alive"},
+    "validate-s1-d4": {"layout": "sep", "state": 1, "depth": 4, "ancestors": "alive"},
+}
+# (more work, baseline, what the extra work is)
+CONTRASTS = (
+    ("validate-s1-d4", "validate-s1-d1",
+     "deeper chains: only more AVCs (anon_vma_clone at fork, unlink_anon_vmas at exit)"),
+    ("validate-s1-d1", "validate-s0-d1",
+     "an anon_vma per VMA: anon_vma_fork/unlink_anon_vmas and the page-table walk it enables"),
+)
 
-    The two differ only in anon_vma work (anon_vma_fork at fork, unlink_anon_vmas at
-    exit, no pages to copy or free), so the extra samples of state 1 should all fall
-    under the anon_vma functions, and add up to the extra CPU time rusage reports.
+
+def validation_conditions(exe: Path, k: int, forks: int) -> list[Condition]:
+    """avwork forkdepth conditions whose differences are known anon_vma work, sampled.
+
+    Between d4 and d1 the only extra work is anon_vma_chains (3 more per VMA per fork:
+    anon_vma_clone at fork, unlink_anon_vmas at exit), so the extra samples should all
+    fall under the anon_vma functions and add up to the extra CPU time rusage reports.
+    Between s1 and s0 the extra is an anon_vma per VMA plus copy_page_range's walk of
+    those VMAs (vma_needs_copy() is true once a VMA has an anon_vma).
     """
-    return [Condition(f"validate-s{state}", "sample", [str(exe), "forkcost", str(k), str(forks),
-                                                         str(state)], workload="validate")
-            for state in (0, 1)]
+    from rmaplab.measure.cost import _forkdepth_argv
+
+    return [Condition(label, "sample", _forkdepth_argv(str(exe), {**c, "k": k}, forks),
+                      workload="validate") for label, c in VALIDATION.items()]
+
+
+def count_validation(exe: Path, k: int, forks: int) -> dict[str, dict[str, Any]]:
+    """Per-fork allocations of each validation condition, counted by perf stat."""
+    from rmaplab.measure.cost import count_condition
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="rmaplab-count-") as tmp:
+        for label, c in VALIDATION.items():
+            out[label], _ = count_condition(str(exe), {**c, "k": k}, forks, Path(tmp))
+    return out
 
 
 def build_conditions(builds: dict[str, Callable[[int], list[str]]], cwd: Path | None,
@@ -579,23 +607,26 @@ def campaign(conds: list[Condition], repeats: int = 3, freq: int = 4000, seed: i
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     perf.check()
     schedule = [c for c in conds for _ in range(repeats)]
+    counted = {}
     if validate:
         k, forks, vrep = validate
         schedule += [c for c in validation_conditions(micro.binary(), k, forks)
                      for _ in range(vrep)]
+        log("counting the validation workloads with perf stat ...")
+        counted = count_validation(micro.binary(), k, forks)
     if not schedule:
         raise RmaplabError("nothing to run", hint="give passes, or a validation size")
     random.Random(seed).shuffle(schedule)
     config = {"conditions": [c.__dict__ for c in schedule], "freq": freq, "seed": seed}
     meta = {"host": host.describe(), **config, "order": [c.label for c in schedule],
             "trace_events": TRACE_EVENTS, "lock_events": LOCK_EVENTS, "anon_funcs": ANON_FUNCS,
-            **(extra_meta or {})}
+            "validation_counts": counted, **(extra_meta or {})}
     stage = Staging("ceiling", label, config, log) if record else None
     rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
     durations: list[float] = []
     log(f"{len(schedule)} runs: {len(conds)} condition(s) x {repeats}"
-        + (f" + validation {2 * validate[2]}" if validate else ""))
+        + (f" + validation {len(VALIDATION) * validate[2]}" if validate else ""))
     with tempfile.TemporaryDirectory(prefix="rmaplab-ceiling-") as tmp:
         for order, cond in enumerate(schedule, 1):
             counts[cond.label] += 1
@@ -626,21 +657,24 @@ def campaign(conds: list[Condition], repeats: int = 3, freq: int = 4000, seed: i
 # ---------------------------------------------------------------------------- analysis
 
 
-def load(directory: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    rel = directory.resolve().relative_to(raw_dir().resolve())
-    runs = pd.read_csv(integrity.raw_path(str(rel / "runs.csv")))
-    meta = json.loads(integrity.raw_path(str(rel / "metadata.json")).read_text())
-    return runs, meta
-
-
-def _read(directory: Path, order: int, name: str) -> bytes:
-    """A run's file, checked against the manifest when it lies under data/raw."""
-    path = directory / f"run-{order:03d}.{name}"
+def _file(path: Path) -> bytes:
+    """A recorded file, checked against the manifest when it lies under data/raw
+    (tests read fixtures elsewhere)."""
     try:
         rel = path.resolve().relative_to(raw_dir().resolve())
     except ValueError:
         return path.read_bytes()
     return integrity.raw_path(str(rel)).read_bytes()
+
+
+def load(directory: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """runs.csv and metadata.json of a ceiling campaign."""
+    runs = pd.read_csv(io.BytesIO(_file(directory / "runs.csv")))
+    return runs, json.loads(_file(directory / "metadata.json"))
+
+
+def _read(directory: Path, order: int, name: str) -> bytes:
+    return _file(directory / f"run-{order:03d}.{name}")
 
 
 def folded(directory: Path, order: int) -> pd.DataFrame:
@@ -830,39 +864,43 @@ def ceiling_table(directory: Path, shell: str, jobs: int = 2) -> pd.DataFrame:
 
 
 def validation_table(directory: Path) -> pd.DataFrame:
-    """Sampled attribution against a known cost: avwork forkcost state 1 minus state 0.
+    """Sampled attribution against work of known size, one row per contrast.
 
-    ``extra_cpu_s``: the extra CPU time (rusage, user+sys) of the anon_vma runs, i.e. the
-    count of anon_vmas (K x forks) times their measured cost; ``extra_sampled_s``: the
-    extra samples x period; ``extra_anon_s``: the extra samples under the anon_vma
-    functions.  Correct attribution makes all three equal.
+    For each pair of avwork forkdepth conditions (:data:`CONTRASTS`): the extra CPU
+    time of the busier one (rusage user+sys), the extra time sampled (samples x
+    period), the extra time sampled under the anon_vma functions, and how much of that
+    landed at an interrupt re-enable site; with the extra allocations per fork (perf
+    stat) the extra time per extra object.  Correct attribution of pure AVC work makes
+    ``anon_share_of_extra`` 1.
     """
     runs, meta = load(directory)
     sm = sample_summary(directory, runs[runs["workload"] == "validate"])
     if sm.empty:
         raise RmaplabError("the ceiling campaign has no validation runs",
                            hint="rmaplab ceiling --validate K,FORKS,REPEATS")
-    sm["state"] = sm["label"].str[-1].astype(int)
     sm["sampled_s"] = (sm["samples_kernel"] + sm["samples_user"]) * sm["period_s"]
     sm["anon_s"] = sm["samples_anon"] * sm["period_s"]
     sm["anon_irq_site_s"] = sm["samples_anon_irq_site"] * sm["period_s"]
-    by = sm.groupby("state")[["rusage_cpu", "sampled_s", "anon_s", "anon_irq_site_s"]]
-    mean = by.mean()
-    var = by.var(ddof=1) / by.count()
-    k, forks = _validation_size(meta)
-    row = {"k": k, "forks": forks, "runs_per_state": int(by.count()["anon_s"].min()),
-           "anon_vmas": k * forks}
-    for col, name in (("rusage_cpu", "extra_cpu_s"), ("sampled_s", "extra_sampled_s"),
-                      ("anon_s", "extra_anon_s"), ("anon_irq_site_s", "extra_anon_irq_site_s")):
-        row[name] = float(mean.loc[1, col] - mean.loc[0, col])
-        row[name + "_se"] = float(np.sqrt(var.loc[1, col] + var.loc[0, col]))
-    row["ns_per_anon_vma_rusage"] = 1e9 * row["extra_cpu_s"] / row["anon_vmas"]
-    row["ns_per_anon_vma_sampled"] = 1e9 * row["extra_anon_s"] / row["anon_vmas"]
-    row["anon_share_of_extra"] = row["extra_anon_s"] / row["extra_sampled_s"]
-    row["sampled_over_rusage"] = row["extra_sampled_s"] / row["extra_cpu_s"]
-    return pd.DataFrame([row])
-
-
-def _validation_size(meta: dict[str, Any]) -> tuple[int, int]:
-    cmd = next(c["cmd"] for c in meta["conditions"] if c["workload"] == "validate")
-    return int(cmd[2]), int(cmd[3])
+    cols = ["rusage_cpu", "sampled_s", "anon_s", "anon_irq_site_s"]
+    by = sm.groupby("label")[cols]
+    mean, var, n = by.mean(), by.var(ddof=1), by.count()
+    counts = meta.get("validation_counts", {})
+    rows = []
+    for busy, base, what in CONTRASTS:
+        if busy not in mean.index or base not in mean.index:
+            continue
+        row: dict[str, Any] = {"contrast": f"{busy} - {base}", "extra_work": what,
+                               "runs": int(min(n.loc[busy, "anon_s"], n.loc[base, "anon_s"]))}
+        for col, name in (("rusage_cpu", "extra_cpu_s"), ("sampled_s", "extra_sampled_s"),
+                          ("anon_s", "extra_anon_s"), ("anon_irq_site_s", "extra_anon_irq_site_s")):
+            row[name] = float(mean.loc[busy, col] - mean.loc[base, col])
+            row[name + "_se"] = float(np.sqrt(var.loc[busy, col] / n.loc[busy, col]
+                                              + var.loc[base, col] / n.loc[base, col]))
+        if busy in counts and base in counts:
+            forks = counts[busy]["forks"]
+            for obj in ("anon_vmas", "avcs"):
+                row[f"extra_{obj}"] = forks * (counts[busy][obj] - counts[base][obj])
+        row["anon_share_of_extra"] = row["extra_anon_s"] / row["extra_sampled_s"]
+        row["sampled_over_rusage"] = row["extra_sampled_s"] / row["extra_cpu_s"]
+        rows.append(row)
+    return pd.DataFrame(rows)
