@@ -85,3 +85,88 @@ def test_measure_without_a_command_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "rmaplab", "measure", "--no-record"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no command to measure" in out.stderr
+
+
+KBUILD_TINY = DATA / "kbuild" / "tiny"
+
+
+def test_kbuild_overhead_is_a_welch_ratio_of_plain_and_perf_runs():
+    """overhead() against scipy's Welch t on log times, computed here from runs.csv."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    from rmaplab.measure import kbuild
+
+    runs = pd.read_csv(KBUILD_TINY / "runs.csv")
+    table = kbuild.overhead(runs).set_index(["shell", "metric"])
+    good = runs[~runs["warmup"] & ~runs["failed"]]
+    for shell in ("sh", "bash"):
+        a = good[good["label"] == f"{shell}-plain"]["real"].to_numpy()
+        b = good[good["label"] == shell]["real"].to_numpy()
+        row = table.loc[(shell, "real")]
+        assert row["overhead_pct"] == pytest.approx(100 * (b.mean() / a.mean() - 1))
+        p = stats.ttest_ind(np.log(b), np.log(a), equal_var=False).pvalue
+        assert row["p_welch"] >= p - 1e-12      # Holm-adjusted: never below the raw p
+        assert row["n_plain"] == len(a) and row["n_perf"] == len(b)
+
+
+def test_sys_seconds_prefers_uninstrumented_runs_and_says_which_it_used():
+    import pandas as pd
+
+    from rmaplab.measure import kbuild
+
+    runs = pd.read_csv(KBUILD_TINY / "runs.csv")
+    got = kbuild.sys_seconds("bash", runs, "tiny")
+    good = runs[~runs["warmup"] & ~runs["failed"]]
+    assert got["sys_s"] == pytest.approx(good[good["label"] == "bash-plain"]["sys"].median())
+    assert got["instrumented"] is False and got["n"] == 2
+    old = runs[runs["instrumented"]].drop(columns="instrumented")   # a campaign before plain runs
+    got = kbuild.sys_seconds("bash", old, "old")
+    assert got["instrumented"] is True
+    assert got["sys_s"] == pytest.approx(good[good["label"] == "bash"]["sys"].median())
+
+
+TINY_MAKEFILE = """\
+OBJS := $(patsubst %,o%.txt,1 2 3 4)
+all: $(OBJS)
+o%.txt:
+\t@x=$$(echo $*); echo $$x > $@
+clean:
+\t@rm -f o*.txt
+"""
+
+
+@pytest.mark.perf
+def test_kbuild_campaign_interleaves_plain_runs_and_resumes_after_a_crash(live_kernel, tmp_path,
+                                                                          monkeypatch):
+    """A tiny tree stands in for the kernel: the same conditions, a failure half-way
+    (the 5th `make clean` fails), and a rerun that finishes without redoing runs."""
+    import pandas as pd
+
+    from rmaplab.measure import kbuild
+
+    monkeypatch.setenv("RMAPLAB_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Makefile").write_text(TINY_MAKEFILE)
+    flaky = tmp_path / "cleans"
+    conds = kbuild.conditions(tree, jobs=2)
+    for c in conds:   # count the cleans; the 5th fails, later ones succeed
+        c.before = ["sh", "-c", f'n=$(cat {flaky} 2>/dev/null || echo 0); '
+                                f'echo $((n+1)) > {flaky}; [ "$n" -ne 4 ]']
+    out = tmp_path / "raw"
+    with pytest.raises(RmaplabError, match="preparation"):
+        run.campaign(conds, runs=2, seed=1, label="tiny", out_root=out, log=lambda s: None)
+    assert not out.exists() or not list(out.iterdir())       # nothing published yet
+    runs, where = run.campaign(conds, runs=2, seed=1, label="tiny", out_root=out,
+                               log=lambda s: None)
+    table = pd.read_csv(where / "runs.csv")
+    assert len(table) == 8 and list(table["order"]) == list(range(1, 9))
+    assert int(flaky.read_text()) == 9        # 4 before the failure + the failed one + 4 more
+    plain = table[~table["instrumented"]]
+    assert set(plain["label"]) == {"sh-plain", "bash-plain"}
+    assert plain["anon_vma_fork"].isna().all() and (plain["real"] > 0).all()
+    perf_runs = table[table["instrumented"]]
+    assert perf_runs["mm_forks"].notna().all()
+    assert json.loads((where / "metadata.json").read_text())["resumed"] is True

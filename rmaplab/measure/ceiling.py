@@ -789,7 +789,8 @@ def lock_summary(directory: Path, runs: pd.DataFrame | None = None) -> pd.DataFr
     for _, r in runs[runs["kind"] == "locks"].iterrows():
         lk = locks(directory, int(r["order"]))
         lk = lk[lk["group"] == "build"]
-        anon_code = lk["frames"].map(lambda f: any(fn in f.split(";") for fn in ANON_FUNCS))
+        anon_code = lk["frames"].map(lambda f: any(fn in f.split(";") for fn in ANON_FUNCS)
+                                     ).astype(bool)
         for name, sel in (("anon_vma root lock", lk["lock"] == "anon_vma"),
                           ("other lock in anon_vma code", (lk["lock"] != "anon_vma") & anon_code),
                           ("any other lock", (lk["lock"] != "anon_vma") & ~anon_code)):

@@ -109,8 +109,12 @@ def overhead(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         perf_ = tidy[tidy["group"] == shell]
         if plain.empty or perf_.empty:
             continue
+        # log-scale inference needs positive times (a tick-accounted sys can be 0 s)
+        both = pd.concat([plain, perf_])
+        metrics = tuple(m for m in ("real", "user", "sys")
+                        if (both.loc[both["metric"] == m, "seconds"] > 0).all())
         result = compare(plain, perf_, label_a="plain", label_b="perf stat", alpha=alpha,
-                         same_file=True)
+                         same_file=True, metrics=metrics)
         for m in result.metrics:
             rows.append({"shell": shell, "metric": m.metric, "n_plain": m.n_a, "n_perf": m.n_b,
                          "plain_s": m.mean_a, "perf_s": m.mean_b, "overhead_pct": m.pct_change,
