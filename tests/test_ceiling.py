@@ -1,6 +1,6 @@
 """The in-vivo ceiling: perf script parsing, the three reducers, the analysis, and a live run.
 
-Fixtures (see tests/data/README.md): ``perf/script-ceiling-trace.txt.gz`` is real perf
+Fixtures (see tests/data/perf/README.md and tests/data/ceiling/README.md): ``perf/script-ceiling-trace.txt.gz`` is real perf
 script output of the trace pass around ``sh -c 'x=$(/bin/true); y=$(/bin/true)'``;
 ``ceiling/tiny`` is a whole `rmaplab ceiling` campaign on a shell loop.
 """

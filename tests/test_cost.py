@@ -1,7 +1,7 @@
 """Pricing anon_vma and anon_vma_chain separately; teardown contention; the break-even.
 
 ``tests/data/cost/tiny`` is a small `forkcost --design objects` campaign (see
-tests/data/README.md).  The analysis is checked against independent computations
+tests/data/cost/README.md).  The analysis is checked against independent computations
 (separate regressions, numpy linear algebra, hand arithmetic); the live test checks
 the per-fork counts of avwork forkdepth against the kernel's rules.
 """

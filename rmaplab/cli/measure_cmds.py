@@ -191,7 +191,8 @@ def _forkcost(sub) -> None:
                     "Fits ns per anon_vma and per AVC (OLS, HC3 95%% CIs) and the concurrent/"
                     "sequential teardown ratio.  Defaults take about 5 min on 2 quiet cores.  "
                     "--design state: the earlier benchmark (K VMAs with/without an anon_vma, "
-                    "depth 1).  Raw data go to a new directory under data/raw/cost/.",
+                    "depth 1).  Raw data go to a new directory under data/raw/objects/ (objects) "
+                    "or data/raw/cost/ (state).",
     )
     p.add_argument("--design", choices=("objects", "state"), default="objects")
     p.add_argument("--ks", default=None,
@@ -205,7 +206,8 @@ def _forkcost(sub) -> None:
     p.add_argument("--teardown-repeats", type=int, default=40,
                    help="objects: runs per teardown condition (40)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="parent directory (default data/raw/cost)")
+    p.add_argument("--out", type=Path,
+                   help="parent directory (default data/raw/objects, or data/raw/cost for state)")
     p.add_argument("--no-record", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_forkcost)

@@ -69,9 +69,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rmaplab import integrity
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import host, perf
+from rmaplab.measure.data import read_recorded
 from rmaplab.measure.staging import Staging
 from rmaplab.paths import raw_dir
 
@@ -657,24 +657,14 @@ def campaign(conds: list[Condition], repeats: int = 3, freq: int = 4000, seed: i
 # ---------------------------------------------------------------------------- analysis
 
 
-def _file(path: Path) -> bytes:
-    """A recorded file, checked against the manifest when it lies under data/raw
-    (tests read fixtures elsewhere)."""
-    try:
-        rel = path.resolve().relative_to(raw_dir().resolve())
-    except ValueError:
-        return path.read_bytes()
-    return integrity.raw_path(str(rel)).read_bytes()
-
-
 def load(directory: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """runs.csv and metadata.json of a ceiling campaign."""
-    runs = pd.read_csv(io.BytesIO(_file(directory / "runs.csv")))
-    return runs, json.loads(_file(directory / "metadata.json"))
+    runs = pd.read_csv(io.BytesIO(read_recorded(directory / "runs.csv")))
+    return runs, json.loads(read_recorded(directory / "metadata.json"))
 
 
 def _read(directory: Path, order: int, name: str) -> bytes:
-    return _file(directory / f"run-{order:03d}.{name}")
+    return read_recorded(directory / f"run-{order:03d}.{name}")
 
 
 def folded(directory: Path, order: int) -> pd.DataFrame:
@@ -836,10 +826,14 @@ def ceiling_table(directory: Path, shell: str, jobs: int = 2) -> pd.DataFrame:
     den = denominator(runs, shell, jobs)
     rows = []
 
+    kernel_s = float("nan")
+
     def add(source: str, component: str, seconds: np.ndarray) -> None:
         mean, lo, hi = _mean_ci(seconds)
         rows.append({"shell": shell, "jobs": jobs, "source": source, "component": component,
                      "n_runs": len(seconds),
+                     "pct_of_sampled_kernel": (100 * mean / kernel_s if source == "sampling"
+                                               else float("nan")),
                      "seconds": mean, "ci_low_s": lo, "ci_high_s": hi,
                      "pct_of_sys": 100 * mean / den["sys_s"],
                      "pct_ci_low": 100 * lo / den["sys_s"], "pct_ci_high": 100 * hi / den["sys_s"],
@@ -855,6 +849,9 @@ def ceiling_table(directory: Path, shell: str, jobs: int = 2) -> pd.DataFrame:
     sm = sample_summary(directory, runs)
     sm = sm[sm["jobs"] == jobs]
     if not sm.empty:
+        # tick-accounted rusage sys can differ from the sampled kernel time; each sampled
+        # share is also given as a share of the samples in the kernel
+        kernel_s = (sm["samples_kernel"] * sm["period_s"]).mean()
         p = sm["period_s"]
         add("sampling", "kernel, build threads", (sm["samples_kernel"] * p).to_numpy())
         add("sampling", "dup_mmap + exit_mmap", (sm["samples_paths"] * p).to_numpy())

@@ -220,17 +220,18 @@ def objects_campaign(forks: int = 500, repeats: int = 20, children: int = 16,
                            "LAYOUT K M STATE CONCURRENT", **config}
         for name, data in files.items():
             atomic.write_bytes(stage.files / name, data)
-        where = stage.publish(out_root or raw_dir() / "cost", meta, {"counts.csv": buf.getvalue()})
+        where = stage.publish(out_root or raw_dir() / "objects", meta,
+                              {"counts.csv": buf.getvalue()})
         log(f"recorded in {where}")
     return runs, counts, where
 
 
 def load_objects(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """runs.csv and counts.csv of an objects campaign (checked against the manifest)."""
-    rel = directory.resolve().relative_to(raw_dir().resolve())
-    runs = pd.read_csv(integrity.raw_path(str(rel / "runs.csv")))
-    counts = pd.read_csv(integrity.raw_path(str(rel / "counts.csv")))
-    return runs, counts
+    from rmaplab.measure.data import read_recorded
+
+    return (pd.read_csv(io.BytesIO(read_recorded(directory / "runs.csv"))),
+            pd.read_csv(io.BytesIO(read_recorded(directory / "counts.csv"))))
 
 
 KEYS = ["layout", "k", "state", "depth", "ancestors"]

@@ -26,7 +26,9 @@ def latest(kind: str) -> Path:
         raise RmaplabError(f"no recorded measurements in data/raw/{kind}",
                            hint={"kbuild": "make kbuild-campaign",
                                  "micro": "rmaplab micro --record",
-                                 "cost": "rmaplab forkcost"}.get(kind))
+                                 "cost": "rmaplab forkcost --design state",
+                                 "objects": "make cost-campaign",
+                                 "ceiling": "make ceiling-campaign"}.get(kind))
     return dirs[-1]
 
 
@@ -48,3 +50,19 @@ def timing_frame(runs: pd.DataFrame, source: str) -> pd.DataFrame:
                          "run": int(r["run"]), "metric": metric, "seconds": float(r[metric]),
                          "kind": "run", "n": 1, "format": "rmaplab-measure"})
     return pd.DataFrame(rows)
+
+
+def read_recorded(path: Path) -> bytes:
+    """A recorded file: checked against the manifest when it lies under data/raw (test
+    fixtures and campaigns written elsewhere are read as they are)."""
+    try:
+        rel = path.resolve().relative_to(raw_dir().resolve())
+    except ValueError:
+        return path.read_bytes()
+    return integrity.raw_path(str(rel)).read_bytes()
+
+
+def newest_with(kind: str, filename: str) -> Path | None:
+    """The newest recorded data/raw/<kind>/ directory that holds ``filename``."""
+    dirs = [d for d in measurement_dirs(kind) if (d / filename).exists()]
+    return dirs[-1] if dirs else None
