@@ -76,3 +76,37 @@ def test_fig5_cost_grows_faster_with_anon_vmas():
     d = data("fig5_fork_cost").set_index(["state", "k"])["median_us_per_fork"]
     kmax = d.index.get_level_values("k").max()
     assert d.loc[(1, kmax)] > d.loc[(0, kmax)]
+
+
+def test_fig03_ceiling_shares_are_seconds_over_the_uninstrumented_denominator():
+    d = data("fig03_ceiling")
+    assert {"brackets (on-CPU)", "sampling"} <= set(d.source)
+    share = 100 * d.seconds / d.denominator_sys_s
+    assert (share - d.pct_of_sys).abs().max() < 1e-6 * max(1, share.abs().max())
+    parts = d[(d.source == "brackets (on-CPU)") & (d.component != "all four")]
+    total = d[(d.source == "brackets (on-CPU)") & (d.component == "all four")]
+    for shell, sub in parts.groupby("shell"):
+        assert sub.seconds.sum() == pytest.approx(total[total.shell == shell].seconds.iloc[0])
+
+
+def test_fig03_sampling_validation_has_four_quantities_per_contrast():
+    d = data("fig03_sampling_validation")
+    assert d.groupby("contrast").quantity.nunique().eq(4).all()
+    assert d.contrast.nunique() == 2
+
+
+def test_fig03_object_costs_has_each_price_and_a_teardown_ratio_per_layout():
+    d = data("fig03_object_costs")
+    prices = d[d.panel == "price"]
+    assert set(prices.term) == {"per anon_vma", "per anon_vma_chain", "per VMA with an anon_vma",
+                                "per VMA"}
+    assert (prices.ci_low <= prices.ns).all() and (prices.ns <= prices.ci_high).all()
+    assert set(d[d.panel == "teardown ratio"].term) == {"sep", "split"}
+
+
+def test_fig03_break_even_factor_is_claimed_over_measured_seconds():
+    d = data("fig03_break_even")
+    assert (d.claimed_s / d.measured_s - d.break_even_factor).abs().max() < 1e-6 * \
+        d.break_even_factor.max()
+    assert (d.break_even_factor_low <= d.break_even_factor).all()
+    assert set(d.patch) == {"v5.5", "wei-intended"} and set(d.shell) == {"sh", "bash"}
