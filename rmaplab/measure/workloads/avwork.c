@@ -159,6 +159,37 @@ static void madvise_range(long first, long count, int advice)
 
 static long usec(struct timeval tv) { return tv.tv_sec * 1000000L + tv.tv_usec; }
 
+static long elapsed_ns(struct timespec *t0, struct timespec *t1)
+{
+	return (t1->tv_sec - t0->tv_sec) * 1000000000L + (t1->tv_nsec - t0->tv_nsec);
+}
+
+static void add_rusage(struct rusage *sum, const struct rusage *self, const struct rusage *kids)
+{
+	sum->ru_utime.tv_sec = self->ru_utime.tv_sec + kids->ru_utime.tv_sec;
+	sum->ru_utime.tv_usec = self->ru_utime.tv_usec + kids->ru_utime.tv_usec;
+	sum->ru_stime.tv_sec = self->ru_stime.tv_sec + kids->ru_stime.tv_sec;
+	sum->ru_stime.tv_usec = self->ru_stime.tv_usec + kids->ru_stime.tv_usec;
+}
+
+/* N fork+_exit+waitpid: wall ns; rusage of self plus children before and after. */
+static long measure_forks(long n, struct rusage *before, struct rusage *after)
+{
+	struct rusage self, kids;
+	struct timespec t0, t1;
+
+	getrusage(RUSAGE_SELF, &self);
+	getrusage(RUSAGE_CHILDREN, &kids);
+	add_rusage(before, &self, &kids);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	forks(n);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	getrusage(RUSAGE_SELF, &self);
+	getrusage(RUSAGE_CHILDREN, &kids);
+	add_rusage(after, &self, &kids);
+	return elapsed_ns(&t0, &t1);
+}
+
 static int forkcost(long k, long n, int state)
 {
 	reserve(2 * k + 1);
@@ -169,20 +200,13 @@ static int forkcost(long k, long n, int state)
 		if (state == 1)
 			madvise_range(2 * i + 1, 1, MADV_DONTNEED);
 	}
-	struct rusage self0, kids0, self1, kids1;
-	struct timespec t0, t1;
-	getrusage(RUSAGE_SELF, &self0);
-	getrusage(RUSAGE_CHILDREN, &kids0);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	forks(n);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	getrusage(RUSAGE_SELF, &self1);
-	getrusage(RUSAGE_CHILDREN, &kids1);
-	long ns = (t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec);
-	long ut = usec(self1.ru_utime) - usec(self0.ru_utime) + usec(kids1.ru_utime) - usec(kids0.ru_utime);
-	long st = usec(self1.ru_stime) - usec(self0.ru_stime) + usec(kids1.ru_stime) - usec(kids0.ru_stime);
+	struct rusage a, b;
+	long ns = measure_forks(n, &a, &b);
+	long ut = usec(b.ru_utime) - usec(a.ru_utime);
+	long st = usec(b.ru_stime) - usec(a.ru_stime);
 	char buf[160];
 	int len = snprintf(buf, sizeof(buf), "%ld %ld %ld %d %ld %ld\n", ns, k, n, state, ut, st);
+
 	return write(1, buf, len) == len ? 0 : 3;
 }
 
@@ -227,34 +251,12 @@ static void report(long ns, long k, long n, int state, long x, struct rusage *a,
 		_exit(3);
 }
 
-static long elapsed_ns(struct timespec *t0, struct timespec *t1)
-{
-	return (t1->tv_sec - t0->tv_sec) * 1000000000L + (t1->tv_nsec - t0->tv_nsec);
-}
-
-static void add_rusage(struct rusage *sum, const struct rusage *self, const struct rusage *kids)
-{
-	sum->ru_utime.tv_sec = self->ru_utime.tv_sec + kids->ru_utime.tv_sec;
-	sum->ru_utime.tv_usec = self->ru_utime.tv_usec + kids->ru_utime.tv_usec;
-	sum->ru_stime.tv_sec = self->ru_stime.tv_sec + kids->ru_stime.tv_sec;
-	sum->ru_stime.tv_usec = self->ru_stime.tv_usec + kids->ru_stime.tv_usec;
-}
-
 static void timed_forks(long k, long n, int state, long d)
 {
-	struct rusage s0, c0, s1, c1, a, b;
-	struct timespec t0, t1;
+	struct rusage a, b;
+	long ns = measure_forks(n, &a, &b);
 
-	getrusage(RUSAGE_SELF, &s0);
-	getrusage(RUSAGE_CHILDREN, &c0);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	forks(n);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	getrusage(RUSAGE_SELF, &s1);
-	getrusage(RUSAGE_CHILDREN, &c1);
-	add_rusage(&a, &s0, &c0);
-	add_rusage(&b, &s1, &c1);
-	report(elapsed_ns(&t0, &t1), k, n, state, d, &a, &b);
+	report(ns, k, n, state, d, &a, &b);
 }
 
 /* Wait for every child and orphan; fail if any of them failed. */
