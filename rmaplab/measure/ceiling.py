@@ -416,7 +416,8 @@ def _events(events: Iterable[tuple[str, str | None]]) -> list[str]:
 
 def record_argv(kind: str, data: Path, cmd: list[str], freq: int = 4000) -> list[str]:
     """perf record -a for one pass (``trace``, ``sample`` or ``locks``) around CMD."""
-    argv = [perf.perf_binary(), "record", "-q", "-a", "-m", "32M", "-o", str(data)]
+    # -B: no build-id pass over perf.data at the end (kernel symbols come from kallsyms)
+    argv = [perf.perf_binary(), "record", "-q", "-a", "-B", "-m", "32M", "-o", str(data)]
     if kind == "trace":
         argv += _events(TRACE_EVENTS)
     elif kind == "sample":
