@@ -90,25 +90,68 @@ def test_measure_without_a_command_is_a_usage_error():
 KBUILD_TINY = DATA / "kbuild" / "tiny"
 
 
-def test_kbuild_overhead_is_a_welch_ratio_of_plain_and_perf_runs():
-    """overhead() against scipy's Welch t on log times, computed here from runs.csv."""
+def _check_overhead_against_scipy(runs, metrics=("real", "user")) -> int:
+    """overhead(runs) against scipy, computed here: the change of means, Welch's p (scipy's
+    ttest_ind), and each finite CI end r at which scipy's Welch test of perf against
+    r * plain has p = 0.05 (Fieller-Welch; an unbounded end is NaN).  Returns the number
+    of finite CI ends checked."""
     import numpy as np
-    import pandas as pd
     from scipy import stats
 
     from rmaplab.measure import kbuild
 
-    runs = pd.read_csv(KBUILD_TINY / "runs.csv")
     table = kbuild.overhead(runs).set_index(["shell", "metric"])
     good = runs[~runs["warmup"] & ~runs["failed"]]
+    finite = 0
     for shell in ("sh", "bash"):
-        a = good[good["label"] == f"{shell}-plain"]["real"].to_numpy()
-        b = good[good["label"] == shell]["real"].to_numpy()
-        row = table.loc[(shell, "real")]
-        assert row["overhead_pct"] == pytest.approx(100 * (b.mean() / a.mean() - 1))
-        p = stats.ttest_ind(np.log(b), np.log(a), equal_var=False).pvalue
-        assert row["p_welch"] >= p - 1e-12      # Holm-adjusted: never below the raw p
-        assert row["n_plain"] == len(a) and row["n_perf"] == len(b)
+        for metric in metrics:
+            a = good[good["label"] == f"{shell}-plain"][metric].to_numpy()
+            b = good[good["label"] == shell][metric].to_numpy()
+            row = table.loc[(shell, metric)]
+            assert row["overhead_pct"] == pytest.approx(100 * (b.mean() / a.mean() - 1))
+            assert row["p_welch"] == pytest.approx(
+                stats.ttest_ind(b, a, equal_var=False).pvalue, rel=1e-9)
+            for end in ("ci_low", "ci_high"):
+                if np.isnan(row[end]):
+                    continue
+                finite += 1
+                r = 1 + row[end] / 100
+                assert stats.ttest_ind(b, r * a, equal_var=False).pvalue == pytest.approx(
+                    0.05, abs=1e-6)
+            assert row["n_plain"] == len(a) and row["n_perf"] == len(b)
+    return finite
+
+
+def test_kbuild_overhead_of_the_recorded_fixture_matches_scipy():
+    import pandas as pd
+
+    _check_overhead_against_scipy(pd.read_csv(KBUILD_TINY / "runs.csv"))
+
+
+def test_kbuild_overhead_with_enough_runs_has_a_bounded_ci_that_matches_scipy():
+    """Eight runs per condition with a known 5% perf overhead on real time: both CI ends
+    finite, and they cover the 5%."""
+    import numpy as np
+    import pandas as pd
+
+    from rmaplab.measure import kbuild
+
+    rng = np.random.default_rng(7)
+    rows = []
+    for shell, base in (("sh", 60.0), ("bash", 70.0)):
+        for label, factor in ((f"{shell}-plain", 1.0), (shell, 1.05)):
+            for i in range(8):
+                rows.append({"order": len(rows) + 1, "label": label, "warmup": False,
+                             "failed": False,
+                             "instrumented": not label.endswith("-plain"), "run": i + 1,
+                             "real": base * factor * (1 + 0.01 * rng.standard_normal()),
+                             "user": 50 * (1 + 0.01 * rng.standard_normal()),
+                             "sys": 9 * factor * (1 + 0.02 * rng.standard_normal())})
+    runs = pd.DataFrame(rows)
+    assert _check_overhead_against_scipy(runs, ("real", "user", "sys")) == 12
+    table = kbuild.overhead(runs).set_index(["shell", "metric"])
+    for shell in ("sh", "bash"):
+        assert table.loc[(shell, "real"), "ci_low"] < 5 < table.loc[(shell, "real"), "ci_high"]
 
 
 def test_sys_seconds_prefers_uninstrumented_runs_and_says_which_it_used():

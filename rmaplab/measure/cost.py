@@ -18,14 +18,19 @@ import json
 import random
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from rmaplab import atomic, integrity
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import host, micro
+from rmaplab.measure.record import (
+    check_destination,
+    deferred_interrupt,
+    keep_unfinished,
+    run_name,
+    save,
+)
 from rmaplab.paths import raw_dir
 
 
@@ -33,39 +38,48 @@ def run(ks=(0, 32, 128), states=(0, 1), forks: int = 200, repeats: int = 30, see
         record: bool = True, out_root: Path | None = None, log=None) -> tuple[pd.DataFrame,
                                                                                Path | None]:
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if len(set(ks)) < 2 or repeats < 2 or forks < 1:
+        raise RmaplabError("forkcost needs two or more different K, repeats >= 2 and forks >= 1 "
+                           "for the fit to be defined")
+    out_root = out_root or raw_dir() / "cost"
+    if record:
+        check_destination(out_root)
     exe = str(micro.binary())
     schedule = [(k, s) for k in ks for s in states for _ in range(repeats)]
     random.Random(seed).shuffle(schedule)
-    rows = []
-    for i, (k, state) in enumerate(schedule, 1):
-        proc = subprocess.run([exe, "forkcost", str(k), str(forks), str(state)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RmaplabError(f"avwork forkcost {k} {forks} {state} failed: "
-                               f"{proc.stderr.strip()}")
-        ns, kk, n, st, ut_us, st_us = (int(x) for x in proc.stdout.split())
-        rows.append({"order": i, "k": kk, "state": st, "forks": n, "ns": ns,
-                     "ns_per_fork": ns / n, "utime_us": ut_us, "stime_us": st_us})
-        if i % max(1, len(schedule) // 10) == 0:
-            log(f"  forkcost {i}/{len(schedule)}")
+    meta = {"host": host.describe(), "command": [exe, "forkcost", "K", str(forks), "STATE"],
+            "ks": list(ks), "states": list(states), "forks": forks, "repeats": repeats,
+            "seed": seed, "avwork_sha256": hashlib.sha256(micro.source()).hexdigest()}
+    rows: list[dict] = []
+    name = run_name("forkcost")
+
+    def write(d: Path) -> None:
+        (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
+        buf = io.StringIO()
+        pd.DataFrame(rows).to_csv(buf, index=False)
+        (d / "runs.csv").write_text(buf.getvalue())
+
+    try:
+        for i, (k, state) in enumerate(schedule, 1):
+            proc = subprocess.run([exe, "forkcost", str(k), str(forks), str(state)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RmaplabError(f"avwork forkcost {k} {forks} {state} failed: "
+                                   f"{proc.stderr.strip()}")
+            ns, kk, n, st, ut_us, st_us = (int(x) for x in proc.stdout.split())
+            rows.append({"order": i, "k": kk, "state": st, "forks": n, "ns": ns,
+                         "ns_per_fork": ns / n, "utime_us": ut_us, "stime_us": st_us})
+            if i % max(1, len(schedule) // 10) == 0:
+                log(f"  forkcost {i}/{len(schedule)}")
+    except (RmaplabError, KeyboardInterrupt) as e:
+        if record and rows:
+            keep_unfinished(out_root, name, write, meta, len(rows), len(schedule), e, log)
+        raise
     df = pd.DataFrame(rows)
-    where = None
-    if record:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        where = (out_root or raw_dir() / "cost") / f"{stamp}-forkcost"
-        meta = {"host": host.describe(), "command": [exe, "forkcost", "K", str(forks), "STATE"],
-                "ks": list(ks), "states": list(states), "forks": forks, "repeats": repeats,
-                "seed": seed, "avwork_sha256": hashlib.sha256(micro.source()).hexdigest()}
-        with atomic.new_directory(where) as d:
-            (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
-            buf = io.StringIO()
-            df.to_csv(buf, index=False)
-            (d / "runs.csv").write_text(buf.getvalue())
-        try:
-            where.relative_to(raw_dir())
-            integrity.add([where])
-        except ValueError:
-            pass
+    if not record:
+        return df, None
+    with deferred_interrupt():
+        where = save(out_root, name, write)
     return df, where
 
 
@@ -140,11 +154,12 @@ def count_condition(exe: str, c: dict, forks: int, tmp: Path) -> tuple[dict, dic
     values, files = {}, {}
     for n in (forks, 0):
         out = tmp / "count.csv"
-        proc = subprocess.run(perf.stat_argv(_forkdepth_argv(exe, c, n), out),
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RmaplabError(f"counting avwork forkdepth failed: {proc.stderr.strip()[-300:]}",
-                               hint=perf.diagnose(proc.stderr))
+        with open(tmp / "count.log", "wb") as log:
+            outcome = perf.run_counted(_forkdepth_argv(exe, c, n), out, log)
+        if outcome.status != 0:
+            tail = (tmp / "count.log").read_text(errors="replace").strip()[-300:]
+            raise RmaplabError(f"counting avwork forkdepth failed (status {outcome.status}): "
+                               f"{tail}")
         text = out.read_text()
         values[n] = perf.parse(text, str(out))
         files[f"count-{_slug(c)}-n{n}.perf.csv"] = text.encode()
@@ -183,6 +198,9 @@ def objects_campaign(forks: int = 500, repeats: int = 20, children: int = 16,
     random.Random(seed).shuffle(schedule)
     config = {"forks": forks, "children": children, "seed": seed,
               "schedule": [[kind, c] for kind, c in schedule]}
+    out_root = out_root or raw_dir() / "objects"
+    if record:
+        check_destination(out_root)
     stage = Staging("cost", label, config, log) if record else None
     files: dict[str, bytes] = {}
     counted = []
@@ -195,21 +213,28 @@ def objects_campaign(forks: int = 500, repeats: int = 20, children: int = 16,
     counts = pd.DataFrame(counted)
     rows = []
     log(f"timing {len(schedule)} runs ...")
-    for order, (kind, c) in enumerate(schedule, 1):
-        if stage is not None and stage.done(order):
-            rows.append(stage.rows[order])
-            continue
-        argv = (_forkdepth_argv(exe, c, forks) if kind == "fork"
-                else _teardown_argv(exe, c, children))
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RmaplabError(f"{' '.join(argv[1:])} failed: {proc.stderr.strip()[-300:]}")
-        row = {"order": order, "design": kind, **c, **_parse_line(proc.stdout)}
-        rows.append(row)
-        if stage is not None:
-            stage.add(order, row, {})
-        if order % max(1, len(schedule) // 10) == 0:
-            log(f"  {order}/{len(schedule)}")
+    try:
+        for order, (kind, c) in enumerate(schedule, 1):
+            if stage is not None and stage.done(order):
+                rows.append(stage.rows[order])
+                continue
+            argv = (_forkdepth_argv(exe, c, forks) if kind == "fork"
+                    else _teardown_argv(exe, c, children))
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RmaplabError(f"{' '.join(argv[1:])} failed: {proc.stderr.strip()[-300:]}")
+            row = {"order": order, "design": kind, **c, **_parse_line(proc.stdout)}
+            rows.append(row)
+            if stage is not None:
+                with deferred_interrupt():
+                    stage.add(order, row, {})
+            if order % max(1, len(schedule) // 10) == 0:
+                log(f"  {order}/{len(schedule)}")
+    except (RmaplabError, KeyboardInterrupt):
+        if stage is not None and rows:
+            log(f"{len(rows)} finished run(s) stay staged in {stage.dir}: "
+                "the same command resumes the campaign")
+        raise
     runs = pd.DataFrame(rows)
     where = None
     if stage is not None:
@@ -218,10 +243,10 @@ def objects_campaign(forks: int = 500, repeats: int = 20, children: int = 16,
         meta = {"host": host.describe(), "avwork_sha256": hashlib.sha256(micro.source()).hexdigest(),
                 "command": "avwork forkdepth LAYOUT K N STATE D ANCESTORS / avwork teardown "
                            "LAYOUT K M STATE CONCURRENT", **config}
-        for name, data in files.items():
-            atomic.write_bytes(stage.files / name, data)
-        where = stage.publish(out_root or raw_dir() / "objects", meta,
-                              {"counts.csv": buf.getvalue()})
+        extra = {"counts.csv": buf.getvalue(),
+                 **{name: data.decode() for name, data in files.items()}}
+        with deferred_interrupt():
+            where = stage.publish(out_root, meta, extra)
         log(f"recorded in {where}")
     return runs, counts, where
 
@@ -375,3 +400,16 @@ def saved_from_numbers(numbers: dict, shells=("sh", "bash"), patches=("v5.5", "w
                           "anon_vmas": key(sh, baseline, "anon_vma") - key(sh, p, "anon_vma"),
                           "avcs": key(sh, baseline, "avc") - key(sh, p, "avc")}
                          for sh in shells for p in patches])
+
+
+def fit_warnings(per: dict[str, float]) -> list[str]:
+    """Why a :func:`per_anon_vma_cost` fit cannot mean what it claims, if it cannot: a cost
+    that is not positive, or an interval that includes zero (too much noise for the runs)."""
+    if per["ns_per_anon_vma"] <= 0 or per["ns_per_vma"] < 0:
+        return [f"the fit is meaningless here: {per['ns_per_anon_vma']:.0f} ns per anon_vma, "
+                f"{per['ns_per_vma']:.0f} ns per VMA (a cost cannot be negative); use more "
+                "--forks and --repeats on a quiet machine"]
+    if per["ci_low"] <= 0:
+        return [f"the CI [{per['ci_low']:.0f}, {per['ci_high']:.0f}] ns includes zero: more "
+                "--forks or --repeats are needed to tell the cost from noise"]
+    return []

@@ -1,27 +1,34 @@
 """Run commands under perf (or plainly) and record everything: counts, times, status, host.
 
-A measurement directory (``data/raw/<kind>/<UTC start time>-<label>/``) is written
-atomically at the end of a campaign and never overwritten; finished runs are staged
-as they end, so an interrupted campaign resumes (:mod:`rmaplab.measure.staging`).
-It holds ``metadata.json`` (host, conditions, counters, run order), ``runs.csv``
-(one row per run: counts by call site, real/user/sys, whether perf was attached,
-exit status, failed flag) and per-run ``run-NNN.perf.csv`` (perf's own output) and
-``run-NNN.log.gz`` (the command's output).  An uninstrumented condition runs the
-command without perf and takes real/user/sys from wait4() (what `time` reports), so
-the cost of counting can be measured.  A run whose command fails is recorded as
-failed, not dropped.  Campaigns interleave conditions in a seeded random order after
-warm-up runs, so drift does not line up with a condition.
+A measurement directory (``data/raw/measure/<UTC time>-<label>/``, see
+:mod:`rmaplab.measure.record`) is written atomically and never overwritten.  It holds
+``metadata.json`` (host, command, counters, run order), ``runs.csv`` (one row per run:
+counts by call site, real/user/sys, the command's own exit status, failed flag) and
+per-run ``run-NNN.perf.csv`` (perf's own output) and ``run-NNN.log.gz`` (the command's
+output).  A run whose command fails is recorded as failed, not dropped, and the
+campaign's exit status (:func:`exit_status`) is the first failure's own.  Campaigns
+interleave conditions in a seeded random order after warm-up runs, so drift does not
+line up with a condition.  An uninstrumented condition runs the command without perf
+(real/user/sys from the same wait4 rusage, what `time` reports), so the cost of counting
+can be measured.  Everything is checked before the first run (the commands exist, the
+destination is writable, perf counts); a campaign stopped half-way (Ctrl-C, a failed
+preparation step) still records the runs it finished, marked incomplete, and keeps them
+staged (:mod:`rmaplab.measure.staging`): the same command run again resumes it.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
+import json
 import os
 import random
-import re
+import shutil
+import signal
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +36,13 @@ from typing import Any
 
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import host, perf, timed
+from rmaplab.measure.record import (
+    check_destination,
+    deferred_interrupt,
+    keep_unfinished,
+    run_name,
+    slug,
+)
 from rmaplab.measure.staging import Staging
 from rmaplab.paths import raw_dir
 
@@ -51,10 +65,10 @@ class Run:
     warmup: bool
     exit_status: int
     failed: bool
-    values: dict[str, float]
-    wall_outside_perf: float
+    values: dict[str, float]      # counts by call site (if perf counted) and real/user/sys
     loadavg_before: str | None
     problems: list[str]
+    output: bytes = b""   # what the command printed (stdout and stderr), also in run-NNN.log.gz
     instrumented: bool = True
 
     def row(self) -> dict[str, Any]:
@@ -64,7 +78,6 @@ class Run:
         row.update(self.values)
         if all(k in self.values for k in perf.COUNT_NAMES):
             row.update(perf.derived({k: int(self.values[k]) for k in perf.COUNT_NAMES}))
-        row["wall_outside_perf"] = round(self.wall_outside_perf, 6)
         row["loadavg_before"] = self.loadavg_before
         row["problems"] = "; ".join(self.problems)
         return row
@@ -76,8 +89,8 @@ class Run:
         return cls(int(row["order"]), row["label"], int(row["run"]), bool(row["warmup"]),
                    int(row["exit_status"]), bool(row["failed"]),
                    {k: row[k] for k in keys if row.get(k) is not None},
-                   float(row["wall_outside_perf"]), row["loadavg_before"],
-                   [p for p in row["problems"].split("; ") if p], bool(row["instrumented"]))
+                   row["loadavg_before"], [p for p in row["problems"].split("; ") if p],
+                   instrumented=bool(row["instrumented"]))
 
 
 def consistency(values: dict[str, float]) -> list[str]:
@@ -92,82 +105,92 @@ def consistency(values: dict[str, float]) -> list[str]:
     return problems
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "run"
+def resolve_command(cmd: list[str], cwd: str | Path | None = None,
+                    env: dict[str, str] | None = None) -> str:
+    """The executable CMD would run, or a one-line error ("command not found: X")."""
+    if not cmd:
+        raise RmaplabError("no command given")
+    name = cmd[0]
+    if "/" in name:
+        path = Path(cwd or ".") / name
+        if not path.exists():
+            raise RmaplabError(f"command not found: {name}")
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise RmaplabError(f"not an executable file: {name}")
+        return str(path)
+    found = shutil.which(name, path=(env or os.environ).get("PATH", os.defpath))
+    if found is None:
+        raise RmaplabError(f"command not found: {name}")
+    return found
 
 
-def _prepare(cond: Condition, env: dict[str, str]) -> None:
+def shell_status(returncode: int) -> int:
+    """A returncode as a shell reports it: the exit status, or 128+N for signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def exit_status(runs: list[Run]) -> int:
+    """0 if every run's command succeeded, else the first failed command's own status
+    (shell style: 128+N for signal N; 1 if it exited 0 but its counts were unusable)."""
+    for r in runs:
+        if r.failed:
+            return shell_status(r.exit_status) or 1
+    return 0
+
+
+def status_text(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path
+         ) -> tuple[Run, bytes, bytes]:
+    env = {**os.environ, **cond.env}
     if cond.before:
         prep = subprocess.run(cond.before, cwd=cond.cwd, env=env, capture_output=True)
         if prep.returncode != 0:
-            raise RmaplabError(f"preparation {' '.join(cond.before)!r} failed with status "
-                               f"{prep.returncode}: {prep.stderr.decode(errors='replace')[-300:]}")
-
-
-def _loadavg() -> str | None:
-    path = Path("/proc/loadavg")
-    return path.read_text().strip() if path.exists() else None
-
-
-def _plain(cond: Condition, env: dict[str, str]) -> tuple[dict[str, float], int, float, bytes]:
-    import tempfile
-
-    with tempfile.TemporaryFile() as out:
-        result = timed.run(cond.cmd, cwd=cond.cwd, env=env, output=out)
-        out.seek(0)
-        output = out.read()
-    values = {k: result[k] for k in ("real", "user", "sys")}
-    return values, result["exit_status"], result["real"], output
-
-
-def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path,
-         log: Callable[[str], None]) -> tuple[Run, dict[str, bytes]]:
-    env = {**os.environ, **cond.env}
-    _prepare(cond, env)
-    loadavg = _loadavg()
+            tail = prep.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise RmaplabError(f"preparation {' '.join(cond.before)!r} failed with "
+                               f"{status_text(prep.returncode)}: {tail[0]}")
+    perf_out = tmp / f"run-{order:03d}.perf.csv"
+    log_path = tmp / f"run-{order:03d}.log"
+    loadavg = Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else None
     problems: list[str] = []
-    files: dict[str, bytes] = {}
-    if not cond.instrumented:
-        values, status, wall, output = _plain(cond, env)
-    else:
-        perf_out = tmp / f"run-{order:03d}.perf.csv"
-        start = time.perf_counter()
-        try:
-            proc = subprocess.run(perf.stat_argv(cond.cmd, perf_out), cwd=cond.cwd, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        except FileNotFoundError as e:
-            raise RmaplabError(f"cannot run {cond.cmd[0]!r}: {e.strerror}") from None
-        wall = time.perf_counter() - start
-        output, status = proc.stdout, proc.returncode
+    counts: dict[str, float] = {}
+    perf_text = ""
+    if cond.instrumented:
+        with open(log_path, "wb") as output:
+            outcome = perf.run_counted(cond.cmd, perf_out, output, cwd=cond.cwd, env=env)
         perf_text = perf_out.read_text() if perf_out.exists() else ""
-        values = {}
-        if not perf_text.strip():
-            tail = output.decode(errors="replace").strip().splitlines()[-1:] or [""]
-            raise RmaplabError(f"perf produced no counts ({tail[0]})",
-                               hint=perf.diagnose(output.decode(errors="replace")))
         try:
-            values = perf.parse(perf_text, str(perf_out))
-            problems = consistency(values)
+            counts = perf.parse(perf_text, str(perf_out))
+            problems = consistency(counts)
         except RmaplabError as e:
             problems.append(str(e))
-        files[f"run-{order:03d}.perf.csv"] = perf_text.encode()
-    files[f"run-{order:03d}.log.gz"] = gzip.compress(output, mtime=0)
-    failed = status != 0 or not values
-    run = Run(order, cond.label, index, warmup, status, failed, values, wall, loadavg,
-              problems, cond.instrumented)
-    what = "warm-up" if warmup else f"run {index}"
-    state = ("FAILED" if failed else
-             f"real {values.get('real', 0):.2f} s, sys {values.get('sys', 0):.2f} s")
-    log(f"  [{order}] {cond.label} {what}: {state}" + (f" ({'; '.join(problems)})"
-                                                        if problems else ""))
-    return run, files
+        status, times = outcome.status, (outcome.real, outcome.user, outcome.sys)
+    else:
+        with open(log_path, "wb") as output:
+            plain = timed.run(cond.cmd, cwd=cond.cwd, env=env, output=output)
+        status, times = plain["exit_status"], (plain["real"], plain["user"], plain["sys"])
+    failed = status != 0 or (cond.instrumented and not counts)
+    if status != 0:
+        problems.insert(0, status_text(status))
+    values = {**counts, "real": times[0], "user": times[1], "sys": times[2]}
+    output = log_path.read_bytes()
+    run = Run(order, cond.label, index, warmup, status, failed, values, loadavg,
+              problems, output, cond.instrumented)
+    return run, perf_text.encode(), output
 
 
-def _eta(done_s: list[float], remaining: int) -> str:
-    if not done_s:
-        return ""
-    left = sum(done_s) / len(done_s) * remaining
-    return f", about {left / 60:.0f} min left" if left >= 60 else f", about {left:.0f} s left"
+def _describe(run: Run) -> str:
+    what = "warm-up" if run.warmup else f"run {run.index}"
+    status = "FAILED" if run.failed else f"real {run.values['real']:.2f} s"
+    return f"  [{run.order}] {run.label} {what}: {status}" + (
+        f" ({'; '.join(run.problems)})" if run.problems else "")
 
 
 def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed: int = 0,
@@ -177,26 +200,41 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
     """Measure each condition ``runs`` times, interleaved in a seeded random order.
 
     With ``record``, every finished run is staged at once (:mod:`rmaplab.measure.staging`):
-    an interrupted campaign resumes when the same command is run again, and the raw
-    directory appears, complete, only at the end.
+    an interrupted campaign resumes when the same command is run again (one unrecorded
+    warm-up first, if the campaign has warm-ups), and the raw directory appears, complete,
+    only at the end.
     """
     if runs < 1:
-        raise RmaplabError("--runs must be at least 1")
+        raise RmaplabError(f"runs must be at least 1, got {runs}")
+    if warmups < 0:
+        raise RmaplabError(f"warm-ups must be 0 or more, got {warmups}")
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    if any(c.instrumented for c in conditions):
-        perf.check()
     labels = [c.label for c in conditions]
     if len(set(labels)) != len(labels):
         raise RmaplabError("condition labels must be distinct")
+    for c in conditions:
+        env = {**os.environ, **c.env}
+        if c.cwd is not None and not Path(c.cwd).is_dir():
+            raise RmaplabError(f"no such directory: {c.cwd}")
+        resolve_command(c.cmd, c.cwd, env)
+        if c.before:
+            resolve_command(c.before, c.cwd, env)
+    out_root = out_root or raw_dir() / "measure"
+    if record:
+        check_destination(out_root)
+    if any(c.instrumented for c in conditions):
+        perf.check()
     schedule = [(c, 0, True) for c in conditions for _ in range(warmups)]
     measured = [(c, i, False) for c in conditions for i in range(1, runs + 1)]
     random.Random(seed).shuffle(measured)
     schedule += measured
-    out_root = out_root or raw_dir() / "measure"
-    name = slug(label or conditions[0].label)
     conds = [{"label": c.label, "cmd": c.cmd, "env": c.env, "cwd": c.cwd, "before": c.before,
               "instrumented": c.instrumented} for c in conditions]
     order_names = [f"{c.label}#{i}" if not w else f"{c.label}#warmup" for c, i, w in schedule]
+    stage = (Staging("measure", slug(label or conditions[0].label),
+                     {"conditions": conds, "order": order_names, "extra": extra_meta}, log)
+             if record else None)
+    name = stage.name if stage is not None else run_name(label or conditions[0].label)
     meta = {
         "host": host.describe(),
         "conditions": conds,
@@ -204,48 +242,67 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
         "order": order_names,
         "counters": [{"name": c.name, "event": c.event, "filter": c.filter}
                      for c in perf.COUNTERS],
-        "time_events": perf.TIME_EVENTS,
-        "uninstrumented_timing": "wait4() rusage of the command (rmaplab.measure.timed), no perf",
+        "counting": "perf stat -p attached to the command before its execve; real, user and "
+                    "sys from the command's own wait4",
+        "uninstrumented_timing": "the same wait4 rusage without perf (rmaplab.measure.timed)",
         **(extra_meta or {}),
     }
-    stage = (Staging("measure", name, {"conditions": conds, "order": order_names,
-                                       "extra": extra_meta}, log) if record else None)
     results: list[Run] = []
-    import tempfile
+    files: dict[str, bytes] = {}
+
+    def write(d: Path) -> None:
+        (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
+        for fname, data in files.items():
+            (d / fname).write_bytes(data)
+        buf = io.StringIO()
+        rows = [r.row() for r in results]
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        (d / "runs.csv").write_text(buf.getvalue())
 
     with tempfile.TemporaryDirectory(prefix="rmaplab-measure-") as scratch:
-        durations: list[float] = []
         log(f"measuring {len(schedule)} run(s): " + ", ".join(labels))
         resumed_warm = False
-        for order, (cond, index, warmup) in enumerate(schedule, 1):
-            if stage is not None and stage.done(order):
-                results.append(Run.from_row(stage.rows[order]))
-                continue
-            if stage is not None and stage.resumed and not resumed_warm and warmups:
-                log(f"  resumed: one unrecorded warm-up of {cond.label} first")
-                _one(cond, order, 0, True, Path(scratch), lambda s: None)
-                resumed_warm = True
-            start = time.perf_counter()
-            run, files = _one(cond, order, index, warmup, Path(scratch), log)
-            durations.append(time.perf_counter() - start)
-            results.append(run)
-            if stage is not None:
-                stage.add(order, run.row(), files)
-            pending = len(schedule) - order
-            if pending and order % max(1, len(schedule) // 10) == 0:
-                log(f"  {order}/{len(schedule)} done{_eta(durations, pending)}")
-    if stage is None:
-        return results, None
-    target = stage.publish(out_root, meta)
-    log(f"recorded in {target}")
-    return results, target
+        try:
+            for order, (cond, index, warmup) in enumerate(schedule, 1):
+                if stage is not None and stage.done(order):
+                    results.append(Run.from_row(stage.rows[order]))
+                    files.update(stage.files_of(order))
+                    continue
+                if stage is not None and stage.resumed and not resumed_warm and warmups:
+                    log(f"  resumed: one unrecorded warm-up of {cond.label} first")
+                    _one(cond, order, 0, True, Path(scratch))
+                    resumed_warm = True
+                run, perf_bytes, output = _one(cond, order, index, warmup, Path(scratch))
+                new = {f"run-{order:03d}.log.gz": gzip.compress(output, mtime=0)}
+                if cond.instrumented:
+                    new[f"run-{order:03d}.perf.csv"] = perf_bytes
+                files.update(new)
+                results.append(run)
+                if stage is not None:
+                    with deferred_interrupt():
+                        stage.add(order, run.row(), new)
+                log(_describe(run))        # after it is kept: what is shown is recorded
+        except (RmaplabError, KeyboardInterrupt) as e:
+            if stage is not None and results:
+                keep_unfinished(out_root, name, write, meta, len(results), len(schedule), e, log)
+                log(f"  they stay staged in {stage.dir}: the same command resumes the campaign")
+            raise
+        if stage is None:
+            return results, None
+        with deferred_interrupt():
+            target = stage.publish(out_root, meta)
+            log(f"recorded in {target}")
+        return results, target
 
 
 def measure(cmd: list[str], runs: int = 1, **kw) -> tuple[list[Run], Path | None]:
     if not cmd:
         raise RmaplabError("no command given", hint="rmaplab measure -- CMD ARGS...")
-    return campaign([Condition(kw.pop("label", None) or slug(" ".join(cmd)), cmd)], runs=runs,
-                    **kw)
+    return campaign([Condition(kw.pop("label", None) or slug(" ".join(cmd)), cmd)],
+                    runs=runs, **kw)
 
 
 def summary(runs: list[Run]) -> dict[str, Any]:
@@ -262,4 +319,5 @@ def summary(runs: list[Run]) -> dict[str, Any]:
         out.update(perf.derived({k: int(out[k]) for k in perf.COUNT_NAMES}))
     out["runs"] = [r.row() for r in runs]
     out["failed_runs"] = sum(1 for r in runs if r.failed and not r.warmup)
+    out["exit_status"] = exit_status(runs)
     return out

@@ -5,8 +5,7 @@ A campaign stages each finished run (its files and its row) under
 the campaign stops (a crash, ^C, a reboot), running the same command again finds
 the staging directory by the hash of its configuration and runs only what is
 missing.  When every run is done, :meth:`Staging.publish` writes the new raw
-directory atomically (a temporary sibling renamed into place), adds it to the
-manifest when it lies under data/raw, and removes the staging directory.
+directory with :func:`rmaplab.measure.record.save` and removes the staging directory.
 """
 
 from __future__ import annotations
@@ -22,8 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rmaplab import atomic, integrity
-from rmaplab.paths import cache_dir, raw_dir
+from rmaplab import atomic
+from rmaplab.measure.record import save
+from rmaplab.paths import cache_dir
 
 ROWS = "rows.jsonl"
 
@@ -91,12 +91,23 @@ class Staging:
             os.fsync(f.fileno())
         self.rows[order] = row
 
+    @property
+    def name(self) -> str:
+        """``<start time>-<label>``: the raw directory's name (kept across resumes)."""
+        return f"{self.started}-{self.label}"
+
+    def files_of(self, order: int) -> dict[str, bytes]:
+        """The files staged for run ``order`` (named ``run-NNN.*``)."""
+        return {p.name: p.read_bytes() for p in sorted(self.files.glob(f"run-{order:03d}.*"))}
+
     def publish(self, out_root: Path, meta: dict[str, Any],
                 extra: dict[str, str] | None = None) -> Path:
-        """Write ``out_root/<start time>-<label>/`` (runs.csv, metadata.json, the files)."""
-        target = out_root / f"{self.started}-{self.label}"
+        """Write ``out_root/<start time>-<label>/`` (runs.csv, metadata.json, the files)
+        through :func:`rmaplab.measure.record.save` (atomic, never overwritten, added to
+        the manifest under data/raw), then drop the staging directory."""
         rows = [self.rows[k] for k in sorted(self.rows)]
-        with atomic.new_directory(target) as d:
+
+        def write(d: Path) -> None:
             for path in sorted(self.files.iterdir()):
                 shutil.copyfile(path, d / path.name)
             (d / "runs.csv").write_text(rows_csv(rows))
@@ -105,11 +116,7 @@ class Staging:
                            indent=1, default=str) + "\n")
             for name, text in (extra or {}).items():
                 (d / name).write_text(text)
-        try:
-            target.resolve().relative_to(raw_dir().resolve())
-        except ValueError:
-            pass
-        else:
-            integrity.add([target])
+
+        target = save(out_root, self.name, write)
         shutil.rmtree(self.dir)
         return target
