@@ -230,3 +230,33 @@ def test_mean_ci_matches_scipy():
     mean, lo, hi = ceiling._mean_ci(x)
     ref = stats.t.interval(0.95, 2, loc=x.mean(), scale=stats.sem(x))
     assert (lo, hi) == pytest.approx(ref)
+
+
+def test_sample_summary_counts_samples_deferred_to_an_irq_enable_site(tmp_path):
+    """A hand-made sample run: 7 build samples (2 user, 5 kernel; 3 under anon_vma
+    functions, of which 2 have an irq re-enable site as leaf, as a cpu-clock sample
+    deferred by an irq-off section has), one sample of another process at a re-enable
+    site.  The summary's counts are these, by hand."""
+    import gzip
+    import json
+
+    folded = ("build;[user] 2\n"
+              "build;exit_mmap;unlink_anon_vmas;_raw_spin_unlock_irqrestore 1\n"
+              "build;dup_mmap;anon_vma_fork;anon_vma_clone;kmem_cache_alloc_noprof;"
+              "_raw_spin_unlock_irq 1\n"
+              "build;dup_mmap;anon_vma_fork;anon_vma_clone;down_write 1\n"
+              "build;do_syscall_64;finish_task_switch.isra.0 1\n"
+              "build;do_syscall_64;copy_page 1\n"
+              "other;_raw_spin_unlock_irqrestore 1\n")
+    (tmp_path / "run-001.folded.txt.gz").write_bytes(gzip.compress(folded.encode()))
+    (tmp_path / "run-001.stats.json").write_text(json.dumps({"period_ns": 250000}))
+    runs = pd.DataFrame([{"order": 1, "kind": "sample", "label": "x", "workload": "build",
+                          "shell": "sh", "jobs": 2, "sys": 0.01, "user": 0.02}])
+    (row,) = ceiling.sample_summary(tmp_path, runs).to_dict(orient="records")
+    assert row["samples_user"] == 2 and row["samples_kernel"] == 5
+    assert row["samples_anon"] == 3 and row["samples_anon_irq_site"] == 2
+    assert row["samples_kernel_irq_site"] == 3
+    assert row["samples_anon_vma_fork"] == 2 and row["samples_unlink_anon_vmas"] == 1
+    assert row["samples_anon_lock"] == 2 and row["samples_anon_slab"] == 1
+    assert row["samples_paths"] == 3     # dup_mmap twice, exit_mmap once
+    assert row["period_s"] == pytest.approx(250e-6)

@@ -34,10 +34,20 @@ is read off the live kernel, in passes that are separate runs of the same build
     ``perf record -a -g --kernel-callchains -e cpu-clock -F FREQ``: kernel call chains
     of the build's threads, folded (``frame;frame;... count``), attributed to
     anon_vma_fork / anon_vma_clone / unlink_anon_vmas / __anon_vma_prepare and the
-    slab, lock and interval-tree work under them.  cpu-clock is an hrtimer: it cannot
-    fire while interrupts are off, so such time lands where they are re-enabled
-    (still inside the caller's chain, but at the unlock site): the ``validate``
-    conditions check the attribution on avwork with a known extra cost.
+    slab, lock and interval-tree work under them.  What cpu-clock (the only sampling
+    event of this VM) does with time spent with interrupts off: it is an hrtimer
+    (perf_swevent_hrtimer, kernel/events/core.c), so it cannot fire inside an irq-off
+    section; it fires when interrupts come back on, with the registers and call chain
+    of that point (the leaf is the re-enable site, e.g. _raw_spin_unlock_irqrestore,
+    still under the caller's chain), and it takes ONE sample however late it is:
+    hrtimer_forward_now() skips the expiries it missed.  So an irq-off section shorter
+    than a period is attributed to the right caller at the re-enable site, and one
+    longer than a period loses (length / period - 1) samples.  Two checks: the share
+    of anon_vma samples whose leaf is a re-enable site (:data:`IRQ_ENABLE_SITES`,
+    ``samples_anon_irq_site``), and the ``validate`` conditions (avwork forkdepth with
+    a known extra amount of anon_vma work, counted by perf stat), where the extra time
+    sampled must equal the extra CPU time rusage reports (``sampled_over_rusage`` 1
+    when no sample was lost) and fall under the anon_vma functions.
 ``locks``
     ``lock:contention_begin/end`` (chains on begin): time each thread waited per
     contended lock; a lock whose address is the rwsem of an anon_vma allocated
