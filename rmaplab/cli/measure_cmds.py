@@ -398,7 +398,7 @@ def _ceiling(sub) -> None:
                     "(lock:contention_begin/end; anon_vma root locks recognised by address); "
                     "plain and locks also oversubscribed.  A sampled micro workload of known "
                     "extra cost (avwork forkcost, with and without anon_vmas) validates the "
-                    "attribution.  Defaults: 2 shells x 6 conditions x 3 repeats = 36 builds + 6 "
+                    "attribution.  Defaults: 2 shells x 6 conditions x 3 repeats = 36 builds + 9 "
                     "validation runs, about 60 min on 2 quiet cores.  Finished runs are staged; "
                     "rerunning the same command resumes.  Reduced results (no perf.data) go to "
                     "a new directory under data/raw/ceiling/.  With `-- CMD` the workload is CMD "
