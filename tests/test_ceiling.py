@@ -260,3 +260,13 @@ def test_sample_summary_counts_samples_deferred_to_an_irq_enable_site(tmp_path):
     assert row["samples_anon_lock"] == 2 and row["samples_anon_slab"] == 1
     assert row["samples_paths"] == 3     # dup_mmap twice, exit_mmap once
     assert row["period_s"] == pytest.approx(250e-6)
+
+
+def test_a_denominator_of_zero_sys_is_a_clear_error():
+    """Tick-accounted rusage gives a very short build 0 s of sys: no share can be taken."""
+    from rmaplab.errors import RmaplabError
+
+    runs = pd.DataFrame([{"kind": "plain", "shell": "sh", "jobs": 2, "failed": False,
+                          "sys": 0.0}] * 2)
+    with pytest.raises(RmaplabError, match="no sys time"):
+        ceiling.denominator(runs, "sh", 2)

@@ -122,3 +122,14 @@ def test_forkdepth_counts_follow_the_kernels_reuse_rule(live_kernel, tmp_path, m
             assert got["anon_vmas"] - base["anon_vmas"] == anon_vmas, (layout, depth)
             assert got["avcs"] - base["avcs"] == avcs, (layout, depth)
     assert (counts["mm_forks"] == 1).all()
+
+
+def test_price_warnings_name_negative_prices_and_intervals_that_include_zero():
+    coef = pd.DataFrame([
+        {"term": "per anon_vma", "ns": -50.0, "ci_low": -90.0, "ci_high": -10.0, "se": 20.0},
+        {"term": "per anon_vma_chain", "ns": 30.0, "ci_low": -5.0, "ci_high": 65.0, "se": 17.0},
+        {"term": "per VMA", "ns": 40.0, "ci_low": 20.0, "ci_high": 60.0, "se": 10.0}])
+    got = cost.price_warnings(coef)
+    assert len(got) == 2
+    assert got[0].startswith("per anon_vma: -50 ns is meaningless")
+    assert got[1].startswith("per anon_vma_chain: the CI [-5, 65] ns includes zero")

@@ -319,9 +319,13 @@ def _run_forkcost(args) -> int:
         out_root=args.out, conditions=cost.objects_conditions(ks=tuple(args.ks)))
     coef = cost.coefficients(cost.object_costs(runs, counts))
     tear = cost.teardown_effect(runs)
+    warnings = cost.price_warnings(coef)
+    for text in warnings:
+        print(f"rmaplab forkcost: warning: {text}", file=sys.stderr)
     if args.json:
         json_out({"coefficients": coef.to_dict(orient="records"),
-                  "teardown": tear.to_dict(orient="records"), "raw": str(where) if where else None})
+                  "teardown": tear.to_dict(orient="records"), "warnings": warnings,
+                  "raw": str(where) if where else None})
         return 0
     for _, c in coef.iterrows():
         print(f"{c['term']:<26} {c['ns']:8.0f} ns  [{c['ci_low']:.0f}, {c['ci_high']:.0f}]")

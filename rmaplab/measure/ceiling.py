@@ -822,6 +822,10 @@ def denominator(runs: pd.DataFrame, shell: str, jobs: int) -> dict[str, Any]:
         raise RmaplabError(f"no plain {shell} -j{jobs} runs in the ceiling campaign",
                            hint="rmaplab ceiling records them with the plain pass")
     mean, lo, hi = _mean_ci(plain["sys"].to_numpy())
+    if mean <= 0:
+        raise RmaplabError(f"the plain {shell} -j{jobs} runs have no sys time (rusage is "
+                           "tick-accounted: the build is too short to be a denominator)",
+                           hint="measure a longer build")
     return {"sys_s": mean, "ci_low": lo, "ci_high": hi, "n": len(plain)}
 
 

@@ -300,6 +300,20 @@ def coefficients(fit, level: float = 0.95) -> pd.DataFrame:
                           "se": float(fit.bse[t])} for t in names])
 
 
+def price_warnings(coef: pd.DataFrame) -> list[str]:
+    """Why a :func:`coefficients` table cannot mean what it claims, price by price: a
+    price below zero (a cost cannot be negative) or an interval that includes zero."""
+    out = []
+    for _, c in coef.iterrows():
+        if c["ns"] < 0:
+            out.append(f"{c['term']}: {c['ns']:.0f} ns is meaningless (a cost cannot be "
+                       "negative); more --forks and --repeats on a quiet machine")
+        elif c["ci_low"] <= 0:
+            out.append(f"{c['term']}: the CI [{c['ci_low']:.0f}, {c['ci_high']:.0f}] ns "
+                       "includes zero: more --forks or --repeats are needed")
+    return out
+
+
 def saved_time(fit, saved_anon_vmas: float, saved_avcs: float, level: float = 0.95
                ) -> dict[str, float]:
     """Seconds that saved allocations are worth: a*A + c*C with its CI (linear contrast)."""
