@@ -7,7 +7,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rmaplab-installed
 
-.PHONY: reproduce test bench lint venv kbuild-campaign searches clean-venv
+.PHONY: reproduce test bench lint venv kbuild-campaign ceiling-campaign cost-campaign searches \
+        clean-venv
 
 venv: $(STAMP)
 
@@ -32,9 +33,18 @@ lint: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# Live-kernel campaign (root, ~30 min): tinyconfig builds under perf, sh vs bash.
+# Live-kernel campaigns (root, quiet machine; rerunning resumes an interrupted one).
+# kbuild (~50 min): tinyconfig builds, sh vs bash, under perf stat and uninstrumented.
 kbuild-campaign: $(STAMP)
 	$(BIN)/rmaplab kbuild $(ARGS)
+
+# ceiling (~60 min): the in-vivo ceiling (brackets, sampling, locks) and its validation.
+ceiling-campaign: $(STAMP)
+	$(BIN)/rmaplab ceiling $(ARGS)
+
+# cost (~5 min): anon_vma and anon_vma_chain priced separately; teardown contention.
+cost-campaign: $(STAMP)
+	$(BIN)/rmaplab forkcost $(ARGS)
 
 # Invariant searches behind notebook 02 (~10 min): regenerates data/traces/.
 SEARCH = $(BIN)/rmaplab search --summary data/traces/search-summary.json

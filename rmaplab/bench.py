@@ -9,7 +9,9 @@
    with 2 workers (target: at least 1.7x faster on 2).
 4. ``rmaplab compare`` on 1,000 vs 1,000 runs of real/user/sys (times at 10 ms
    resolution, so with ties) in a fresh process: wall time including start-up
-   (target: under 5 s) and peak memory.
+   (target: under 5 s) and peak memory; then the worst case for the Hodges-Lehmann
+   selection: identical groups with heavy ties (three distinct user times, a shift of
+   exactly 0 s).
 """
 
 from __future__ import annotations
@@ -85,18 +87,26 @@ def sweep_speedup(cells: int = 16, units: float = 0.5) -> dict:
             "speedup": times[1] / times[2]}
 
 
-def compare_speed(runs: int = 1000, seed: int = 0) -> dict:
-    """`rmaplab compare --json` on a generated file of `runs` + `runs` timed runs."""
+def compare_speed(runs: int = 1000, seed: int = 0, identical_ties: bool = False) -> dict:
+    """`rmaplab compare --json` on a generated file of `runs` + `runs` timed runs.
+
+    ``identical_ties``: both sides the same heavily tied runs (10 ms resolution, user
+    times 1.00 to 1.02 s), so every Hodges-Lehmann quantity is an exact tie at 0 s.
+    """
     import tempfile
 
     import numpy as np
 
     rng = np.random.default_rng(seed)
     blocks = []
-    for label, scale in (("A", 1.0), ("B", 0.99)):
+    for label, scale in (("A", 1.0), ("B", 1.0 if identical_ties else 0.99)):
         blocks.append(f"{label}:\n")
+        if identical_ties:
+            rng = np.random.default_rng(seed)      # B repeats A's runs exactly
         for _ in range(runs):
-            real, user, sys_ = scale * rng.normal([170.0, 1075.0, 112.0], [1.5, 4.0, 1.5])
+            mean, sd = (([10.0, 1.01, 2.0], [0.02, 0.008, 0.01]) if identical_ties
+                        else ([170.0, 1075.0, 112.0], [1.5, 4.0, 1.5]))
+            real, user, sys_ = scale * rng.normal(mean, sd)
             blocks.append(f"real {real:.2f}\nuser {user:.2f}\nsys {sys_:.2f}\n\n")
     code = (
         "import json,resource,sys,time\n"
@@ -120,7 +130,7 @@ def compare_speed(runs: int = 1000, seed: int = 0) -> dict:
     res = json.loads(out.stdout.strip().splitlines()[-1])
     if res["rc"] != 0:
         raise RuntimeError(f"compare benchmark failed: {out.stderr.strip()}")
-    return {"runs_per_side": runs, "wall_s": wall, **res}
+    return {"runs_per_side": runs, "identical_ties": identical_ties, "wall_s": wall, **res}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.only_compare:
-        results = {"compare": compare_speed(args.compare_runs)}
+        results = {"compare": compare_speed(args.compare_runs),
+                   "compare_ties": compare_speed(args.compare_runs, identical_ties=True)}
         _print(results, args)
         return 0
     results: dict = {"vmas": args.vmas, "forks": args.forks}
@@ -161,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_sweep:
         results["sweep"] = sweep_speedup()
     results["compare"] = compare_speed(args.compare_runs)
+    results["compare_ties"] = compare_speed(args.compare_runs, identical_ties=True)
     results["maxrss_mb_bench"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _print(results, args)
     return 0
@@ -187,9 +199,12 @@ def _print(results: dict, args) -> None:
         w = results["sweep"]
         print(f"sweep of {w['cells']} cells: {w['seconds_1_worker']:.1f} s on 1 worker, "
               f"{w['seconds_2_workers']:.1f} s on 2: {w['speedup']:.2f}x")
-    if "compare" in results:
-        c = results["compare"]
-        print(f"compare {c['runs_per_side']:,} vs {c['runs_per_side']:,} runs (real, user, sys): "
+    for key in ("compare", "compare_ties"):
+        if key not in results:
+            continue
+        c = results[key]
+        what = "identical groups, heavy ties" if c["identical_ties"] else "real, user, sys"
+        print(f"compare {c['runs_per_side']:,} vs {c['runs_per_side']:,} runs ({what}): "
               f"{c['wall_s']:.2f} s wall including start-up (target < 5 s), "
               f"{c['in_process_s']:.2f} s in process, {c['cpu_s']:.2f} s CPU, "
               f"peak RSS {c['maxrss_mb']:.0f} MB")

@@ -289,3 +289,115 @@ def sweep_savings(savings: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     fig.tight_layout()
     return fig, d[["patch", "build", "shell", "make_forks", "units", "mm_forks", "saved",
                    "fork_pct", "all_pct", "all_pct_sd", "walk"]]
+
+
+def ceiling_components(table: pd.DataFrame, claim_pct: float) -> tuple[plt.Figure, pd.DataFrame]:
+    """The in-vivo ceiling: each path's share of the build's uninstrumented sys time.
+
+    ``table``: rows of rmaplab.measure.ceiling.ceiling_table (one shell or several),
+    with ``pct_of_sys`` and its t-interval; ``claim_pct``: the seed's claimed sys change,
+    drawn as a dashed line.
+    """
+    use_style()
+    d = table.copy()
+    d["label"] = d["source"].str.replace(" (on-CPU)", "", regex=False) + ": " + d["component"]
+    labels = list(dict.fromkeys(d["label"]))
+    shells = list(dict.fromkeys(d["shell"]))
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(labels) * len(shells) + 1.2))
+    height = 0.8 / len(shells)
+    for j, shell in enumerate(shells):
+        sub = d[d["shell"] == shell].set_index("label").reindex(labels)
+        y = np.arange(len(labels)) + (j - (len(shells) - 1) / 2) * height
+        err = np.vstack([sub["pct_of_sys"] - sub["pct_ci_low"],
+                         sub["pct_ci_high"] - sub["pct_of_sys"]])
+        ax.barh(y, sub["pct_of_sys"], height, xerr=np.nan_to_num(err), capsize=2,
+                color=PALETTE[j], label=shell)
+    ax.axvline(abs(claim_pct), color="black", ls="--", lw=1)
+    ax.text(abs(claim_pct), -0.9, f" claimed change {abs(claim_pct):.1f}%", fontsize=7,
+            va="bottom")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of the build's sys time (uninstrumented runs)")
+    ax.legend(title="recipe shell", fontsize=7, title_fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig, d[["shell", "jobs", "source", "component", "n_runs", "seconds", "ci_low_s",
+                   "ci_high_s", "pct_of_sys", "pct_ci_low", "pct_ci_high",
+                   "denominator_sys_s"]].reset_index(drop=True)
+
+
+def sampling_validation(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Sampled attribution against work of known size (rmaplab.measure.ceiling's
+    validation_table): extra CPU (rusage), extra time sampled, extra time sampled under
+    the anon_vma functions, per contrast, with standard errors."""
+    use_style()
+    parts = [("extra_cpu_s", "CPU time (rusage)"), ("extra_sampled_s", "sampled, all"),
+             ("extra_anon_s", "sampled under anon_vma functions"),
+             ("extra_anon_irq_site_s", "... at an irq re-enable site")]
+    fig, ax = plt.subplots(figsize=(6.2, 3.0))
+    width = 0.8 / len(parts)
+    rows = []
+    names = [c.split(" - ")[0].replace("validate-", "") + " vs "
+             + c.split(" - ")[1].replace("validate-", "") for c in table["contrast"]]
+    for j, (col, label) in enumerate(parts):
+        x = np.arange(len(table)) + (j - (len(parts) - 1) / 2) * width
+        ax.bar(x, table[col], width, yerr=table[col + "_se"], capsize=2, color=PALETTE[j],
+               label=label)
+        for name, v, se in zip(names, table[col], table[col + "_se"], strict=True):
+            rows.append({"contrast": name, "quantity": label, "seconds": v, "se": se})
+    ax.set_xticks(range(len(table)), [f"{n}\n({w.split(':')[0]})" for n, w in
+                                       zip(names, table["extra_work"], strict=True)], fontsize=7)
+    ax.set_ylabel("extra seconds (mean of runs)")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)
+
+
+def object_costs(coef: pd.DataFrame, teardown: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """Prices per object (OLS with 95% CIs) and the teardown ratio concurrent/sequential."""
+    use_style()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(7.2, 2.8), width_ratios=[2, 1])
+    y = np.arange(len(coef))
+    ax.errorbar(coef["ns"], y, xerr=[coef["ns"] - coef["ci_low"], coef["ci_high"] - coef["ns"]],
+                fmt="o", color=PALETTE[0], capsize=3)
+    ax.axvline(0, color="0.6", lw=0.8)
+    ax.set_yticks(y, coef["term"])
+    ax.invert_yaxis()
+    ax.set_xlabel("ns of CPU per fork + exit (95% CI)")
+    yb = np.arange(len(teardown))
+    bx.errorbar(teardown["ratio"], yb, xerr=[teardown["ratio"] - teardown["ratio_ci_low"],
+                                             teardown["ratio_ci_high"] - teardown["ratio"]],
+                fmt="s", color=PALETTE[1], capsize=3)
+    bx.axvline(1, color="0.6", lw=0.8)
+    bx.set_yticks(yb, teardown["layout"])
+    bx.invert_yaxis()
+    bx.set_xlabel("teardown per anon_vma:\ntogether / one at a time")
+    fig.tight_layout()
+    data = pd.concat([coef.assign(panel="price"),
+                      teardown.rename(columns={"layout": "term", "ratio": "ns",
+                                               "ratio_ci_low": "ci_low",
+                                               "ratio_ci_high": "ci_high"})
+                      [["term", "ns", "ci_low", "ci_high"]].assign(panel="teardown ratio")])
+    return fig, data.reset_index(drop=True)
+
+
+def break_even(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
+    """How many times more each saved object would have to cost to explain the claim."""
+    use_style()
+    d = table.copy()
+    d["case"] = d["patch"] + " (" + d["shell"] + ")"
+    fig, ax = plt.subplots(figsize=(5.0, 0.45 * len(d) + 1.0))
+    y = np.arange(len(d))
+    ax.errorbar(d["break_even_factor"], y,
+                xerr=[d["break_even_factor"] - d["break_even_factor_low"],
+                      d["break_even_factor_high"] - d["break_even_factor"]],
+                fmt="o", color=PALETTE[3], capsize=3)
+    ax.axvline(1, color="black", ls="--", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(y, d["case"])
+    ax.invert_yaxis()
+    ax.set_xlabel("claimed sys saving / measured worth of the saved objects")
+    fig.tight_layout()
+    return fig, d[["shell", "patch", "saved_anon_vmas", "saved_avcs", "sys_s", "claimed_s",
+                   "measured_s", "measured_ci_low_s", "measured_ci_high_s", "break_even_factor",
+                   "break_even_factor_low", "break_even_factor_high", "ns_per_anon_vma_needed",
+                   "ns_per_avc_needed"]]

@@ -150,6 +150,22 @@ CASES: list[tuple[str, str, str]] = [
     ("kbuild --jobs 100000",                              "--jobs",        "from 1 to 1024"),
     ("kbuild --seed x",                                   "--seed",        "not a whole number"),
     ("kbuild --out " + UNWRITABLE,                        "--out",         "cannot create files in /proc"),
+    ("kbuild --tree {text}",                              "--tree",        "is not a directory"),
+    ("forkcost --children 0",                             "--children",    "got '0'"),
+    ("forkcost --teardown-repeats 1",                     "--teardown-repeats", "from 2 to"),
+    # ceiling (fails before installing, unpacking or recording anything)
+    ("ceiling --shells zsh",                              "--shells",      "unknown value 'zsh'"),
+    ("ceiling --passes plain,plain",                      "--passes",      "given twice"),
+    ("ceiling --jobs 0",                                  "--jobs",        "got '0'"),
+    ("ceiling --oversubscribed x",                        "--oversubscribed", "not a whole number"),
+    ("ceiling --repeats 0",                               "--repeats",     "got '0'"),
+    ("ceiling --freq 0",                                  "--freq",        "got '0'"),
+    ("ceiling --seed -1",                                 "--seed",        "from 0 to 4294967295"),
+    ("ceiling --validate 4,50",                           "--validate",    "three integers"),
+    ("ceiling --tree {text}",                             "--tree",        "is not a directory"),
+    ("ceiling --label ...",                               "--label",       "at least one letter or digit"),
+    ("ceiling --out " + UNWRITABLE,                       "--out",         "cannot create files in /proc"),
+    ("ceiling --out {dir} --no-record",                   "--out",         "contradict"),
     # sweep
     ("sweep",                                             "--out",         "the following arguments are required: --out"),
     ("sweep --out {text}",                                "--out",         "is not a directory"),
@@ -410,7 +426,8 @@ def test_interrupted_measure_keeps_its_finished_runs_and_nothing_else(live_kerne
 
 def test_forkcost_prints_no_library_warning_on_a_tiny_run(tmp_path, live_env):
     """Eight forks: a fit this small is meaningless, and it says so in its own words."""
-    out = rmaplab("forkcost", "--ks", "0,1", "--forks", "1", "--repeats", "2", "--no-record",
+    out = rmaplab("forkcost", "--design", "state", "--ks", "0,1", "--forks", "1", "--repeats", "2",
+                  "--no-record",
                   cwd=tmp_path, env=live_env)
     assert out.returncode == 0, out.stderr
     noise = [ln for ln in out.stderr.splitlines()

@@ -85,3 +85,131 @@ def test_measure_without_a_command_is_a_usage_error():
     out = subprocess.run([sys.executable, "-m", "rmaplab", "measure", "--no-record"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no command to measure" in out.stderr
+
+
+KBUILD_TINY = DATA / "kbuild" / "tiny"
+
+
+def _check_overhead_against_scipy(runs, metrics=("real", "user")) -> int:
+    """overhead(runs) against scipy, computed here: the change of means, Welch's p (scipy's
+    ttest_ind), and each finite CI end r at which scipy's Welch test of perf against
+    r * plain has p = 0.05 (Fieller-Welch; an unbounded end is NaN).  Returns the number
+    of finite CI ends checked."""
+    import numpy as np
+    from scipy import stats
+
+    from rmaplab.measure import kbuild
+
+    table = kbuild.overhead(runs).set_index(["shell", "metric"])
+    good = runs[~runs["warmup"] & ~runs["failed"]]
+    finite = 0
+    for shell in ("sh", "bash"):
+        for metric in metrics:
+            a = good[good["label"] == f"{shell}-plain"][metric].to_numpy()
+            b = good[good["label"] == shell][metric].to_numpy()
+            row = table.loc[(shell, metric)]
+            assert row["overhead_pct"] == pytest.approx(100 * (b.mean() / a.mean() - 1))
+            assert row["p_welch"] == pytest.approx(
+                stats.ttest_ind(b, a, equal_var=False).pvalue, rel=1e-9)
+            for end in ("ci_low", "ci_high"):
+                if np.isnan(row[end]):
+                    continue
+                finite += 1
+                r = 1 + row[end] / 100
+                assert stats.ttest_ind(b, r * a, equal_var=False).pvalue == pytest.approx(
+                    0.05, abs=1e-6)
+            assert row["n_plain"] == len(a) and row["n_perf"] == len(b)
+    return finite
+
+
+def test_kbuild_overhead_of_the_recorded_fixture_matches_scipy():
+    import pandas as pd
+
+    _check_overhead_against_scipy(pd.read_csv(KBUILD_TINY / "runs.csv"))
+
+
+def test_kbuild_overhead_with_enough_runs_has_a_bounded_ci_that_matches_scipy():
+    """Eight runs per condition with a known 5% perf overhead on real time: both CI ends
+    finite, and they cover the 5%."""
+    import numpy as np
+    import pandas as pd
+
+    from rmaplab.measure import kbuild
+
+    rng = np.random.default_rng(7)
+    rows = []
+    for shell, base in (("sh", 60.0), ("bash", 70.0)):
+        for label, factor in ((f"{shell}-plain", 1.0), (shell, 1.05)):
+            for i in range(8):
+                rows.append({"order": len(rows) + 1, "label": label, "warmup": False,
+                             "failed": False,
+                             "instrumented": not label.endswith("-plain"), "run": i + 1,
+                             "real": base * factor * (1 + 0.01 * rng.standard_normal()),
+                             "user": 50 * (1 + 0.01 * rng.standard_normal()),
+                             "sys": 9 * factor * (1 + 0.02 * rng.standard_normal())})
+    runs = pd.DataFrame(rows)
+    assert _check_overhead_against_scipy(runs, ("real", "user", "sys")) == 12
+    table = kbuild.overhead(runs).set_index(["shell", "metric"])
+    for shell in ("sh", "bash"):
+        assert table.loc[(shell, "real"), "ci_low"] < 5 < table.loc[(shell, "real"), "ci_high"]
+
+
+def test_sys_seconds_prefers_uninstrumented_runs_and_says_which_it_used():
+    import pandas as pd
+
+    from rmaplab.measure import kbuild
+
+    runs = pd.read_csv(KBUILD_TINY / "runs.csv")
+    got = kbuild.sys_seconds("bash", runs, "tiny")
+    good = runs[~runs["warmup"] & ~runs["failed"]]
+    assert got["sys_s"] == pytest.approx(good[good["label"] == "bash-plain"]["sys"].median())
+    assert got["instrumented"] is False and got["n"] == 2
+    old = runs[runs["instrumented"]].drop(columns="instrumented")   # a campaign before plain runs
+    got = kbuild.sys_seconds("bash", old, "old")
+    assert got["instrumented"] is True
+    assert got["sys_s"] == pytest.approx(good[good["label"] == "bash"]["sys"].median())
+
+
+TINY_MAKEFILE = """\
+OBJS := $(patsubst %,o%.txt,1 2 3 4)
+all: $(OBJS)
+o%.txt:
+\t@x=$$(echo $*); echo $$x > $@
+clean:
+\t@rm -f o*.txt
+"""
+
+
+@pytest.mark.perf
+def test_kbuild_campaign_interleaves_plain_runs_and_resumes_after_a_crash(live_kernel, tmp_path,
+                                                                          monkeypatch):
+    """A tiny tree stands in for the kernel: the same conditions, a failure half-way
+    (the 5th `make clean` fails), and a rerun that finishes without redoing runs."""
+    import pandas as pd
+
+    from rmaplab.measure import kbuild
+
+    monkeypatch.setenv("RMAPLAB_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Makefile").write_text(TINY_MAKEFILE)
+    flaky = tmp_path / "cleans"
+    conds = kbuild.conditions(tree, jobs=2)
+    for c in conds:   # count the cleans; the 5th fails, later ones succeed
+        c.before = ["sh", "-c", f'n=$(cat {flaky} 2>/dev/null || echo 0); '
+                                f'echo $((n+1)) > {flaky}; [ "$n" -ne 4 ]']
+    out = tmp_path / "raw"
+    with pytest.raises(RmaplabError, match="preparation"):
+        run.campaign(conds, runs=2, seed=1, label="tiny", out_root=out, log=lambda s: None)
+    assert not out.exists() or not list(out.iterdir())       # nothing published yet
+    runs, where = run.campaign(conds, runs=2, seed=1, label="tiny", out_root=out,
+                               log=lambda s: None)
+    table = pd.read_csv(where / "runs.csv")
+    assert len(table) == 8 and list(table["order"]) == list(range(1, 9))
+    assert int(flaky.read_text()) == 9        # 4 before the failure + the failed one + 4 more
+    plain = table[~table["instrumented"]]
+    assert set(plain["label"]) == {"sh-plain", "bash-plain"}
+    assert plain["anon_vma_fork"].isna().all() and (plain["real"] > 0).all()
+    perf_runs = table[table["instrumented"]]
+    assert perf_runs["mm_forks"].notna().all()
+    assert json.loads((where / "metadata.json").read_text())["resumed"] is True

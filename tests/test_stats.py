@@ -179,8 +179,30 @@ def test_permutation_monte_carlo_is_within_its_error_of_the_exact_p(monkeypatch)
     monkeypatch.setattr(exact, "PERM_EXACT_SPLITS", 0)
     mc = exact.permutation_means(a, b, n_resamples=20_000)
     assert mc.method == "monte-carlo" and mc.n_resamples == 20_000
-    assert mc.mc_error == pytest.approx(math.sqrt(mc.p * (1 - mc.p) / 20_000))
+    assert mc.mc_error == pytest.approx(math.sqrt(mc.p * (2 - mc.p) / 20_000), rel=1e-3)
     assert abs(mc.p - exact_p) < 4 * mc.mc_error
+
+
+@pytest.mark.parametrize("shift", [0.8, 0.0])     # p about 0.1, and identical groups (p = 1)
+def test_permutation_monte_carlo_error_is_the_spread_over_seeds(monkeypatch, shift):
+    # Reference: the root-mean-square error of the Monte Carlo p around the exact p
+    # (enumeration) over 300 seeds.  The one-sided formula sqrt(p(1-p)/B) is 0.69 times
+    # it at p = 0.1 and 0 at p = 1; 300 seeds estimate it to about 4%.
+    rng = np.random.default_rng(2)
+    if shift:
+        a, b = rng.normal(10, 1, 8), rng.normal(10 + shift, 1, 8)
+        exact_p = exact.permutation_means(a, b).p            # enumerates C(16, 8) splits
+    else:
+        # Identical groups: A's sum is the centre of a distribution symmetric about it
+        # (a split and its complement), so the exact p is 1.  12 + 12 runs keep the atom
+        # at the centre (2^12 of C(24, 12) splits) negligible.
+        a = rng.normal(10, 1, 12)
+        b, exact_p = a[::-1], 1.0
+    monkeypatch.setattr(exact, "PERM_EXACT_SPLITS", 0)
+    runs = [exact.permutation_means(a, b, seed=s, n_resamples=400) for s in range(300)]
+    rmse = math.sqrt(np.mean([(r.p - exact_p) ** 2 for r in runs]))
+    reported = float(np.mean([r.mc_error for r in runs]))
+    assert reported == pytest.approx(rmse, rel=0.15)
 
 
 def test_permutation_normal_uses_the_exact_permutation_variance(monkeypatch):
@@ -296,6 +318,29 @@ def test_kth_difference_equals_sorting_all_differences(seed):
         assert location.kth_difference(a, b, k) == diffs[k - 1]
 
 
+def _tie_heavy_design(kind: str, m: int, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    if kind == "ties":             # 10 ms resolution, a handful of distinct values
+        return np.round(rng.normal(1.0, 0.015, m), 2), np.round(rng.normal(1.0, 0.015, n), 2)
+    if kind == "identical":        # B repeats A: the median difference is exactly 0
+        a = np.round(rng.normal(5.0, 0.02, m), 2)
+        return a, np.resize(a, n)
+    if kind == "constant":         # zero variance on both sides
+        return np.full(m, 10.0), np.full(n, 10.1)
+    return np.full(m, 2.0), np.round(rng.normal(2.0, 0.01, n), 2)   # one side constant
+
+
+@pytest.mark.parametrize("kind", ["ties", "identical", "constant", "one-constant"])
+@pytest.mark.parametrize("m, n", [(1, 7), (40, 33), (120, 90), (300, 300)])
+def test_kth_difference_with_heavy_ties_equals_sorting_all_differences(kind, m, n):
+    rng = np.random.default_rng(m * 1000 + n)
+    a, b = (np.sort(x) for x in _tie_heavy_design(kind, m, n, rng))
+    diffs = np.sort(np.subtract.outer(b, a).ravel())
+    picks = {1, len(diffs), (len(diffs) + 1) // 2, len(diffs) // 2 + 1,
+             *rng.integers(1, len(diffs) + 1, 6).tolist()}
+    for k in picks:
+        assert location.kth_difference(a, b, k) == diffs[k - 1], k
+
+
 def test_kth_difference_at_1000_by_1000():
     rng = np.random.default_rng(1)
     a, b = np.sort(rng.normal(100, 1, 1000)), np.sort(np.round(rng.normal(100.1, 1, 1000), 2))
@@ -391,6 +436,21 @@ def test_distribution_free_equivalence_needs_a_hodges_lehmann_interval():
     res = equivalence.tost(a3, b3, 1.0)
     diffs = np.subtract.outer(b3, a3) / np.median(a3) * 100
     assert res.df_equivalent == bool(diffs.min() > -1 and diffs.max() < 1)
+
+
+@pytest.mark.parametrize("a_text, b_text", [
+    ("10.00", "10.10"), ("10.00", "9.90"),      # exactly +-1%: on the margin, so outside
+    ("10.00", "10.09"), ("10.00", "9.91"),      # 0.9%: inside
+    ("10.00", "10.11"), ("112.00", "113.12"), ("0.30", "0.303"), ("0.30", "0.297"),
+    ("49.99", "50.49"), ("3.33", "3.3633"),
+])
+def test_distribution_free_equivalence_margin_is_decided_in_decimal(a_text, b_text):
+    # Reference: the same check in exact decimal arithmetic on the text the times came
+    # from; every difference is b - a, and the margin itself is outside.
+    change = (Fraction(b_text) - Fraction(a_text)) / Fraction(a_text)
+    expected = abs(change) < Fraction(1, 100)
+    a, b = np.full(3, float(a_text)), np.full(3, float(b_text))
+    assert equivalence.tost(a, b, 1.0).df_equivalent is expected
 
 
 # --- drift -----------------------------------------------------------------------------------

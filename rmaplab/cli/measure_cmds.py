@@ -256,21 +256,35 @@ def _run_mremap_probe(args) -> int:
 @command("forkcost")
 def _forkcost(sub) -> None:
     p = sub.add_parser(
-        "forkcost", help="measure what one anon_vma costs a fork on this kernel",
-        description="Time fork+_exit+waitpid of a process with K one-page VMAs with and without "
-                    "an anon_vma (avwork forkcost), interleaved; fit the per-anon_vma cost "
-                    "(OLS interaction term, HC3 95% CI).  Raw data go to data/raw/cost/ (see --out).",
+        "forkcost", help="measure what anon_vmas and anon_vma_chains cost a fork on this kernel",
+        description="--design objects (default): avwork forkdepth over split/sep regions of K "
+                    "one-page VMAs with and without an anon_vma, chains of depth 1-4 with live "
+                    "ancestors and depth 3-4 with exited ones (anon_vma reuse), so that anon_vmas, "
+                    "AVCs and VMAs with an anon_vma per fork vary independently; every condition "
+                    "is first counted with perf stat (per-fork allocations by call site), then "
+                    "timed (CPU of fork+_exit+waitpid) in a seeded random order, together with "
+                    "avwork teardown (children of one parent exiting together vs one at a time). "
+                    "Fits ns per anon_vma and per AVC (OLS, HC3 95%% CIs) and the concurrent/"
+                    "sequential teardown ratio.  Finished runs are staged; rerunning the same "
+                    "command resumes.  --design state: the earlier benchmark (K VMAs with/without "
+                    "an anon_vma, depth 1; OLS interaction term, HC3 95%% CI).  Raw data go to a "
+                    "new directory under data/raw/objects/ (objects) or data/raw/cost/ (state).",
     )
+    p.add_argument("--design", choices=("objects", "state"), default="objects")
     p.add_argument("--ks", type=_args.int_list(0, MAX_REGION_VMAS, ranges=False),
-                   default="0,32,128", metavar="K,K,...",
+                   default=[0, 32, 128], metavar="K,K,...",
                    help="VMA counts, at least two different ones (0,32,128)")
-    p.add_argument("--forks", type=_args.integer(1, 1_000_000), default=200,
-                   help="forks per run (200)")
-    p.add_argument("--repeats", type=_args.integer(2, _args.MAX_RUNS), default=40,
-                   help="runs per (K, state), at least 2 (40)")
+    p.add_argument("--forks", type=_args.integer(1, 1_000_000), default=None,
+                   help="forks per run (objects: 500; state: 200)")
+    p.add_argument("--repeats", type=_args.integer(2, _args.MAX_RUNS), default=None,
+                   help="runs per condition, at least 2 (objects: 20; state: 40)")
+    p.add_argument("--children", type=_args.integer(1, 1024), default=16,
+                   help="objects: children per teardown run (16)")
+    p.add_argument("--teardown-repeats", type=_args.integer(2, _args.MAX_RUNS), default=40,
+                   help="objects: runs per teardown condition (40)")
     p.add_argument("--seed", type=_args.seed, default=0, help="seed of the run order (0)")
     p.add_argument("--out", type=_args.output_dir, metavar="DIR",
-                   help="parent directory (default data/raw/cost)")
+                   help="parent directory (default data/raw/objects, or data/raw/cost for state)")
     p.add_argument("--no-record", action="store_true", help="do not write raw data")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_forkcost)
@@ -279,45 +293,79 @@ def _forkcost(sub) -> None:
 def _run_forkcost(args) -> int:
     from rmaplab.measure import cost
 
-    if len(args.ks) < 2:
+    if len(set(args.ks)) < 2:
         raise RmaplabError("--ks needs at least two different VMA counts to fit a cost per VMA")
     if args.no_record and args.out is not None:
         raise RmaplabError("--out and --no-record contradict each other")
-    df, where = cost.run(ks=tuple(args.ks), forks=args.forks, repeats=args.repeats,
-                         seed=args.seed, record=not args.no_record, out_root=args.out)
-    per = cost.per_anon_vma_cost(df)
-    warnings = cost.fit_warnings(per)
-    if args.json:
-        json_out({**per, "warnings": warnings, "raw": str(where) if where else None})
-    else:
-        print(f"per anon_vma at fork+exit: {per['ns_per_anon_vma']:.0f} ns "
-              f"[{per['ci_low']:.0f}, {per['ci_high']:.0f}] (95% CI, {per['n']} runs); "
-              f"per VMA without anon_vma: {per['ns_per_vma']:.0f} ns"
-              + (f"; raw data: {where}" if where else ""))
+    if args.design == "state":
+        df, where = cost.run(ks=tuple(args.ks), forks=args.forks or 200,
+                             repeats=args.repeats or 40, seed=args.seed,
+                             record=not args.no_record, out_root=args.out)
+        per = cost.per_anon_vma_cost(df)
+        warnings = cost.fit_warnings(per)
+        if args.json:
+            json_out({**per, "warnings": warnings, "raw": str(where) if where else None})
+        else:
+            print(f"per anon_vma at fork+exit: {per['ns_per_anon_vma']:.0f} ns "
+                  f"[{per['ci_low']:.0f}, {per['ci_high']:.0f}] (95% CI, {per['n']} runs); "
+                  f"per VMA without anon_vma: {per['ns_per_vma']:.0f} ns"
+                  + (f"; raw data: {where}" if where else ""))
+        for text in warnings:
+            print(f"rmaplab forkcost: warning: {text}", file=sys.stderr)
+        return 0
+    runs, counts, where = cost.objects_campaign(
+        forks=args.forks or 500, repeats=args.repeats or 20, children=args.children,
+        teardown_repeats=args.teardown_repeats, seed=args.seed, record=not args.no_record,
+        out_root=args.out, conditions=cost.objects_conditions(ks=tuple(args.ks)))
+    coef = cost.coefficients(cost.object_costs(runs, counts))
+    tear = cost.teardown_effect(runs)
+    warnings = cost.price_warnings(coef)
     for text in warnings:
         print(f"rmaplab forkcost: warning: {text}", file=sys.stderr)
+    if args.json:
+        json_out({"coefficients": coef.to_dict(orient="records"),
+                  "teardown": tear.to_dict(orient="records"), "warnings": warnings,
+                  "raw": str(where) if where else None})
+        return 0
+    for _, c in coef.iterrows():
+        print(f"{c['term']:<26} {c['ns']:8.0f} ns  [{c['ci_low']:.0f}, {c['ci_high']:.0f}]")
+    for _, t in tear.iterrows():
+        print(f"teardown ({t['layout']}): concurrent/sequential {t['ratio']:.2f} "
+              f"[{t['ratio_ci_low']:.2f}, {t['ratio_ci_high']:.2f}]")
+    if where:
+        print(f"raw data: {where}")
     return 0
 
 
 @command("kbuild")
 def _kbuild(sub) -> None:
     p = sub.add_parser(
-        "kbuild", help="kernel-build campaign: tinyconfig builds with sh and bash, interleaved",
+        "kbuild", help="kernel-build campaign: tinyconfig builds with sh and bash, with and "
+                       "without perf, interleaved",
         description="Install Debian's linux-source-6.12 and its build dependencies if missing "
                     "(root), unpack it into $RMAPLAB_CACHE (default ~/.cache/rmaplab), make "
                     "tinyconfig, then measure `make -s -jJOBS` after an unmeasured `make -s "
-                    "clean`, with the default /bin/sh and with SHELL=/bin/bash, in a seeded random "
-                    "order.  Takes about 80 s per run on 2 cores.  Results go to "
-                    "data/raw/kbuild/ (raw data: commit them).  Exit status as for measure.",
+                    "clean`, with the default /bin/sh and with SHELL=/bin/bash, each under perf "
+                    "stat (counts) and without perf (wait4 rusage, as `time` reports it), in a "
+                    "seeded random order.  About 70 s per run on 2 quiet cores: the defaults "
+                    "(10 runs x 4 conditions + 4 warm-ups) take about 50 min.  Finished runs "
+                    "are staged; rerunning the same command resumes an interrupted campaign.  "
+                    "Results go to data/raw/kbuild/ (raw data: commit them).  Exit status as "
+                    "for measure.",
     )
     p.add_argument("--runs", type=_args.runs, default=10,
-                   help="measured runs per shell (default 10)")
+                   help="measured runs per shell and instrumentation (default 10)")
     p.add_argument("--warmups", type=_args.warmups, default=1,
-                   help="warm-up runs per shell (default 1)")
+                   help="warm-up runs per condition (default 1)")
     p.add_argument("--jobs", type=_args.integer(1, 1024), default=2, help="make -j (default 2)")
+    p.add_argument("--no-plain", action="store_true",
+                   help="only the runs under perf stat (no uninstrumented runs)")
     p.add_argument("--seed", type=_args.seed, default=2019, help="seed of the run order")
     p.add_argument("--out", type=_args.output_dir, metavar="DIR",
                    help="parent directory (default data/raw/kbuild)")
+    p.add_argument("--tree", type=_args.existing_dir, metavar="DIR",
+                   help="build this tree instead (any Makefile with a clean target; tests use a "
+                        "tiny one)")
     p.set_defaults(func=_run_kbuild)
 
 
@@ -328,10 +376,102 @@ def _run_kbuild(args) -> int:
     out_root = args.out or raw_dir() / "kbuild"
     record.check_destination(out_root)     # before installing, unpacking or building
     perf.check()
-    tree = kbuild.ensure_source()
-    runs, where = run.campaign(kbuild.conditions(tree, args.jobs), runs=args.runs,
-                               warmups=args.warmups, seed=args.seed,
-                               label=f"tinyconfig-j{args.jobs}", out_root=out_root)
+    tree = args.tree or kbuild.ensure_source()
+    if not (tree / "Makefile").exists():
+        raise RmaplabError("no Makefile in the tree to build", path=tree)
+    runs, where = run.campaign(kbuild.conditions(tree, args.jobs, plain=not args.no_plain),
+                               runs=args.runs, warmups=args.warmups, seed=args.seed,
+                               label=f"{'tinyconfig' if args.tree is None else tree.name}"
+                                     f"-j{args.jobs}",
+                               out_root=out_root)
     failed = sum(1 for r in runs if r.failed)
     print(f"{len(runs)} runs, {failed} failed; raw data: {where}")
     return run.exit_status(runs)
+
+
+@command("ceiling")
+def _ceiling(sub) -> None:
+    p = sub.add_parser(
+        "ceiling", help="in-vivo ceiling: sys time of a build spent where anon_vma work happens",
+        description="Build tinyconfig under `perf record -a` in separate passes, interleaved in "
+                    "a seeded random order: plain (no perf: the sys-time denominator), trace "
+                    "(on-CPU time inside mm-copying fork/clone syscalls, exit and exec teardown "
+                    "up to mmap:exit_mmap, and the mmap_lock read sections around "
+                    "__anon_vma_prepare), sample (cpu-clock call chains attributed to "
+                    "anon_vma_fork/anon_vma_clone/unlink_anon_vmas/__anon_vma_prepare) and locks "
+                    "(lock:contention_begin/end; anon_vma root locks recognised by address); "
+                    "plain and locks also oversubscribed.  A sampled micro workload of known "
+                    "extra cost (avwork forkcost, with and without anon_vmas) validates the "
+                    "attribution.  Defaults: 2 shells x 6 conditions x 3 repeats = 36 builds + 9 "
+                    "validation runs, about 60 min on 2 quiet cores.  Finished runs are staged; "
+                    "rerunning the same command resumes.  Reduced results (no perf.data) go to "
+                    "a new directory under data/raw/ceiling/.  With `-- CMD` the workload is CMD "
+                    "instead of the kernel build ({jobs} in CMD is replaced by the -j value).",
+        usage="rmaplab ceiling [--shells sh,bash] [--passes plain,trace,sample,locks] "
+              "[--jobs 2] [--oversubscribed 8] [--repeats 3] [--freq 4000] "
+              "[--validate K,FORKS,REPEATS | --no-validate] [--seed N] [--tree DIR] [--out DIR] "
+              "[--no-record] [-- CMD ...]",
+    )
+    p.add_argument("--shells", type=_args.choice_list(("sh", "bash")), default=["sh", "bash"],
+                   metavar="SHELL,...", help="recipe shells (default sh,bash)")
+    p.add_argument("--passes", type=_args.choice_list(("plain", "trace", "sample", "locks")),
+                   default=["plain", "trace", "sample", "locks"], metavar="PASS,...",
+                   help="passes at -jJOBS (default all four)")
+    p.add_argument("--jobs", type=_args.integer(1, 1024), default=2, help="make -j (default 2)")
+    p.add_argument("--oversubscribed", type=_args.integer(0, 1024), default=8,
+                   help="also run plain and locks at this -j (default 8; 0: no)")
+    p.add_argument("--repeats", type=_args.runs, default=3, help="runs per condition (default 3)")
+    p.add_argument("--freq", type=_args.integer(1, 100_000), default=4000,
+                   help="cpu-clock samples/s (default 4000)")
+    p.add_argument("--validate", type=_validation, default=(128, 4000, 3),
+                   metavar="K,FORKS,REPEATS",
+                   help="avwork forkcost K,FORKS,REPEATS for the sampling check (default "
+                        "128,4000,3)")
+    p.add_argument("--no-validate", action="store_true", help="skip the sampling check")
+    p.add_argument("--seed", type=_args.seed, default=2019, help="seed of the run order")
+    p.add_argument("--tree", type=_args.existing_dir, metavar="DIR",
+                   help="build this tree instead of linux-source-6.12")
+    p.add_argument("--label", type=_args.label, default=None,
+                   help="name of the raw directory (default ceiling)")
+    p.add_argument("--out", type=_args.output_dir, metavar="DIR",
+                   help="parent directory (default data/raw/ceiling)")
+    p.add_argument("--no-record", action="store_true", help="do not write raw data")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    p.set_defaults(func=_run_ceiling)
+
+
+def _validation(text: str) -> tuple[int, int, int]:
+    """K,FORKS,REPEATS of the sampling check (values may repeat, unlike int_list's grids)."""
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise _args.Invalid(f"needs three integers K,FORKS,REPEATS, got {text!r}")
+    one = _args.integer(1, 10_000_000)
+    return (one(parts[0]), one(parts[1]), one(parts[2]))
+
+
+def _run_ceiling(args) -> int:
+    from rmaplab.measure import ceiling, kbuild
+
+    cmd = command_of(args)
+    shells = args.shells
+    if args.no_record and args.out is not None:
+        raise RmaplabError("--out and --no-record contradict each other")
+    if cmd:
+        builds = {"cmd": lambda j: [a.replace("{jobs}", str(j)) for a in cmd]}
+        cwd, before = None, None
+    else:
+        tree = args.tree or kbuild.ensure_source()
+        if not (tree / "Makefile").exists():
+            raise RmaplabError("no Makefile in the tree to build", path=tree)
+        builds = {s: (lambda j, s=s: ["make", "-s", f"-j{j}", *kbuild.SHELLS[s]]) for s in shells}
+        cwd, before = tree, ["make", "-s", "clean"]
+    passes = args.passes
+    conds = ceiling.build_conditions(builds, cwd, before, passes, args.jobs,
+                                     args.oversubscribed)
+    validate = None if args.no_validate else args.validate
+    table, where = ceiling.campaign(conds, repeats=args.repeats, freq=args.freq, seed=args.seed,
+                                    validate=validate, label=args.label or "ceiling",
+                                    out_root=args.out, record=not args.no_record)
+    failed = int(table["failed"].sum())
+    print(f"{len(table)} runs, {failed} failed" + (f"; raw data: {where}" if where else ""))
+    return 0 if not failed else 1

@@ -2,9 +2,12 @@
 
 The tree is unpacked once into a cache outside the repository
 (``$RMAPLAB_CACHE``, default ~/.cache/rmaplab).  Each measured run is preceded by an
-unmeasured ``make -s clean``.  Two conditions: the default /bin/sh (dash on Debian)
-and ``SHELL=/bin/bash`` for make's recipes (bash forks where dash vforks, closer to a
-2019 userland).
+unmeasured ``make -s clean``.  Two shells: the default /bin/sh (dash on Debian) and
+``SHELL=/bin/bash`` for make's recipes (bash forks where dash vforks, closer to a
+2019 userland).  Each shell is built under perf stat (counts, labels ``sh``/``bash``)
+and, interleaved with those, without perf (labels ``sh-plain``/``bash-plain``: wait4
+rusage, what `time` reports).  The uninstrumented runs are the builds' true times:
+:func:`sys_seconds` serves them wherever sys time divides something.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from rmaplab.errors import RmaplabError
+from rmaplab.measure import data
 from rmaplab.measure.run import Condition
 from rmaplab.paths import cache_dir
 
@@ -88,10 +95,89 @@ def unpack(tarball: Path, tree: Path, log=lambda s: None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def conditions(tree: Path, jobs: int = 2) -> list[Condition]:
+SHELLS = {"sh": [], "bash": ["SHELL=/bin/bash"]}
+PLAIN = "-plain"
+
+
+def conditions(tree: Path, jobs: int = 2, plain: bool = True) -> list[Condition]:
+    """Each shell under perf stat and, with ``plain``, without perf."""
     clean = ["make", "-s", "clean"]
     build = ["make", "-s", f"-j{jobs}"]
-    return [
-        Condition("sh", build, cwd=str(tree), before=clean),
-        Condition("bash", [*build, "SHELL=/bin/bash"], cwd=str(tree), before=clean),
-    ]
+    out = []
+    for shell, extra in SHELLS.items():
+        out.append(Condition(shell, [*build, *extra], cwd=str(tree), before=clean))
+        if plain:
+            out.append(Condition(shell + PLAIN, [*build, *extra], cwd=str(tree), before=clean,
+                                 instrumented=False))
+    return out
+
+
+def with_shell(runs: pd.DataFrame) -> pd.DataFrame:
+    """Measured, successful runs with ``shell`` and ``instrumented`` columns.
+
+    Campaigns recorded before uninstrumented runs existed have no ``instrumented``
+    column: all their runs were under perf stat.
+    """
+    good = runs[~runs["warmup"].astype(bool) & ~runs["failed"].astype(bool)].copy()
+    good["instrumented"] = (good["instrumented"].astype(bool) if "instrumented" in good
+                            else True)
+    good["shell"] = good["label"].str.removesuffix(PLAIN)
+    return good
+
+
+def overhead(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """What perf stat's counters add to each shell's real/user/sys: plain (A) vs perf (B).
+
+    One row per shell and metric with rmaplab.stats' comparison (change of means in
+    percent of the plain mean, its Fieller-Welch CI, Welch's p, exact tests).
+    """
+    from rmaplab.measure.data import timing_frame
+    from rmaplab.stats import compare
+
+    good = with_shell(runs)
+    if good["instrumented"].all() or not good["instrumented"].any():
+        raise RmaplabError("the campaign has no pair of plain and instrumented runs",
+                           hint="rmaplab kbuild (records both since the plain runs were added)")
+    tidy = timing_frame(good, "kbuild")
+    rows = []
+    for shell in SHELLS:
+        plain = tidy[tidy["group"] == shell + PLAIN]
+        perf_ = tidy[tidy["group"] == shell]
+        if plain.empty or perf_.empty:
+            continue
+        # log-scale inference needs positive times (a tick-accounted sys can be 0 s)
+        both = pd.concat([plain, perf_])
+        metrics = tuple(m for m in ("real", "user", "sys")
+                        if (both.loc[both["metric"] == m, "seconds"] > 0).all())
+        result = compare(plain, perf_, label_a="plain", label_b="perf stat", alpha=alpha,
+                         same_file=True, metrics=metrics)
+        for m in result.metrics:
+            rows.append({"shell": shell, "metric": m.metric, "n_plain": m.n_a, "n_perf": m.n_b,
+                         "plain_s": m.mean_a, "perf_s": m.mean_b, "overhead_pct": m.pct_change,
+                         "ci_low": m.ci_low, "ci_high": m.ci_high, "p_welch": m.p_welch,
+                         "p_mannwhitney": m.p_mannwhitney})
+    return pd.DataFrame(rows)
+
+
+def sys_seconds(shell: str, runs: pd.DataFrame | None = None, source: str | None = None
+                ) -> dict[str, Any]:
+    """This machine's build sys time for ``shell``: the denominator of every sys share.
+
+    Uninstrumented runs when the campaign has them (median); otherwise the runs under
+    perf stat, flagged ``instrumented: True`` so that a reader sees which it is.
+    ``runs``/``source`` default to the newest recorded kbuild campaign.
+    """
+    if runs is None:
+        directory = data.latest("kbuild")
+        runs, _ = data.load(directory)
+        source = directory.name
+    good = with_shell(runs)
+    good = good[good["shell"] == shell]
+    if good.empty:
+        raise RmaplabError(f"no successful {shell} builds in the kbuild campaign {source}")
+    plain = good[~good["instrumented"]]
+    chosen = plain if not plain.empty else good
+    return {"shell": shell, "sys_s": float(chosen["sys"].median()), "n": int(len(chosen)),
+            "instrumented": plain.empty, "source": source,
+            "what": ("median sys of uninstrumented builds (wait4 rusage)" if not plain.empty
+                     else "median sys of builds under perf stat (no uninstrumented runs yet)")}

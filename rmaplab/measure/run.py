@@ -1,4 +1,4 @@
-"""Run commands under perf and record everything: counts, times, status, host.
+"""Run commands under perf (or plainly) and record everything: counts, times, status, host.
 
 A measurement directory (``data/raw/measure/<UTC time>-<label>/``, see
 :mod:`rmaplab.measure.record`) is written atomically and never overwritten.  It holds
@@ -8,9 +8,12 @@ per-run ``run-NNN.perf.csv`` (perf's own output) and ``run-NNN.log.gz`` (the com
 output).  A run whose command fails is recorded as failed, not dropped, and the
 campaign's exit status (:func:`exit_status`) is the first failure's own.  Campaigns
 interleave conditions in a seeded random order after warm-up runs, so drift does not
-line up with a condition.  Everything is checked before the first run (the commands
-exist, the destination is writable, perf counts); a campaign stopped half-way (Ctrl-C,
-a failed preparation step) still records the runs it finished, marked incomplete.
+line up with a condition.  An uninstrumented condition runs the command without perf
+(real/user/sys from the same wait4 rusage, what `time` reports), so the cost of counting
+can be measured.  Everything is checked before the first run (the commands exist, the
+destination is writable, perf counts); a campaign stopped half-way (Ctrl-C, a failed
+preparation step) still records the runs it finished, marked incomplete, and keeps them
+staged (:mod:`rmaplab.measure.staging`): the same command run again resumes it.
 """
 
 from __future__ import annotations
@@ -32,15 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from rmaplab.errors import RmaplabError
-from rmaplab.measure import host, perf
+from rmaplab.measure import host, perf, timed
 from rmaplab.measure.record import (
     check_destination,
     deferred_interrupt,
     keep_unfinished,
     run_name,
-    save,
     slug,
 )
+from rmaplab.measure.staging import Staging
 from rmaplab.paths import raw_dir
 
 
@@ -51,6 +54,7 @@ class Condition:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
     before: list[str] | None = None      # run (unmeasured) before every run, e.g. make clean
+    instrumented: bool = True            # False: no perf, wait4() rusage only (like `time`)
 
 
 @dataclass
@@ -65,16 +69,28 @@ class Run:
     loadavg_before: str | None
     problems: list[str]
     output: bytes = b""   # what the command printed (stdout and stderr), also in run-NNN.log.gz
+    instrumented: bool = True
 
     def row(self) -> dict[str, Any]:
         row = {"order": self.order, "label": self.label, "run": self.index,
-               "warmup": self.warmup, "exit_status": self.exit_status, "failed": self.failed}
+               "warmup": self.warmup, "instrumented": self.instrumented,
+               "exit_status": self.exit_status, "failed": self.failed}
         row.update(self.values)
         if all(k in self.values for k in perf.COUNT_NAMES):
             row.update(perf.derived({k: int(self.values[k]) for k in perf.COUNT_NAMES}))
         row["loadavg_before"] = self.loadavg_before
         row["problems"] = "; ".join(self.problems)
         return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Run:
+        """A run staged by an interrupted campaign, read back to resume it."""
+        keys = (*perf.COUNT_NAMES, "real", "user", "sys")
+        return cls(int(row["order"]), row["label"], int(row["run"]), bool(row["warmup"]),
+                   int(row["exit_status"]), bool(row["failed"]),
+                   {k: row[k] for k in keys if row.get(k) is not None},
+                   row["loadavg_before"], [p for p in row["problems"].split("; ") if p],
+                   instrumented=bool(row["instrumented"]))
 
 
 def consistency(values: dict[str, float]) -> list[str]:
@@ -143,23 +159,30 @@ def _one(cond: Condition, order: int, index: int, warmup: bool, tmp: Path
     perf_out = tmp / f"run-{order:03d}.perf.csv"
     log_path = tmp / f"run-{order:03d}.log"
     loadavg = Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else None
-    with open(log_path, "wb") as output:
-        outcome = perf.run_counted(cond.cmd, perf_out, output, cwd=cond.cwd, env=env)
-    perf_text = perf_out.read_text() if perf_out.exists() else ""
     problems: list[str] = []
     counts: dict[str, float] = {}
-    try:
-        counts = perf.parse(perf_text, str(perf_out))
-        problems = consistency(counts)
-    except RmaplabError as e:
-        problems.append(str(e))
-    failed = outcome.status != 0 or not counts
-    if outcome.status != 0:
-        problems.insert(0, status_text(outcome.status))
-    values = {**counts, "real": outcome.real, "user": outcome.user, "sys": outcome.sys}
+    perf_text = ""
+    if cond.instrumented:
+        with open(log_path, "wb") as output:
+            outcome = perf.run_counted(cond.cmd, perf_out, output, cwd=cond.cwd, env=env)
+        perf_text = perf_out.read_text() if perf_out.exists() else ""
+        try:
+            counts = perf.parse(perf_text, str(perf_out))
+            problems = consistency(counts)
+        except RmaplabError as e:
+            problems.append(str(e))
+        status, times = outcome.status, (outcome.real, outcome.user, outcome.sys)
+    else:
+        with open(log_path, "wb") as output:
+            plain = timed.run(cond.cmd, cwd=cond.cwd, env=env, output=output)
+        status, times = plain["exit_status"], (plain["real"], plain["user"], plain["sys"])
+    failed = status != 0 or (cond.instrumented and not counts)
+    if status != 0:
+        problems.insert(0, status_text(status))
+    values = {**counts, "real": times[0], "user": times[1], "sys": times[2]}
     output = log_path.read_bytes()
-    run = Run(order, cond.label, index, warmup, outcome.status, failed, values, loadavg,
-              problems, output)
+    run = Run(order, cond.label, index, warmup, status, failed, values, loadavg,
+              problems, output, cond.instrumented)
     return run, perf_text.encode(), output
 
 
@@ -174,7 +197,13 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
              label: str | None = None, out_root: Path | None = None, record: bool = True,
              log: Callable[[str], None] | None = None, extra_meta: dict | None = None
              ) -> tuple[list[Run], Path | None]:
-    """Measure each condition ``runs`` times, interleaved in a seeded random order."""
+    """Measure each condition ``runs`` times, interleaved in a seeded random order.
+
+    With ``record``, every finished run is staged at once (:mod:`rmaplab.measure.staging`):
+    an interrupted campaign resumes when the same command is run again (one unrecorded
+    warm-up first, if the campaign has warm-ups), and the raw directory appears, complete,
+    only at the end.
+    """
     if runs < 1:
         raise RmaplabError(f"runs must be at least 1, got {runs}")
     if warmups < 0:
@@ -193,22 +222,29 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
     out_root = out_root or raw_dir() / "measure"
     if record:
         check_destination(out_root)
-    perf.check()
+    if any(c.instrumented for c in conditions):
+        perf.check()
     schedule = [(c, 0, True) for c in conditions for _ in range(warmups)]
     measured = [(c, i, False) for c in conditions for i in range(1, runs + 1)]
     random.Random(seed).shuffle(measured)
     schedule += measured
-    name = run_name(label or conditions[0].label)
+    conds = [{"label": c.label, "cmd": c.cmd, "env": c.env, "cwd": c.cwd, "before": c.before,
+              "instrumented": c.instrumented} for c in conditions]
+    order_names = [f"{c.label}#{i}" if not w else f"{c.label}#warmup" for c, i, w in schedule]
+    stage = (Staging("measure", slug(label or conditions[0].label),
+                     {"conditions": conds, "order": order_names, "extra": extra_meta}, log)
+             if record else None)
+    name = stage.name if stage is not None else run_name(label or conditions[0].label)
     meta = {
         "host": host.describe(),
-        "conditions": [{"label": c.label, "cmd": c.cmd, "env": c.env, "cwd": c.cwd,
-                        "before": c.before} for c in conditions],
+        "conditions": conds,
         "runs_per_condition": runs, "warmups_per_condition": warmups, "seed": seed,
-        "order": [f"{c.label}#{i}" if not w else f"{c.label}#warmup" for c, i, w in schedule],
+        "order": order_names,
         "counters": [{"name": c.name, "event": c.event, "filter": c.filter}
                      for c in perf.COUNTERS],
         "counting": "perf stat -p attached to the command before its execve; real, user and "
                     "sys from the command's own wait4",
+        "uninstrumented_timing": "the same wait4 rusage without perf (rmaplab.measure.timed)",
         **(extra_meta or {}),
     }
     results: list[Run] = []
@@ -228,21 +264,36 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
 
     with tempfile.TemporaryDirectory(prefix="rmaplab-measure-") as scratch:
         log(f"measuring {len(schedule)} run(s): " + ", ".join(labels))
+        resumed_warm = False
         try:
             for order, (cond, index, warmup) in enumerate(schedule, 1):
+                if stage is not None and stage.done(order):
+                    results.append(Run.from_row(stage.rows[order]))
+                    files.update(stage.files_of(order))
+                    continue
+                if stage is not None and stage.resumed and not resumed_warm and warmups:
+                    log(f"  resumed: one unrecorded warm-up of {cond.label} first")
+                    _one(cond, order, 0, True, Path(scratch))
+                    resumed_warm = True
                 run, perf_bytes, output = _one(cond, order, index, warmup, Path(scratch))
-                files[f"run-{order:03d}.perf.csv"] = perf_bytes
-                files[f"run-{order:03d}.log.gz"] = gzip.compress(output, mtime=0)
+                new = {f"run-{order:03d}.log.gz": gzip.compress(output, mtime=0)}
+                if cond.instrumented:
+                    new[f"run-{order:03d}.perf.csv"] = perf_bytes
+                files.update(new)
                 results.append(run)
+                if stage is not None:
+                    with deferred_interrupt():
+                        stage.add(order, run.row(), new)
                 log(_describe(run))        # after it is kept: what is shown is recorded
         except (RmaplabError, KeyboardInterrupt) as e:
-            if record and results:
+            if stage is not None and results:
                 keep_unfinished(out_root, name, write, meta, len(results), len(schedule), e, log)
+                log(f"  they stay staged in {stage.dir}: the same command resumes the campaign")
             raise
-        if not record:
+        if stage is None:
             return results, None
         with deferred_interrupt():
-            target = save(out_root, name, write)
+            target = stage.publish(out_root, meta)
             log(f"recorded in {target}")
         return results, target
 

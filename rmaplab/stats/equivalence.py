@@ -17,6 +17,9 @@ import numpy as np
 
 from rmaplab.stats import location
 
+# Rounding allowance, in ulps of the largest time, of the margin check (distribution_free).
+MARGIN_ROUNDING = 16
+
 
 @dataclass(frozen=True)
 class Equivalence:
@@ -41,12 +44,23 @@ def tost(a: np.ndarray, b: np.ndarray, margin_pct: float, alpha: float = 0.05) -
 
 def distribution_free(a: np.ndarray, b: np.ndarray, margin_pct: float, alpha: float
                       ) -> tuple[bool | None, str | None]:
-    """Is the (1 - 2 alpha) Hodges-Lehmann interval inside +-margin of A's median?"""
+    """Is the (1 - 2 alpha) Hodges-Lehmann interval strictly inside +-margin of A's median?
+
+    The margin itself is outside: an endpoint on it (10.00 s -> 10.10 s at 1%) is not
+    equivalent.  Times are decimals read into floats, so an endpoint b_j - a_i that is
+    on the margin in decimal lands a few ulps of the times off it (10.10 - 10.00 is
+    0.09999999999999964): within :data:`MARGIN_ROUNDING` ulps of the largest time of
+    the margin counts as on it.  That is 4e-14 s at 10 s, far below any timer's
+    resolution, so no interval a timer can tell apart from the margin is moved.
+    """
     hl = location.hodges_lehmann(a, b, level=1 - 2 * alpha)
     median_a = float(np.median(a))
     if hl.ci.low is None or median_a <= 0:
         return None, hl.ci.note or "A's median is 0 s"
     low, high = 100 * hl.ci.low / median_a, 100 * hl.ci.high / median_a
-    return bool(-margin_pct < low and high < margin_pct), (
+    bound = margin_pct / 100 * median_a
+    tol = MARGIN_ROUNDING * np.finfo(float).eps * float(max(np.abs(a).max(), np.abs(b).max()))
+    inside = -bound + tol < hl.ci.low and hl.ci.high < bound - tol
+    return bool(inside), (
         f"Hodges-Lehmann {100 * (1 - 2 * alpha):g}% interval [{low:+.2f}%, {high:+.2f}%] "
         "of A's median")

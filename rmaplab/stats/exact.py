@@ -188,6 +188,17 @@ def _split_sums(pooled: np.ndarray, k: int, block: int = 50_000):
         yield pooled[chunk.reshape(-1, k)].sum(axis=1)
 
 
+def _two_sided_mc_error(p: float, n_resamples: int) -> float:
+    """Standard error of the Monte Carlo p = 2 (X + 1) / (B + 1), X ~ Binomial(B, q).
+
+    X counts the resamples in the smaller tail, whose probability q is estimated by
+    p / 2 (so q = 1/2 when p is capped at 1): SE = 2 sqrt(B q (1 - q)) / (B + 1)
+    = sqrt(B p (2 - p)) / (B + 1), about sqrt(p (2 - p) / B).  Doubling the tail
+    doubles its error, hence p (2 - p), not the one-sided p (1 - p).
+    """
+    return math.sqrt(n_resamples * p * (2.0 - p)) / (n_resamples + 1)
+
+
 def permutation_means(a: np.ndarray, b: np.ndarray, seed: int = 0,
                       n_resamples: int = PERM_RESAMPLES) -> TestResult:
     """Two-sided permutation test of mean(B) - mean(A).
@@ -231,7 +242,7 @@ def permutation_means(a: np.ndarray, b: np.ndarray, seed: int = 0,
             done += block
         p = min(1.0, 2 * min(le + 1, ge + 1) / (n_resamples + 1))
         return TestResult(p, "monte-carlo", min(1.0, 2 / (n_resamples + 1)),
-                          mc_error=math.sqrt(p * (1 - p) / n_resamples), n_resamples=n_resamples)
+                          mc_error=_two_sided_mc_error(p, n_resamples), n_resamples=n_resamples)
     # Sum of k of N values drawn without replacement: mean k*xbar, variance
     # k(N-k)/(N(N-1)) * sum((x - xbar)^2).
     centred = pooled - pooled.mean()

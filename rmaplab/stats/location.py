@@ -196,59 +196,66 @@ def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
 
 # --- Hodges-Lehmann --------------------------------------------------------------------
 
-def _count_at_most(a: np.ndarray, b: np.ndarray, d: float) -> tuple[int, np.ndarray]:
-    """How many of the differences b_j - a_i (as float64 computes them) are <= d.
+def _row_counts(b: np.ndarray, a_desc: np.ndarray, d: float, strict: bool) -> np.ndarray:
+    """Per j, how many of the differences b_j - a_desc[i] (as float64 computes them) are
+    <= d (< d if ``strict``).
 
-    For each j the differences fall as a_i grows, so those <= d are a suffix of sorted
-    a.  searchsorted finds its start for exact arithmetic; the loops correct it by the
-    few places where rounding of b_j - a_i disagrees.  Returns the count and, per j,
-    the first index of the suffix.
+    Rounding is monotone, so each row b_j - a_desc[.] is non-decreasing and the count
+    is the length of a prefix: a binary search on every row at once, evaluating the
+    same float differences that are selected from (no rounding disagreement to
+    correct, and ties cost nothing).
     """
-    start = np.searchsorted(a, b - d, side="left")
-    m = len(a)
-    while True:
-        back = (start > 0) & (b - a[np.maximum(start - 1, 0)] <= d)
-        if not back.any():
-            break
-        start = start - back
-    while True:
-        fwd = (start < m) & (b - a[np.minimum(start, m - 1)] > d)
-        if not fwd.any():
-            break
-        start = start + fwd
-    return int((m - start).sum()), start
+    m = len(a_desc)
+    lo, hi = np.zeros(len(b), dtype=np.intp), np.full(len(b), m, dtype=np.intp)
+    while (open_ := lo < hi).any():
+        mid = (lo + hi) // 2
+        value = b - a_desc[np.minimum(mid, m - 1)]
+        inside = open_ & ((value < d) if strict else (value <= d))
+        lo = np.where(inside, mid + 1, lo)
+        hi = np.where(open_ & ~inside, mid, hi)
+    return lo
 
 
 def kth_difference(a_sorted: np.ndarray, b_sorted: np.ndarray, k: int) -> float:
     """The k-th smallest (1-based) of the m*n differences b_j - a_i, without forming them.
 
-    Bisection on the value with exact counting (:func:`_count_at_most`), then the few
-    differences left between the bounds are formed and sorted: O((m+n) log) memory
-    and time per step instead of O(m*n).  Equal to
-    ``np.sort(np.subtract.outer(b, a).ravel())[k-1]`` (checked in the tests).
+    Selection in the sorted matrix X + Y after Johnson and Mizoguchi, "Selecting the
+    K-th element in X + Y and X1 + X2 + ... + Xm", SIAM J. Comput. 7(2), 1978: each
+    row j keeps a window of candidate columns; the pivot is the weighted median of the
+    windows' middle elements (an actual difference), so at least a quarter of the
+    candidates lie on each side of it.  Exact counts of differences < and <= the pivot
+    (:func:`_row_counts`) either identify it as the answer (ties included: a run of
+    equal differences is one step) or drop that quarter.  When few candidates are
+    left they are formed and sorted.  O(log(mn)) rounds of O(n log m) work, O(m + n)
+    memory.  Equal to ``np.sort(np.subtract.outer(b, a).ravel())[k-1]`` (checked in
+    the tests).  Written by hand: scipy and numpy have no X + Y selection.
     """
-    lo = float(b_sorted[0] - a_sorted[-1])
-    hi = float(b_sorted[-1] - a_sorted[0])
-    if k == 1:
-        return lo
-    lo = np.nextafter(lo, -np.inf)     # count(lo) = 0 < k <= count(hi) = m*n
-    count_lo, start_lo = 0, np.full(len(b_sorted), len(a_sorted))
-    count_hi, start_hi = _count_at_most(a_sorted, b_sorted, hi)
-    limit = max(4 * (len(a_sorted) + len(b_sorted)), 1024)
-    while count_hi - count_lo > limit:
-        mid = lo + (hi - lo) / 2
-        if not lo < mid < hi:
-            return hi      # no float between lo and hi: every difference left equals hi
-        count, start = _count_at_most(a_sorted, b_sorted, mid)
-        if count >= k:
-            hi, count_hi, start_hi = mid, count, start
+    a_desc = np.ascontiguousarray(a_sorted[::-1])
+    b = np.asarray(b_sorted)
+    m, n = len(a_desc), len(b)
+    lo, hi = np.zeros(n, dtype=np.intp), np.full(n, m, dtype=np.intp)  # candidates [lo, hi)
+    limit = max(4 * (m + n), 1024)
+    while (hi - lo).sum() > limit:
+        weight = hi - lo
+        rows = np.flatnonzero(weight)
+        middle = b[rows] - a_desc[(lo[rows] + hi[rows]) // 2]
+        order = np.argsort(middle, kind="stable")
+        cumulative = np.cumsum(weight[rows][order])
+        pivot = float(middle[order[np.searchsorted(cumulative, cumulative[-1] / 2)]])
+        below = _row_counts(b, a_desc, pivot, strict=True)
+        at_most = _row_counts(b, a_desc, pivot, strict=False)
+        if below.sum() < k <= at_most.sum():
+            return pivot
+        if k <= below.sum():
+            hi = np.minimum(hi, below)
         else:
-            lo, count_lo, start_lo = mid, count, start
-    # The differences in (lo, hi] are b_j - a_i for i in [start_hi_j, start_lo_j).
-    rows = np.repeat(np.arange(len(b_sorted)), start_lo - start_hi)
-    cols = np.concatenate([np.arange(s, e) for s, e in zip(start_hi, start_lo, strict=True)])
-    between = np.sort(b_sorted[rows] - a_sorted[cols.astype(np.intp)])
-    return float(between[k - count_lo - 1])
+            lo = np.maximum(lo, at_most)
+    # Every difference left of a window is smaller than the answer: it is the
+    # (k - sum(lo))-th of the candidates left.
+    rows = np.repeat(np.arange(n), hi - lo)
+    cols = np.concatenate([np.arange(s, e) for s, e in zip(lo, hi, strict=True)])
+    between = np.sort(b[rows] - a_desc[cols.astype(np.intp)])
+    return float(between[k - int(lo.sum()) - 1])
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,21 @@
  *                        (STATE 0: never written, no anon_vma; 1: written then
  *                        MADV_DONTNEED, an anon_vma but no page; 2: written, one page);
  *                        prints "ns K N STATE utime_us stime_us" (rusage of self+children)
+ *   avwork forkdepth LAYOUT K N STATE D ANCESTORS
+ *                        a region of K one-page VMAs (LAYOUT sep: K anon_vmas; split: one
+ *                        anon_vma, K VMAs), every page read first so that page tables exist
+ *                        in every STATE (0: no anon_vma; 1: written then MADV_DONTNEED),
+ *                        handed down D-1 generations of forks (ANCESTORS alive: each waits
+ *                        for its child, so no anon_vma of the chain is reusable; exited:
+ *                        each exits at once, so anon_vma_clone reuses one); generation D
+ *                        times N fork+_exit+waitpid; prints "ns K N STATE D utime_us
+ *                        stime_us" (rusage of generation D and its children)
+ *   avwork teardown LAYOUT K M STATE CONCURRENT
+ *                        the same region; M children forked and blocked on a pipe, then
+ *                        released all at once (CONCURRENT 1: they exit together, their
+ *                        anon_vmas under the same roots) or one at a time; prints "ns K M
+ *                        STATE CONCURRENT utime_us stime_us" (release to last reap; rusage
+ *                        of the M children)
  *
  * Each mode makes exactly the syscalls and page writes of the event trace that
  * rmaplab/workloads.py builds for (MODE, K, N), at the same addresses: a region inside
@@ -146,6 +161,37 @@ static void madvise_range(long first, long count, int advice)
 
 static long usec(struct timeval tv) { return tv.tv_sec * 1000000L + tv.tv_usec; }
 
+static long elapsed_ns(struct timespec *t0, struct timespec *t1)
+{
+	return (t1->tv_sec - t0->tv_sec) * 1000000000L + (t1->tv_nsec - t0->tv_nsec);
+}
+
+static void add_rusage(struct rusage *sum, const struct rusage *self, const struct rusage *kids)
+{
+	sum->ru_utime.tv_sec = self->ru_utime.tv_sec + kids->ru_utime.tv_sec;
+	sum->ru_utime.tv_usec = self->ru_utime.tv_usec + kids->ru_utime.tv_usec;
+	sum->ru_stime.tv_sec = self->ru_stime.tv_sec + kids->ru_stime.tv_sec;
+	sum->ru_stime.tv_usec = self->ru_stime.tv_usec + kids->ru_stime.tv_usec;
+}
+
+/* N fork+_exit+waitpid: wall ns; rusage of self plus children before and after. */
+static long measure_forks(long n, struct rusage *before, struct rusage *after)
+{
+	struct rusage self, kids;
+	struct timespec t0, t1;
+
+	getrusage(RUSAGE_SELF, &self);
+	getrusage(RUSAGE_CHILDREN, &kids);
+	add_rusage(before, &self, &kids);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	forks(n);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	getrusage(RUSAGE_SELF, &self);
+	getrusage(RUSAGE_CHILDREN, &kids);
+	add_rusage(after, &self, &kids);
+	return elapsed_ns(&t0, &t1);
+}
+
 static int forkcost(long k, long n, int state)
 {
 	reserve(2 * k + 1);
@@ -156,27 +202,177 @@ static int forkcost(long k, long n, int state)
 		if (state == 1)
 			madvise_range(2 * i + 1, 1, MADV_DONTNEED);
 	}
-	struct rusage self0, kids0, self1, kids1;
-	struct timespec t0, t1;
-	getrusage(RUSAGE_SELF, &self0);
-	getrusage(RUSAGE_CHILDREN, &kids0);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	forks(n);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	getrusage(RUSAGE_SELF, &self1);
-	getrusage(RUSAGE_CHILDREN, &kids1);
-	long ns = (t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec);
-	long ut = usec(self1.ru_utime) - usec(self0.ru_utime) + usec(kids1.ru_utime) - usec(kids0.ru_utime);
-	long st = usec(self1.ru_stime) - usec(self0.ru_stime) + usec(kids1.ru_stime) - usec(kids0.ru_stime);
+	struct rusage a, b;
+	long ns = measure_forks(n, &a, &b);
+	long ut = usec(b.ru_utime) - usec(a.ru_utime);
+	long st = usec(b.ru_stime) - usec(a.ru_stime);
 	char buf[160];
 	int len = snprintf(buf, sizeof(buf), "%ld %ld %ld %d %ld %ld\n", ns, k, n, state, ut, st);
+
 	return write(1, buf, len) == len ? 0 : 3;
+}
+
+/* The priced region: page tables in every state, an anon_vma from state 1 on. */
+static void priced_region(const char *layout, long k, int state)
+{
+	int split = !strcmp(layout, "split");
+	long pages = split ? k : 2 * k - 1, i;
+
+	if (strcmp(layout, "sep") && !split) {
+		errno = EINVAL;
+		die(layout);
+	}
+	reserve(pages + 2);
+	if (!k)
+		return;
+	for (i = 0; i < pages; i += split ? 1 : 2) {
+		protect(i + 1, 1, PROT_READ | PROT_WRITE);
+		/* A read fault maps the zero page: page tables, no anon_vma. */
+		(void)*(volatile char *)page(i + 1);
+	}
+	if (state >= 1)
+		for (i = 0; i < pages; i += split ? pages : 2)
+			touch(page(i + 1));
+	if (split)
+		for (i = 2; i <= k; i += 2)
+			protect(i, 1, PROT_READ);
+	if (state == 1)
+		madvise_range(1, pages, MADV_DONTNEED);
+}
+
+static void report(long ns, long k, long n, int state, long x, struct rusage *a,
+		   struct rusage *b)
+{
+	long ut = usec(b->ru_utime) - usec(a->ru_utime);
+	long st = usec(b->ru_stime) - usec(a->ru_stime);
+	char buf[160];
+	int len = snprintf(buf, sizeof(buf), "%ld %ld %ld %d %ld %ld %ld\n", ns, k, n, state, x,
+			   ut, st);
+
+	if (write(1, buf, len) != len)
+		_exit(3);
+}
+
+static void timed_forks(long k, long n, int state, long d)
+{
+	struct rusage a, b;
+	long ns = measure_forks(n, &a, &b);
+
+	report(ns, k, n, state, d, &a, &b);
+}
+
+/* Wait for every child and orphan; fail if any of them failed. */
+static int reap_all(void)
+{
+	int status, failed = 0;
+
+	for (;;) {
+		if (wait(&status) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			failed = 1;
+	}
+	if (failed) {
+		static const char msg[] = "avwork: a generation failed\n";
+
+		if (write(2, msg, sizeof(msg) - 1) < 0)
+			return 3;
+	}
+	return failed ? 2 : 0;
+}
+
+static int forkdepth(const char *layout, long k, long n, int state, long d, const char *ancestors)
+{
+	int exited = !strcmp(ancestors, "exited");
+	pid_t reaper = getpid();
+
+	if (d < 1 || (!exited && strcmp(ancestors, "alive"))) {
+		errno = EINVAL;
+		die("forkdepth: D >= 1, ANCESTORS alive|exited");
+	}
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1))
+		die("prctl");
+	pid_t gen1 = fork();
+
+	if (gen1 < 0)
+		die("fork");
+	if (gen1)
+		return reap_all();
+	priced_region(layout, k, state);
+	for (long g = 1; g < d; g++) {
+		pid_t child = fork();
+
+		if (child < 0)
+			die("fork");
+		if (child) {
+			if (!exited)
+				wait_child(child);
+			_exit(0);
+		}
+		if (exited)
+			while (getppid() != reaper)
+				usleep(100);
+	}
+	timed_forks(k, n, state, d);
+	_exit(0);
+}
+
+static int teardown(const char *layout, long k, long m, int state, int concurrent)
+{
+	struct rusage c0, c1;
+	struct timespec t0, t1;
+	int fds[2];
+	char byte = 0;
+
+	priced_region(layout, k, state);
+	if (pipe(fds))
+		die("pipe");
+	for (long j = 0; j < m; j++) {
+		pid_t pid = fork();
+
+		if (pid < 0)
+			die("fork");
+		if (!pid) {
+			close(fds[1]);
+			if (read(fds[0], &byte, 1) < 0)
+				_exit(2);
+			_exit(0);
+		}
+	}
+	close(fds[0]);
+	getrusage(RUSAGE_CHILDREN, &c0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (concurrent) {
+		close(fds[1]);
+		while (wait(NULL) > 0 || errno == EINTR)
+			;
+	} else {
+		for (long j = 0; j < m; j++) {
+			if (write(fds[1], &byte, 1) != 1)
+				die("write");
+			if (wait(NULL) < 0)
+				die("wait");
+		}
+		close(fds[1]);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	getrusage(RUSAGE_CHILDREN, &c1);
+	report(elapsed_ns(&t0, &t1), k, m, state, concurrent, &c0, &c1);
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	if (argc == 5 && !strcmp(argv[1], "forkcost"))
 		return forkcost(atol(argv[2]), atol(argv[3]), atoi(argv[4]));
+	if (argc == 8 && !strcmp(argv[1], "forkdepth"))
+		return forkdepth(argv[2], atol(argv[3]), atol(argv[4]), atoi(argv[5]), atol(argv[6]),
+				 argv[7]);
+	if (argc == 7 && !strcmp(argv[1], "teardown"))
+		return teardown(argv[2], atol(argv[3]), atol(argv[4]), atoi(argv[5]), atoi(argv[6]));
 	if (argc != 4) {
 		static const char usage[] =
 			"usage: avwork MODE K N  (split sep chainw chainx dontfork wipeonfork brk mprotect-merge"
