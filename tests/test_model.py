@@ -203,4 +203,120 @@ def test_child_cow_then_parent_write_reuses_the_page_in_place():
 
 
 def test_all_policies_are_named_as_in_the_design():
-    assert list(POLICIES) == ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
+    assert list(POLICIES)[:5] == ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
+    assert list(POLICIES)[5:] == ["v6.0+4e4a9eb", "v6.0+wei-intended"]
+
+
+# ---------------------------------------------------------------- the patch on the v6.0 counters
+@pytest.mark.parametrize("policy", ["v5.5", "v6.0+4e4a9eb"])
+def test_patch_as_merged_on_either_counter_gives_children_the_parents_anon_vma(policy):
+    """split(4) + fork, by hand: setup 1 anon_vma + 1 prepare AVC + 3 split clones; the fork
+    clones the parent's one-entry chain for each of the 4 child VMAs (4 AVCs) and only
+    VMA 1 gets a new anon_vma (+1 anon_vma, +1 AVC): 2 anon_vmas, 9 AVCs."""
+    kern = kernel_after(split_then_fork(4), policy)
+    c = kern.counters
+    assert (c.anon_vma_alloc, c.anon_vma_fork, c.avc_alloc, c.avc_clone_fork) == (2, 1, 9, 4)
+    parent_av = kern.mms[1].vmas[1].anon_vma
+    child = [v for v in kern.mms[2].vmas if v.anon_vma is not None]
+    assert [v.anon_vma is parent_av for v in child] == [False, True, True, True]
+    # the shared anon_vma now has 4 + 3 active VMAs in two mms
+    assert parent_av.num_active_vmas == 7
+    assert not kern.violations
+
+
+@pytest.mark.parametrize("policy", ["wei-intended", "v6.0+wei-intended"])
+def test_patch_as_described_on_either_counter_shares_one_child_anon_vma(policy):
+    """split(4) + fork, by hand: VMA 1 clones 1 AVC and forks 1 anon_vma + 1 AVC; VMAs 2..4
+    share it and clone VMA 1's two-entry chain (2 AVCs each): 2 anon_vmas, 4 + 8 AVCs."""
+    kern = kernel_after(split_then_fork(4), policy)
+    c = kern.counters
+    assert (c.anon_vma_alloc, c.anon_vma_fork, c.avc_alloc) == (2, 1, 12)
+    child = [v for v in kern.mms[2].vmas if v.anon_vma is not None]
+    assert len({id(v.anon_vma) for v in child}) == 1
+    assert child[0].anon_vma.num_active_vmas == 4
+    assert not kern.violations
+
+
+@pytest.mark.parametrize("patched, counterpart", [("v6.0+4e4a9eb", "v5.5"),
+                                                  ("v6.0+wei-intended", "wei-intended")])
+def test_patch_on_v60_counters_differs_from_its_2019_counterpart_only_in_may_reuse(
+        patched, counterpart):
+    p, q = POLICIES[patched], POLICIES[counterpart]
+    for rule in ("merge_rule", "reuse_needs_src_anon_vma", "stale_vm_prev",
+                 "prepare_wipeonfork_at_fork"):
+        assert getattr(p, rule) == getattr(q, rule), rule
+    assert type(p).clone_preset is type(q).clone_preset
+    assert type(p).fork_share is type(q).fork_share
+    assert type(p).may_reuse is type(POLICIES["v6.0"]).may_reuse
+
+
+# ---------------------------------------------------------------- merge rules of each era
+def test_each_era_replays_with_its_own_merge_rule_unless_told_otherwise():
+    rules = {name: Kernel(name).merge_rule for name in POLICIES}
+    assert rules == {"no-reuse": "singular", "v5.4": "singular", "v5.5": "singular",
+                     "wei-intended": "singular", "v6.0": "uncowed",
+                     "v6.0+4e4a9eb": "singular", "v6.0+wei-intended": "singular"}
+    assert Kernel("v5.4", merge_rule="uncowed").merge_rule == "uncowed"
+
+
+def faulted_range_made_like_its_unfaulted_neighbour():
+    """W = [0,2) r (never written) and X = [2,4) rw, written; then X is made r like W."""
+    base = workloads.BASE
+    page = workloads.PAGE
+    return [
+        {"op": "spawn", "pid": 1},
+        {"op": "mmap", "pid": 1, "start": base, "end": base + 4 * page, "prot": "rw",
+         "flags": ["noreserve"]},
+        {"op": "mprotect", "pid": 1, "start": base, "end": base + 2 * page, "prot": "r"},
+        {"op": "touch", "pid": 1, "addr": base + 2 * page, "write": True},
+        {"op": "mprotect", "pid": 1, "start": base + 2 * page, "end": base + 4 * page,
+         "prot": "r"},
+    ]
+
+
+def test_merge_rules_differ_on_a_faulted_range_next_to_an_unfaulted_neighbour():
+    """By hand: the last mprotect asks W (no anon_vma, empty chain) to absorb X.  965f55dea0e3
+    refuses (W's chain is not singular: Jann Horn's 2023 observation), so two VMAs and one
+    AVC remain; 879bca0a2c4f lets W take X's anon_vma (dup_anon_vma: one more AVC) and drops
+    X with its AVC: one VMA, two AVCs allocated, one live."""
+    events = workloads.numbered(faulted_range_made_like_its_unfaulted_neighbour())
+    old = traces.replay(events, policy="v6.0", merge_rule="singular", check="full")
+    new = traces.replay(events, policy="v6.0", merge_rule="uncowed", check="full")
+    assert (old.counters["live_vma"], old.counters["avc_alloc"], old.counters["live_avc"]) \
+        == (2, 1, 1)
+    assert (new.counters["live_vma"], new.counters["avc_alloc"], new.counters["live_avc"]) \
+        == (1, 2, 1)
+    assert new.counters["avc_clone_merge"] == 1
+    assert old.counters["merge_rules_disagree"] == new.counters["merge_rules_disagree"] == 1
+    assert not old.violations and not new.violations
+
+
+# ---------------------------------------------------------------- 47b390d23bf8
+def test_src_anon_vma_term_of_47b390d23bf8_is_in_v55_and_later_only():
+    has = {name: p.reuse_needs_src_anon_vma for name, p in POLICIES.items()}
+    assert has == {"no-reuse": False, "v5.4": False, "v5.5": True, "wei-intended": True,
+                   "v6.0": True, "v6.0+4e4a9eb": True, "v6.0+wei-intended": True}
+
+
+def test_src_anon_vma_term_decides_only_when_src_has_a_chain_but_no_anon_vma():
+    """The term can matter only if anon_vma_clone() reaches its reuse test with
+    dst->anon_vma == NULL and src->anon_vma == NULL, which needs a src with a chain and no
+    anon_vma.  Built by hand (no event sequence makes one), it does decide: with the term
+    dst gets no anon_vma; without it the degree rule reuses the child's leaf anon_vma
+    (no children, one VMA: degree 1 < 2)."""
+    from rmaplab.model.policies import variant
+    from rmaplab.model.structs import Vma
+
+    results = {}
+    for policy in ("v5.4", variant("v5.4", "v5.4+47b390d23bf8", reuse_needs_src_anon_vma=True)):
+        kern = kernel_after(workloads.sep(1, 0) + [{"op": "fork", "pid": 1, "child": 2}],
+                            policy)
+        vma = kern.mms[2].vmas[1]                 # chain {parent's root, child's leaf}
+        leaf = vma.anon_vma
+        src = Vma(99, vma.mm, vma.start, vma.end, vma.pgoff, vma.flags, None)
+        src.chain = list(vma.chain)               # a chain, but src->anon_vma == NULL
+        dst = Vma(100, vma.mm, vma.start, vma.end, vma.pgoff, vma.flags, None)
+        kern.anon_vma_clone(dst, src, "copy_vma")
+        results[kern.policy.name] = dst.anon_vma is leaf, dst.anon_vma is None
+        assert kern.counters.reuse_test_src_null == 2     # once per chain entry
+    assert results == {"v5.4": (True, False), "v5.4+47b390d23bf8": (False, True)}

@@ -134,14 +134,28 @@ class VmaMixin:
         return vma.flags == vmg.flags and vma.file == vmg.file
 
     def is_mergeable_anon_vma(self, vmg: Vmg, merge_next: bool) -> bool:
+        """The era's rule decides; both are evaluated so a replay counts where they differ."""
         tgt = vmg.next if merge_next else vmg.prev
+        singular = self.mergeable_anon_vma_singular(vmg, tgt)
+        uncowed = self.mergeable_anon_vma_uncowed(vmg, tgt)
+        c = self.counters
+        c.merge_anon_vma_checks += 1
+        if singular != uncowed:
+            c.merge_rules_disagree += 1
+        return singular if self.merge_rule == "singular" else uncowed
+
+    @staticmethod
+    def mergeable_anon_vma_singular(vmg: Vmg, tgt: Vma) -> bool:
+        """965f55dea0e3: is_mergeable_anon_vma(anon_vma1, anon_vma2, vma=tgt) (v3.0 .. v6.15)."""
         src_anon, tgt_anon = vmg.anon_vma, tgt.anon_vma
-        if self.merge_rule == "singular":
-            # 965f55dea0e3: is_mergeable_anon_vma(anon_vma1, anon_vma2, vma=tgt)
-            if (src_anon is None or tgt_anon is None) and len(tgt.chain) == 1:
-                return True
-            return src_anon is tgt_anon
-        # 879bca0a2c4f (+ "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge")
+        if (src_anon is None or tgt_anon is None) and len(tgt.chain) == 1:
+            return True
+        return src_anon is tgt_anon
+
+    @staticmethod
+    def mergeable_anon_vma_uncowed(vmg: Vmg, tgt: Vma) -> bool:
+        """879bca0a2c4f (+ "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge")."""
+        src_anon, tgt_anon = vmg.anon_vma, tgt.anon_vma
         if tgt_anon is None and src_anon is not None:     # we will dup_anon_vma() from src
             return not (vma_is_fork_child(vmg.middle) or vma_is_fork_child(vmg.copied_from))
         if tgt_anon is not None and src_anon is None:     # we will simply use tgt's
