@@ -21,6 +21,7 @@ from rmaplab import integrity, traces
 from rmaplab.errors import RmaplabError
 from rmaplab.model import POLICIES
 from rmaplab.model.observe import walk_summary
+from rmaplab.model.policies import Policy, get_policy
 from rmaplab.model.vma import MERGE_RULES
 from rmaplab.paths import raw_dir
 
@@ -70,9 +71,10 @@ def recorded_builds() -> dict[str, RecordedBuild]:
     return builds
 
 
-def replay_builds(builds: dict[str, RecordedBuild], runs: list[tuple[str, str | None]],
+def replay_builds(builds: dict[str, RecordedBuild], runs: list[tuple[str | Policy, str | None]],
                   walks: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Replay every build under each (policy, merge rule) of ``runs`` (None: the policy's own).
+    """Replay every build under each (policy, merge rule) of ``runs`` (None: the policy's own;
+    a policy is a name or a Policy, e.g. a :func:`rmaplab.model.policies.variant`).
 
     Returns the count table (one row per shell, policy, merge rule; the build's counts
     without the preamble) and, with ``walks``, the walk-length histograms of the same runs.
@@ -80,7 +82,8 @@ def replay_builds(builds: dict[str, RecordedBuild], runs: list[tuple[str, str | 
     rows, walk_rows = [], []
     for shell, build in builds.items():
         pre = {}
-        for policy, rule in runs:
+        for spec, rule in runs:
+            policy = get_policy(spec)
             r = traces.replay(build.events, policy=policy, merge_rule=rule, check="off",
                               walks=walks)
             key = r.merge_rule
@@ -88,8 +91,8 @@ def replay_builds(builds: dict[str, RecordedBuild], runs: list[tuple[str, str | 
                 pre[key] = traces.replay(build.preamble, merge_rule=key, check="off").counters
             c = r.counters
             rows.append({
-                "shell": shell, "policy": policy, "merge_rule": r.merge_rule,
-                "own_rule": r.merge_rule == POLICIES[policy].merge_rule,
+                "shell": shell, "policy": policy.name, "merge_rule": r.merge_rule,
+                "own_rule": r.merge_rule == policy.merge_rule,
                 **{k: c[k] - pre[key][k] for k in COUNTS},
                 **{k: c[k] for k in DIAGNOSTICS},
                 "peak_anon_vma": c["peak_anon_vma"], "peak_avc": c["peak_avc"],
@@ -100,8 +103,8 @@ def replay_builds(builds: dict[str, RecordedBuild], runs: list[tuple[str, str | 
                 "walk_avcs_max": c["fork_walk_max"], "depth_max": c["depth_max"],
             })
             if walks:
-                walk_rows += [{"shell": shell, "policy": policy, "merge_rule": r.merge_rule,
-                               **w} for w in r.walks.rows()]
+                walk_rows += [{"shell": shell, "policy": policy.name,
+                               "merge_rule": r.merge_rule, **w} for w in r.walks.rows()]
     return pd.DataFrame(rows), pd.DataFrame(walk_rows)
 
 
@@ -114,7 +117,7 @@ def merge_rule_effect(table: pd.DataFrame, columns: tuple[str, ...] = COUNTS) ->
         rec: dict[str, Any] = {"shell": shell, "policy": policy,
                                "own rule": POLICIES[policy].merge_rule,
                                "checks where the rules differ":
-                                   int(row[("merge_rules_disagree", MERGE_RULES[0])])}
+                                   int(max(row[("merge_rules_disagree", r)] for r in MERGE_RULES))}
         for col in columns:
             s, u = row[(col, "singular")], row[(col, "uncowed")]
             rec[f"{col} singular"] = int(s)
@@ -122,6 +125,21 @@ def merge_rule_effect(table: pd.DataFrame, columns: tuple[str, ...] = COUNTS) ->
             rec[f"{col} diff"] = int(s - u)
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def counter_differences(table: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """Per shell: how many of the count and diagnostic columns differ between policies a and b
+    (each under its own merge rule)."""
+    own = table[table["own_rule"]].set_index(["shell", "policy"])
+    cols = [*COUNTS, *DIAGNOSTICS]
+    rows = []
+    for shell in sorted(table["shell"].unique()):
+        x, y = own.loc[(shell, a), cols], own.loc[(shell, b), cols]
+        rows.append({"shell": shell, "counters compared": len(cols),
+                     "counters that differ": int((x != y).sum()),
+                     f"anon_vma_alloc {a}": int(x["anon_vma_alloc"]),
+                     f"anon_vma_alloc {b}": int(y["anon_vma_alloc"])})
+    return pd.DataFrame(rows)
 
 
 def savings(counts: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -251,21 +269,22 @@ def walk_stats(walks: pd.DataFrame, by: tuple[str, ...] = ("shell", "policy")) -
     return pd.DataFrame(rows)
 
 
-def walks_against_jobs(shells: tuple[str, ...], policies: tuple[str, ...],
-                       jobs: tuple[int, ...]) -> pd.DataFrame:
-    """Walk-length histograms of the recorded builds re-interleaved at each -j.
+def jobs_walk_cells(shells: tuple[str, ...] = ("sh", "bash"),
+                    policies: tuple[str, ...] = ("v5.4", "v5.5", "wei-intended", "v6.0"),
+                    jobs: tuple[int, ...] = (1, 2, 4, 8)) -> list[dict[str, Any]]:
+    """Sweep cells: each recorded build rebuilt by the generator without resampling
+    (``identity``), make's children interleaved ``jobs`` at a time, walks sampled."""
+    from rmaplab.sweep import grid
 
-    The generator rebuilds each recorded build without resampling (``identity``) and
-    interleaves make's children ``jobs`` at a time.
-    """
-    from rmaplab.generator import Params, generate
+    return grid(kind=["generated"], units=[1.0], shell=list(shells), make_forks=[False],
+                jobs=list(jobs), seed=[0], identity=[True], walks=[True],
+                policy=list(policies))
 
+
+def walks_of_sweep(results: pd.DataFrame) -> pd.DataFrame:
+    """The walk-length histograms of a sweep's ok cells, one row per (cell, value)."""
     rows = []
-    for shell in shells:
-        for j in jobs:
-            for policy in policies:
-                events = generate(Params(shell=shell, jobs=j, identity=True))
-                r = traces.replay(events, policy=policy, check="off", walks=True)
-                rows += [{"shell": shell, "jobs": j, "policy": policy, **w}
-                         for w in r.walks.rows()]
+    for r in results[(results["status"] == "ok") & results["walks"].notna()].itertuples():
+        rows += [{"shell": r.shell, "jobs": int(r.jobs), "policy": r.policy,
+                  "merge_rule": r.merge_rule, **w} for w in json.loads(r.walks)]
     return pd.DataFrame(rows)

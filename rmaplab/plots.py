@@ -288,3 +288,56 @@ def sweep_savings(savings: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     fig.tight_layout()
     return fig, d[["patch", "build", "shell", "make_forks", "units", "mm_forks", "saved",
                    "fork_pct", "all_pct", "all_pct_sd", "walk"]]
+
+
+def walk_lengths(recorded: pd.DataFrame, by_jobs: pd.DataFrame
+                 ) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figure 7: rmap-walk lengths of the pages forked children COW, per policy and -j.
+
+    ``recorded``: walk-length histograms (shell, policy, moment, side, avcs, vmas) of the
+    recorded builds; ``by_jobs``: the same for generated builds with a ``jobs`` column.
+    One panel per shell: the share of forked VMAs whose COWed pages cost at least x AVCs
+    per walk (right after the fork; log scale); last panel: the mean against -j.
+    """
+    use_style()
+    shells = list(dict.fromkeys(recorded["shell"]))
+    fig, axes = plt.subplots(1, len(shells) + 1, figsize=(3.4 * (len(shells) + 1), 3.2))
+    rows = []
+    child = recorded[(recorded["moment"] == "fork") & (recorded["side"] == "child")]
+    policies = [p for p in POLICY_ORDER if p in set(child["policy"])]
+    styles = ["-", "--", ":", "-.", (0, (1, 1))]
+    for ax, shell in zip(axes, shells, strict=False):
+        for j, policy in enumerate(policies):
+            h = child[(child["shell"] == shell) & (child["policy"] == policy)]
+            h = h.groupby("avcs")["vmas"].sum().sort_index()
+            at_least = h[::-1].cumsum()[::-1] / h.sum()
+            ax.step(at_least.index, at_least.values, where="post", color=PALETTE[j],
+                    ls=styles[j % len(styles)], label=policy)
+            rows += [{"panel": shell, "shell": shell, "policy": policy, "x": x,
+                      "share_at_least": s} for x, s in at_least.items()]
+        ax.set_yscale("log")
+        ax.set_xlabel("AVCs visited per rmap walk")
+        ax.set_title(f"{shell}: pages COWed by forked children", fontsize=9)
+    axes[0].set_ylabel("share of forked VMAs with ≥ x")
+    axes[0].legend(fontsize=7, frameon=False, title="policy", title_fontsize=7)
+    ax = axes[-1]
+    jc = by_jobs[(by_jobs["moment"] == "fork") & (by_jobs["side"] == "child")].copy()
+    jc["weighted"] = jc["avcs"] * jc["vmas"]
+    means = jc.groupby(["shell", "policy", "jobs"])[["weighted", "vmas"]].sum()
+    means = (means["weighted"] / means["vmas"]).rename("mean").reset_index()
+    for j, policy in enumerate(policies):
+        for k, shell in enumerate(shells):
+            m = means[(means["policy"] == policy) & (means["shell"] == shell)]
+            if m.empty:
+                continue
+            ax.plot(m["jobs"], m["mean"], marker="o", ms=3, color=PALETTE[j],
+                    ls=["-", "--"][k % 2], label=f"{policy} ({shell})")
+            rows += [{"panel": "jobs", "shell": shell, "policy": policy, "x": r.jobs,
+                      "mean": r.mean} for r in m.itertuples()]
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("make -j (generated builds)")
+    ax.set_ylabel("mean AVCs per walk")
+    ax.set_title("against -j", fontsize=9)
+    ax.legend(fontsize=6, frameon=False, ncol=1)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)

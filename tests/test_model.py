@@ -320,3 +320,72 @@ def test_src_anon_vma_term_decides_only_when_src_has_a_chain_but_no_anon_vma():
         results[kern.policy.name] = dst.anon_vma is leaf, dst.anon_vma is None
         assert kern.counters.reuse_test_src_null == 2     # once per chain entry
     assert results == {"v5.4": (True, False), "v5.4+47b390d23bf8": (False, True)}
+
+
+# ---------------------------------------------------------------- rmap-walk lengths
+def test_walk_length_counts_only_the_avcs_whose_vma_covers_the_page():
+    """By hand: a 4-page VMA written once, forked; the child splits its copy into [0,2) and
+    [2,4).  The parent's anon_vma tree holds 3 AVCs: the parent's [0,4) and the child's two
+    halves; a page of the parent's VMA is covered by the parent's AVC and one child half:
+    (4 + 2 + 2) / 4 = 2.0.  The child's own anon_vma holds its two halves' AVCs, but a page
+    of [0,2) is covered by one of them: 1.0 (the tree has 2 AVCs)."""
+    from rmaplab.model.observe import walk_length
+
+    base, page = workloads.BASE, workloads.PAGE
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": base, "end": base + 4 * page, "prot": "rw"},
+              {"op": "touch", "pid": 1, "addr": base, "write": True},
+              {"op": "fork", "pid": 1, "child": 2},
+              {"op": "mprotect", "pid": 2, "start": base, "end": base + 2 * page, "prot": "r"}]
+    kern = kernel_after(events)
+    parent = kern.mms[1].vmas[0]
+    low, high = kern.mms[2].vmas
+    assert len(parent.anon_vma.avcs) == 3 and walk_length(parent) == 2.0
+    assert low.anon_vma is high.anon_vma and len(low.anon_vma.avcs) == 2
+    assert walk_length(low) == walk_length(high) == 1.0
+
+
+def split_two_children_exit_in_turn(k):
+    return split_then_fork(k) + [{"op": "fork", "pid": 1, "child": 3},
+                                 {"op": "exit", "pid": 2}, {"op": "exit", "pid": 3}]
+
+
+def walk_histogram(policy, events):
+    kern = Kernel(policy, check="full", walks=True)
+    for _, ev in workloads.numbered(events):
+        kern.apply(ev)
+    assert not kern.violations
+    return {(r["moment"], r["side"], r["avcs"]): r["vmas"] for r in kern.walks.rows()}
+
+
+@pytest.mark.parametrize("policy", ["v5.4", "v6.0", "wei-intended"])
+def test_walks_of_children_with_their_own_anon_vma_visit_one_avc(policy):
+    """split(4), two children alive together, then exiting in turn.  Each child's pages go
+    to an anon_vma of its own (one AVC per page index): 1 for all 8 child VMAs, at fork and
+    at exit.  The parent's anon_vma holds the parent's 4 AVCs plus 4 per live child: its
+    pages cost 2 after the first fork, 3 after the second."""
+    assert walk_histogram(policy, split_two_children_exit_in_turn(4)) == {
+        ("fork", "child", 1.0): 8, ("fork", "parent", 2.0): 4, ("fork", "parent", 3.0): 4,
+        ("end", "child", 1.0): 8}
+
+
+@pytest.mark.parametrize("policy", ["v5.5", "v6.0+4e4a9eb"])
+def test_walks_of_children_on_the_parents_anon_vma_grow_with_live_siblings(policy):
+    """As merged, child VMAs 2..4 put their pages in the parent's anon_vma: 2 AVCs per page
+    after the first fork (parent + child 2), 3 after the second; at exit child 2 still sees
+    child 3 (3), child 3 sees only the parent (2).  VMA 1 of each child has its own (1)."""
+    assert walk_histogram(policy, split_two_children_exit_in_turn(4)) == {
+        ("fork", "child", 1.0): 2, ("fork", "child", 2.0): 3, ("fork", "child", 3.0): 3,
+        ("fork", "parent", 2.0): 4, ("fork", "parent", 3.0): 4,
+        ("end", "child", 1.0): 2, ("end", "child", 2.0): 3, ("end", "child", 3.0): 3}
+
+
+def test_walk_summary_weights_by_vma():
+    from rmaplab.model.observe import walk_summary
+
+    rows = [{"moment": "fork", "side": "child", "avcs": 1.0, "vmas": 8},
+            {"moment": "fork", "side": "child", "avcs": 4.0, "vmas": 2},
+            {"moment": "end", "side": "child", "avcs": 9.0, "vmas": 1}]
+    s = walk_summary(rows, "fork", "child")
+    assert s["vmas"] == 10 and s["mean"] == pytest.approx((8 + 8) / 10)
+    assert (s["p50"], s["p90"], s["max"]) == (1.0, 4.0, 4.0)
