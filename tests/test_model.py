@@ -389,3 +389,9 @@ def test_walk_summary_weights_by_vma():
     s = walk_summary(rows, "fork", "child")
     assert s["vmas"] == 10 and s["mean"] == pytest.approx((8 + 8) / 10)
     assert (s["p50"], s["p90"], s["max"]) == (1.0, 4.0, 4.0)
+
+
+def test_reuse_rule_names_the_test_that_runs():
+    assert {n: p.reuse_rule for n, p in POLICIES.items()} == {
+        "no-reuse": "none", "v5.4": "degree", "v5.5": "degree", "wei-intended": "degree",
+        "v6.0": "counters", "v6.0+4e4a9eb": "counters", "v6.0+wei-intended": "counters"}

@@ -106,6 +106,14 @@ def test_no_reuse_never_violates_an_invariant(program):
     assert_no_violation(program, "no-reuse")
 
 
+@PROPERTY
+@given(st.lists(OPS, max_size=60), st.sampled_from(["v6.0+4e4a9eb", "v6.0+wei-intended"]))
+def test_patch_rules_on_the_v60_counters_never_violate_an_invariant(program, policy):
+    """Either form of Wei Yang's patch on 2555283eb40d's counters keeps every invariant
+    (the violations of v5.5 and wei-intended need the degree rule's double reuse)."""
+    assert_no_violation(program, policy)
+
+
 def _dup_anon_vma_without_clone(self, dst, src):
     if src.anon_vma is not None and dst.anon_vma is None:
         dst.anon_vma = src.anon_vma

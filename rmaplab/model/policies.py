@@ -57,6 +57,9 @@ class Policy:
     name = ""
     commit = ""
     summary = ""
+    # Which test decides reuse in anon_vma_clone(): "none", "degree" (7a3ef208e662) or
+    # "counters" (2555283eb40d); informative, may_reuse() is what runs.
+    reuse_rule = "none"
     # The anon VMA merge rule of the era (rmaplab.model.vma): "singular" is 965f55dea0e3
     # ("mmap: avoid merging cloned VMAs", v3.0 .. v6.15), "uncowed" is 879bca0a2c4f
     # (v6.16 ..).  Used when no merge rule is given explicitly.
@@ -98,6 +101,7 @@ class V54(Policy):
     commit = "7a3ef208e662"
     summary = "reuse an ancestor in src's chain with degree < 2 (3.19 .. v5.4)"
     reuse_needs_src_anon_vma = False      # 47b390d23bf8 came with v5.5
+    reuse_rule = "degree"
 
     def may_reuse(self, anon_vma: AnonVma, dst: Vma, src: Vma) -> bool:
         # 7a3ef208e662 "mm: prevent endless growth of anon_vma hierarchy": "Reuse existing
@@ -155,6 +159,7 @@ class V60(Policy):
     prepare_wipeonfork_at_fork = False
     stale_vm_prev = False
     merge_rule = "uncowed"                # what this machine's 6.18 kernel runs
+    reuse_rule = "counters"
 
     def may_reuse(self, anon_vma: AnonVma, dst: Vma, src: Vma) -> bool:
         # 2555283eb40d "mm/rmap: Fix anon_vma->degree ambiguity leading to double-reuse":
@@ -168,6 +173,7 @@ class V60With4e4a9eb(V55):
     name = "v6.0+4e4a9eb"
     commit = "4e4a9eb92133 on 2555283eb40d"
     summary = "v5.5 with the v6.0 counters in place of degree (the merged patch alone)"
+    reuse_rule = "counters"
     may_reuse = V60.may_reuse
 
 
@@ -175,6 +181,7 @@ class V60WithWeiIntended(WeiIntended):
     name = "v6.0+wei-intended"
     commit = "Khlebnikov's form on 2555283eb40d"
     summary = "wei-intended with the v6.0 counters in place of degree (the patch as meant, alone)"
+    reuse_rule = "counters"
     may_reuse = V60.may_reuse
 
 
