@@ -29,8 +29,9 @@ from rmaplab.paths import raw_dir
 COUNTS = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
           "avc_clone", "avc_prepare", "vma_alloc")
 # Counters that say why a rule did or did not matter.
-DIAGNOSTICS = ("reuse_at_fork", "share_at_fork", "reuse_test_src_null",
-               "merge_anon_vma_checks", "merge_rules_disagree")
+DIAGNOSTICS = ("mm_forks", "mm_forks_by_forked", "reuse_at_fork", "share_at_fork",
+               "share_at_fork_by_forked", "reuse_test_src_null", "merge_anon_vma_checks",
+               "merge_rules_disagree")
 BASELINE = "v5.4"                     # the kernel the patch was written for
 PATCHES = ("v5.5", "wei-intended")    # as merged (what was measured in 2019), as described
 CLAIM_PCT = 20.0                      # the seed: "reduces 20% anon_vma allocation"

@@ -395,3 +395,17 @@ def test_reuse_rule_names_the_test_that_runs():
     assert {n: p.reuse_rule for n, p in POLICIES.items()} == {
         "no-reuse": "none", "v5.4": "degree", "v5.5": "degree", "wei-intended": "degree",
         "v6.0": "counters", "v6.0+4e4a9eb": "counters", "v6.0+wei-intended": "counters"}
+
+
+@pytest.mark.parametrize("policy, shares", [("v5.5", (3, 2)), ("v6.0+4e4a9eb", (3, 2)),
+                                            ("wei-intended", (3, 3))])
+def test_as_merged_a_forked_child_shares_one_vma_less_per_run(policy, shares):
+    """split(4) forked twice down a chain (1 -> 2 -> 3).  The first fork shares for VMAs 2..4
+    either way.  As merged, child 2's VMA 1 got a new anon_vma and VMAs 2..4 the parent's, so
+    at child 2's fork VMA 2's previous VMA no longer shares its anon_vma: VMAs 3 and 4 share
+    (2).  As described, child 2's four VMAs share one anon_vma, so VMAs 2..4 share again (3).
+    A run of two VMAs (a library's RELRO and data pages) shares nothing at the second fork."""
+    kern = kernel_after(split_then_fork(4) + [{"op": "fork", "pid": 2, "child": 3}], policy)
+    c = kern.counters
+    assert (c.mm_forks, c.mm_forks_by_forked) == (2, 1)
+    assert (c.share_at_fork - c.share_at_fork_by_forked, c.share_at_fork_by_forked) == shares

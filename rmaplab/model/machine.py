@@ -160,6 +160,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.dup_mmap(mm, parent)
         self.counters.forks += 1
         self.counters.mm_forks += 1
+        if parent.forked:
+            self.counters.mm_forks_by_forked += 1
         self._dirty.add(child)
 
     def exit(self, pid: int) -> None:

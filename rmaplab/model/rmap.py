@@ -154,6 +154,8 @@ class RmapMixin:
         if preset is not None:
             dst.anon_vma = preset
             self.counters.share_at_fork += 1
+            if src.mm.forked:
+                self.counters.share_at_fork_by_forked += 1
         for pavc in src.chain:                    # list_for_each_entry_reverse: oldest first
             anon_vma = pavc.anon_vma
             avc = self.anon_vma_chain_alloc(dst, anon_vma, "anon_vma_clone", caller)
@@ -186,6 +188,8 @@ class RmapMixin:
         if shared is not None:
             vma.anon_vma = shared
             self.counters.share_at_fork += 1
+            if pvma.mm.forked:
+                self.counters.share_at_fork_by_forked += 1
             self.anon_vma_clone(vma, links.child_prev, "fork")
             return
         self.anon_vma_clone(vma, pvma, "fork", links)
