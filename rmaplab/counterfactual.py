@@ -11,6 +11,7 @@ Both are compared with the kernel the patch was written for (``v5.4``).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from rmaplab.errors import RmaplabError
 from rmaplab.model import POLICIES
 from rmaplab.model.observe import walk_summary
 from rmaplab.model.policies import Policy, get_policy
-from rmaplab.model.vma import MERGE_RULES
 from rmaplab.paths import raw_dir
 
 # Allocation counters by call site, as `rmaplab measure` and the policy kernels name them.
@@ -35,6 +35,8 @@ DIAGNOSTICS = ("mm_forks", "mm_forks_by_forked", "reuse_at_fork", "share_at_fork
 BASELINE = "v5.4"                     # the kernel the patch was written for
 PATCHES = ("v5.5", "wei-intended")    # as merged (what was measured in 2019), as described
 CLAIM_PCT = 20.0                      # the seed: "reduces 20% anon_vma allocation"
+# 2019's rule (965f55dea0e3) against today's (879bca0a2c4f with the 6.18.8 mremap fixes).
+COMPARED_RULES = ("singular", "uncowed")
 WALK_MOMENTS = (("fork", "child"), ("fork", "parent"), ("end", "child"))
 
 
@@ -118,7 +120,7 @@ def merge_rule_effect(table: pd.DataFrame, columns: tuple[str, ...] = COUNTS) ->
         rec: dict[str, Any] = {"shell": shell, "policy": policy,
                                "own rule": POLICIES[policy].merge_rule,
                                "checks where the rules differ":
-                                   int(max(row[("merge_rules_disagree", r)] for r in MERGE_RULES))}
+                                   int(max(row[("merge_rules_disagree", r)] for r in COMPARED_RULES))}
         for col in columns:
             s, u = row[(col, "singular")], row[(col, "uncowed")]
             rec[f"{col} singular"] = int(s)
@@ -192,66 +194,97 @@ def claim_comparison(model_savings: pd.DataFrame,
 
 
 # ------------------------------------------------------------------ policy kernels (UML)
-UML_COUNTS_FILE = "counts.json"
+KERNEL_COUNTS = ("anon_vma_alloc", "anon_vma_fork", "avc_alloc")
 
 
-def uml_build_dirs() -> list[Path]:
-    """Recorded policy-kernel builds: data/raw/uml/<stamp>-kbuild-<shell>/ (oldest first)."""
+def uml_kbuild_dirs() -> list[Path]:
+    """Complete `rmaplab kernel kbuild` campaigns in data/raw/uml/ (oldest first)."""
     from rmaplab.measure import data
 
-    return [d for d in data.measurement_dirs("uml") if "kbuild" in d.name]
+    return [d for d in data.measurement_dirs("uml")
+            if "-kbuild-" in d.name and not re.search(r"-incomplete(-\d+)?$", d.name)]
 
 
-def uml_kbuild_counts() -> pd.DataFrame | None:
-    """Counts of the tinyconfig build measured inside the policy kernels, or None.
+def uml_kbuild_counts(campaign: str | Path | None = "latest") -> pd.DataFrame | None:
+    """The tinyconfig build counted inside the policy kernels, or None when not recorded.
 
-    Each directory data/raw/uml/<stamp>-kbuild-<shell>/ holds ``counts.json``: a JSON
-    list with one ``rmaplab kernel run --json`` record per policy (``"policy"`` plus the
-    counters of COUNTS), as ``rmaplab kernel run --policy all --json`` prints it.  The
-    newest directory per shell is used; files are checked against the manifest.
+    ``campaign`` is a directory written by `rmaplab kernel kbuild` (absolute, or relative
+    to data/raw/), ``"latest"`` for the newest ``data/raw/uml/*-kbuild-*``, or None/""
+    for none.  Its files are checked against the manifest and read with
+    :func:`rmaplab.kernel.kbuild.load` (one row per policy and shell); column ``ok`` is
+    False for a build that failed, whose counts are those of a partial build.
     """
-    latest: dict[str, Path] = {}
-    for d in uml_build_dirs():
-        latest[d.name.rsplit("-", 1)[-1]] = d
-    if not latest:
+    from rmaplab.kernel import kbuild
+
+    if not campaign:
         return None
-    rows = []
-    for shell, d in sorted(latest.items()):
-        rel = d.relative_to(raw_dir()) / UML_COUNTS_FILE
-        path = integrity.raw_path(str(rel))
-        try:
-            records = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise RmaplabError(f"not valid JSON ({e.msg})", path=path, line=e.lineno) from None
-        if not isinstance(records, list):
-            raise RmaplabError("expected a list of per-policy records", path=path)
-        for i, rec in enumerate(records):
-            missing = [k for k in ("policy", "anon_vma_alloc", "anon_vma_fork", "avc_alloc")
-                       if k not in rec]
-            if missing:
-                raise RmaplabError(f"record {i} lacks {', '.join(missing)}", path=path)
-            rows.append({"shell": shell, "source": str(rel),
-                         **{k: rec[k] for k in ("policy", *COUNTS) if k in rec}})
-    return pd.DataFrame(rows)
+    if campaign == "latest":
+        dirs = uml_kbuild_dirs()
+        if not dirs:
+            return None
+        where = dirs[-1]
+    else:
+        where = Path(campaign)
+        where = where if where.is_absolute() else raw_dir() / where
+    if not where.is_dir():
+        raise RmaplabError("no such policy-kernel campaign directory", path=where,
+                           hint="a directory written by `rmaplab kernel kbuild`")
+    rel = where.resolve().relative_to(raw_dir().resolve())
+    for name in ("metadata.json", "runs.csv"):
+        integrity.raw_path(f"{rel.as_posix()}/{name}")
+    runs = kbuild.load([where])
+    missing = [c for c in ("policy", "shell", "exit_status", "failed", *KERNEL_COUNTS)
+               if c not in runs.columns]
+    if missing:
+        raise RmaplabError(f"runs.csv lacks {', '.join(missing)}", path=where / "runs.csv")
+    runs["ok"] = (runs["exit_status"] == 0) & ~runs["failed"].astype(bool)
+    runs["source"] = f"{rel.as_posix()}/runs.csv"
+    return runs
 
 
 def model_vs_kernel(model: pd.DataFrame, measured: pd.DataFrame | None) -> pd.DataFrame:
-    """The model's prediction (merge rule 965f55dea0e3, which 6.12 runs) beside the policy
-    kernels' counts, per shell, policy and counter; "not yet measured" when absent."""
-    sel = model[model["merge_rule"] == "singular"]
+    """The model's replay under 965f55dea0e3's merge rule (which 6.12 runs) beside the
+    policy kernels' counts, per shell, kernel policy and counter; "not yet measured" when
+    absent, "build failed" for a failed build."""
+    from rmaplab.model.policies import KERNEL_POLICIES
+
+    sel = model[(model["merge_rule"] == "singular") & model["policy"].isin(KERNEL_POLICIES)]
     rows = []
     for _, r in sel.iterrows():
         hit = None
         if measured is not None:
             m = measured[(measured["shell"] == r["shell"]) & (measured["policy"] == r["policy"])]
             hit = m.iloc[0] if len(m) else None
-        for counter in ("anon_vma_alloc", "anon_vma_fork", "avc_alloc"):
-            kernel = hit[counter] if hit is not None and counter in hit else None
+        for counter in KERNEL_COUNTS:
+            if hit is None:
+                kernel, diff = "not yet measured", ""
+            elif not hit["ok"]:
+                kernel, diff = "build failed", ""
+            else:
+                kernel = int(hit[counter])
+                diff = f"{100 * (kernel - r[counter]) / r[counter]:+.3f}"
             rows.append({"shell": r["shell"], "policy": r["policy"], "counter": counter,
-                         "model (singular)": int(r[counter]),
-                         "policy kernel": "not yet measured" if kernel is None else int(kernel),
-                         "diff %": ("" if kernel is None
-                                    else f"{100 * (kernel - r[counter]) / r[counter]:+.3f}")})
+                         "model (singular)": int(r[counter]), "policy kernel": kernel,
+                         "diff %": diff})
+    return pd.DataFrame(rows)
+
+
+def savings_model_vs_kernel(model_savings: pd.DataFrame,
+                            kernel_savings: pd.DataFrame | None) -> pd.DataFrame:
+    """Each patch's saving against ``v5.4``, modelled (singular rule) beside measured."""
+    cols = ["anon_vma saved", "AVC saved", "% of all anon_vma", "% of all AVC"]
+    rows = []
+    for _, m in model_savings.iterrows():
+        hit = None
+        if kernel_savings is not None:
+            sel = kernel_savings[(kernel_savings["shell"] == m["shell"])
+                                 & (kernel_savings["patch"] == m["patch"])]
+            hit = sel.iloc[0] if len(sel) else None
+        rec = {"shell": m["shell"], "patch": m["patch"]}
+        for c in cols:
+            rec[f"model: {c}"] = m[c]
+            rec[f"policy kernel: {c}"] = hit[c] if hit is not None else "not yet measured"
+        rows.append(rec)
     return pd.DataFrame(rows)
 
 

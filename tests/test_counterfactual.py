@@ -66,33 +66,67 @@ def repo(tmp_path, monkeypatch):
     return raw
 
 
+def campaign(raw, stamp, rows, manifest=True):
+    """A directory as `rmaplab kernel kbuild` writes it (metadata.json, runs.csv)."""
+    d = raw / "uml" / f"{stamp}-kbuild-tinyconfig-j2"
+    d.mkdir(parents=True)
+    (d / "metadata.json").write_text(json.dumps({"kernel": {"key": "k"}, "jobs": 2}))
+    pd.DataFrame([{"policy": p, "shell": "sh", "exit_status": rc, "failed": rc != 0,
+                   "anon_vma_alloc": av, "anon_vma_fork": fork, "avc_alloc": avc}
+                  for p, rc, av, fork, avc in rows]).to_csv(d / "runs.csv", index=False)
+    if manifest:
+        integrity.add([d])
+    return d
+
+
 def test_uml_counts_are_none_until_recorded(repo):
     assert cf.uml_kbuild_counts() is None
+    assert cf.uml_kbuild_counts("") is None
 
 
-def test_uml_counts_load_the_newest_directory_per_shell_from_the_manifest(repo):
-    for stamp, n in (("20270101T000000Z", 100), ("20270102T000000Z", 90)):
-        d = repo / "uml" / f"{stamp}-kbuild-sh"
-        d.mkdir(parents=True)
-        (d / "counts.json").write_text(json.dumps([
-            {"policy": "v5.4", "anon_vma_alloc": 100, "anon_vma_fork": 50, "avc_alloc": 300},
-            {"policy": "v5.5", "anon_vma_alloc": n, "anon_vma_fork": 40, "avc_alloc": 290}]))
-        integrity.add([d])
+def test_uml_counts_load_the_newest_campaign_and_price_savings_by_hand(repo):
+    campaign(repo, "20270101T000000Z", [("v5.4", 0, 100, 50, 300), ("v5.5", 0, 100, 50, 300)])
+    campaign(repo, "20270102T000000Z", [("v5.4", 0, 200, 100, 500), ("v5.5", 0, 150, 50, 450),
+                                        ("wei-intended", 2, 10, 5, 20)])
     got = cf.uml_kbuild_counts()
-    assert set(got["source"]) == {"uml/20270102T000000Z-kbuild-sh/counts.json"}
-    assert got.set_index("policy").loc["v5.5", "anon_vma_alloc"] == 90
-    s = cf.savings(got, "policy kernel").set_index("patch")
-    assert s.loc["v5.5", "% of all anon_vma"] == pytest.approx(10.0)
+    assert set(got["source"]) == {"uml/20270102T000000Z-kbuild-tinyconfig-j2/runs.csv"}
+    assert got.set_index("policy")["ok"].to_dict() == {"v5.4": True, "v5.5": True,
+                                                       "wei-intended": False}
+    s = cf.savings(got[got.ok], "policy kernel").set_index("patch")
+    # by hand: (200 - 150) / 200 = 25 %, (500 - 450) / 500 = 10 %
+    assert s.loc["v5.5", "% of all anon_vma"] == pytest.approx(25.0)
+    assert s.loc["v5.5", "% of all AVC"] == pytest.approx(10.0)
+    assert "wei-intended" not in s.index
+    # an older campaign by name
+    older = cf.uml_kbuild_counts("uml/20270101T000000Z-kbuild-tinyconfig-j2")
+    assert older.set_index("policy").loc["v5.5", "anon_vma_alloc"] == 100
 
 
-def test_uml_counts_refuse_unrecorded_or_malformed_files(repo):
-    d = repo / "uml" / "20270101T000000Z-kbuild-sh"
-    d.mkdir(parents=True)
-    (d / "counts.json").write_text(json.dumps([{"policy": "v5.4"}]))
+def test_model_beside_the_kernel_counts_with_failed_builds_marked(repo):
+    campaign(repo, "20270102T000000Z", [("v5.4", 0, 210, 100, 500), ("v5.5", 1, 150, 50, 450)])
+    t = cf.model_vs_kernel(TABLE, cf.uml_kbuild_counts()).set_index(["policy", "counter"])
+    assert t.loc[("v5.4", "anon_vma_alloc"), "policy kernel"] == 210
+    assert t.loc[("v5.4", "anon_vma_alloc"), "diff %"] == "+5.000"       # (210 - 200) / 200
+    assert t.loc[("v5.5", "avc_alloc"), "policy kernel"] == "build failed"
+    assert t.loc[("wei-intended", "avc_alloc"), "policy kernel"] == "not yet measured"
+    model = cf.savings(TABLE, "model")
+    both = cf.savings_model_vs_kernel(model, None)
+    assert set(both["policy kernel: anon_vma saved"]) == {"not yet measured"}
+    assert list(both["model: anon_vma saved"]) == [10, 40]
+
+
+def test_uml_counts_refuse_unrecorded_or_malformed_campaigns(repo):
+    d = campaign(repo, "20270101T000000Z", [("v5.4", 0, 1, 1, 1)], manifest=False)
     with pytest.raises(RmaplabError, match="not in the manifest"):
         cf.uml_kbuild_counts()
+    with pytest.raises(RmaplabError, match="no such policy-kernel campaign"):
+        cf.uml_kbuild_counts("uml/nowhere")
     integrity.add([d])
-    with pytest.raises(RmaplabError, match="lacks anon_vma_alloc"):
+    other = campaign(repo, "20270102T000000Z", [("v5.4", 0, 1, 1, 1)], manifest=False)
+    pd.read_csv(other / "runs.csv").drop(columns=["avc_alloc"]).to_csv(other / "runs.csv",
+                                                                        index=False)
+    integrity.add([other])
+    with pytest.raises(RmaplabError, match="lacks avc_alloc"):
         cf.uml_kbuild_counts()
 
 
