@@ -46,17 +46,24 @@ ceiling-campaign: $(STAMP)
 cost-campaign: $(STAMP)
 	$(BIN)/rmaplab forkcost $(ARGS)
 
-# Invariant searches behind notebook 02 (~10 min): regenerates data/traces/.
-SEARCH = $(BIN)/rmaplab search --summary data/traces/search-summary.json
+# Invariant searches behind notebook 02 (~1 h on 2 cores): regenerates data/traces/.
+# Steered (Hypothesis + danger target; the page-mapping-freed searches continue the v5.4
+# finding minus its last event), then unsteered (uniform random programs, no prefix).
+T      = data/traces
+SEARCH = $(BIN)/rmaplab search --summary $(T)/search-summary.json
+UAF    = --invariant page-mapping-freed --with-writes --budget 30000 \
+         --prefix $(T)/search-v5.4-same-chain.jsonl --drop-last 1
+ALL_POLICIES = no-reuse v5.4 v5.5 wei-intended v6.0 v6.0+4e4a9eb v6.0+wei-intended
 searches: $(STAMP)
-	$(SEARCH) --policy v5.4 -o data/traces/search-v5.4-same-chain.jsonl
-	$(SEARCH) --policy v5.4 --invariant page-mapping-freed --with-writes \
-	  --prefix data/traces/search-v5.4-same-chain.jsonl --drop-last 1 --budget 30000 \
-	  -o data/traces/search-v5.4-uaf.jsonl
-	$(SEARCH) --policy v5.5 -o data/traces/search-v5.5-same-chain.jsonl
-	$(SEARCH) --policy wei-intended -o data/traces/search-wei-intended-same-chain.jsonl
-	$(SEARCH) --policy v6.0 -o data/traces/search-v6.0-same-chain.jsonl || true
-	$(SEARCH) --policy no-reuse -o data/traces/search-no-reuse-same-chain.jsonl || true
-	$(SEARCH) --policy v6.0 --invariant page-mapping-freed --with-writes \
-	  --prefix data/traces/search-v5.4-same-chain.jsonl --drop-last 1 --budget 30000 \
-	  -o data/traces/search-v6.0-uaf.jsonl || true
+	$(SEARCH) --policy v5.4 -o $(T)/search-v5.4-same-chain.jsonl
+	$(SEARCH) --policy v5.4 $(UAF) -o $(T)/search-v5.4-uaf.jsonl
+	$(SEARCH) --policy v5.5 -o $(T)/search-v5.5-same-chain.jsonl
+	$(SEARCH) --policy wei-intended -o $(T)/search-wei-intended-same-chain.jsonl
+	for p in v6.0 no-reuse v6.0+4e4a9eb v6.0+wei-intended; do \
+	  $(SEARCH) --policy $$p -o $(T)/search-$$p-same-chain.jsonl || true; done
+	for p in v5.5 wei-intended v6.0 no-reuse v6.0+4e4a9eb v6.0+wei-intended; do \
+	  $(SEARCH) --policy $$p $(UAF) -o $(T)/search-$$p-uaf.jsonl || true; done
+	for p in $(ALL_POLICIES); do \
+	  for i in same-anon_vma-same-chain page-mapping-freed; do \
+	    $(SEARCH) --policy $$p --invariant $$i --unsteered --budget 100000 \
+	      -o $(T)/unsteered-$$p-$$i.jsonl || true; done; done

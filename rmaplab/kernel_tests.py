@@ -215,8 +215,9 @@ def _describe(rows: list[dict[str, Any]]) -> str:
                     f"{' av' if r['anon_vma'] is not None else ''}]" for r in rows)
 
 
-def run(translation: Translation, merge_rule: str, policy: str = "v6.0") -> list[str]:
-    """Replay under ``merge_rule`` and return every way the model departs from the test."""
+def run(translation: Translation, merge_rule: str | None, policy: str = "v6.0") -> list[str]:
+    """Replay under ``merge_rule`` (None: the policy's own) and return every way the model
+    departs from the test."""
     kernel = Kernel(policy, merge_rule=merge_rule, check="full")
     vmas, anon_vmas = _Labels("VMA"), _Labels("anon_vma")
     mismatches: list[str] = []

@@ -68,3 +68,9 @@ class Numbers:
         merged.update(self.entries)
         atomic.write_text(path, json.dumps(merged, indent=1, sort_keys=True) + "\n")
         return path
+
+
+def policy_key(name: str) -> str:
+    """A policy name inside a numbers.json key: ``v5.4`` -> ``v54``, ``wei-intended`` ->
+    ``wei_intended``, ``v6.0+4e4a9eb`` -> ``v60_plus_4e4a9eb``."""
+    return name.replace(".", "").replace("-", "_").replace("+", "_plus_")

@@ -401,3 +401,68 @@ def break_even(table: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
                    "measured_s", "measured_ci_low_s", "measured_ci_high_s", "break_even_factor",
                    "break_even_factor_low", "break_even_factor_high", "ns_per_anon_vma_needed",
                    "ns_per_avc_needed"]]
+def walk_lengths(recorded: pd.DataFrame, by_jobs: pd.DataFrame
+                 ) -> tuple[plt.Figure, pd.DataFrame]:
+    """Figure 7: rmap-walk lengths of the pages forked children COW, per policy and -j.
+
+    ``recorded``: walk-length histograms (shell, policy, moment, side, avcs, vmas) of the
+    recorded builds; ``by_jobs``: the same for generated builds with a ``jobs`` column.
+    One panel per shell: the share of forked VMAs whose COWed pages cost at least x AVCs
+    per walk, right after the fork (x >= 2: every walk visits at least one; log scale,
+    "0" where no VMA does); last panel: the mean against -j.
+    """
+    use_style()
+    shells = list(dict.fromkeys(recorded["shell"]))
+    fig, axes = plt.subplots(1, len(shells) + 1, figsize=(3.6 * (len(shells) + 1), 3.3))
+    rows = []
+    child = recorded[(recorded["moment"] == "fork") & (recorded["side"] == "child")]
+    policies = [p for p in POLICY_ORDER if p in set(child["policy"])]
+    top = int(np.ceil(child["avcs"].max()))
+    xs = list(range(2, max(top, 2) + 1))
+    width = 0.8 / len(policies)
+    floor = 1e-5
+    for ax, shell in zip(axes, shells, strict=False):
+        for j, policy in enumerate(policies):
+            h = child[(child["shell"] == shell) & (child["policy"] == policy)]
+            total = h["vmas"].sum()
+            shares = [h[h["avcs"] >= x]["vmas"].sum() / total for x in xs]
+            pos = np.arange(len(xs)) + (j - (len(policies) - 1) / 2) * width
+            ax.bar(pos, [max(v, floor) if v else 0 for v in shares], width, color=PALETTE[j],
+                   label=policy)
+            for x0, v in zip(pos, shares, strict=True):
+                if not v:
+                    ax.text(x0, floor * 1.3, "0", ha="center", va="bottom", fontsize=6,
+                            color=PALETTE[j])
+            rows += [{"panel": shell, "shell": shell, "policy": policy, "x": x,
+                      "share_at_least": v} for x, v in zip(xs, shares, strict=True)]
+        ax.set_yscale("log")
+        ax.set_ylim(floor, 1)
+        ax.set_xticks(range(len(xs)), [f"≥ {x}" for x in xs])
+        ax.set_xlabel("AVCs visited per rmap walk")
+        ax.set_title(f"{shell}: pages COWed by forked children", fontsize=9)
+    axes[0].set_ylabel("share of forked VMAs")
+    axes[0].legend(fontsize=7, frameon=False, title="policy", title_fontsize=7)
+    ax = axes[-1]
+    jc = by_jobs[(by_jobs["moment"] == "fork") & (by_jobs["side"] == "child")].copy()
+    jc["weighted"] = jc["avcs"] * jc["vmas"]
+    means = jc.groupby(["shell", "policy", "jobs"])[["weighted", "vmas"]].sum()
+    means = (means["weighted"] / means["vmas"]).rename("mean").reset_index()
+    markers = ["o", "s", "^", "v", "D"]
+    for j, policy in enumerate(policies):
+        for k, shell in enumerate(shells):
+            m = means[(means["policy"] == policy) & (means["shell"] == shell)]
+            if m.empty:
+                continue
+            ax.plot(m["jobs"], m["mean"], marker=markers[j % len(markers)], ms=4,
+                    mfc="none" if k else PALETTE[j], color=PALETTE[j], ls=["-", "--"][k % 2],
+                    label=f"{policy} ({shell})")
+            rows += [{"panel": "jobs", "shell": shell, "policy": policy, "x": r.jobs,
+                      "mean": r.mean} for r in m.itertuples()]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(means["jobs"].unique()), [str(j) for j in sorted(means["jobs"].unique())])
+    ax.set_xlabel("make -j (generated builds)")
+    ax.set_ylabel("mean AVCs per walk")
+    ax.set_title("against -j", fontsize=9)
+    ax.legend(fontsize=6, frameon=False, ncol=2)
+    fig.tight_layout()
+    return fig, pd.DataFrame(rows)

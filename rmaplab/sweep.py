@@ -13,6 +13,10 @@ Cell kinds:
 ``{"kind": "generated", "units": 2.0, "shell": "bash", "make_forks": true, "jobs": 2,
    "seed": 0, "policy": ...}``
 ``{"kind": "trace", "trace": "path/to/trace.jsonl.gz", "policy": ...}``
+
+Optional keys of any cell: ``"merge_rule"`` (default: the policy's own), ``"walks": true``
+(the result's ``walks`` column holds the rmap-walk-length histogram as JSON rows), and
+for generated cells ``"identity": true`` (the recorded build, no resampling).
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def _events(cell: dict[str, Any]):
 
         return generate(Params(units=float(cell["units"]), shell=cell["shell"],
                                make_forks=bool(cell["make_forks"]), jobs=int(cell["jobs"]),
-                               seed=int(cell["seed"])))
+                               seed=int(cell["seed"]), identity=bool(cell.get("identity"))))
     if kind == "trace":
         return traces.read(cell["trace"])
     raise RmaplabError(f"unknown cell kind {kind!r}")
@@ -76,9 +80,14 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {**cell, "cell": cell_id(cell), "host": os.uname().nodename}
     start = time.perf_counter()
     try:
-        result = replay(_events(cell), policy=cell["policy"], check="off")
+        walks = bool(cell.get("walks"))
+        result = replay(_events(cell), policy=cell["policy"], merge_rule=cell.get("merge_rule"),
+                        check="off", walks=walks)
         row.update({k: result.counters[k] for k in RESULT_COUNTERS})
+        row["merge_rule"] = result.merge_rule
         row["events"] = result.events
+        if walks:
+            row["walks"] = json.dumps(result.walks.rows())
         row["status"] = "ok"
         row["error"] = ""
     except Exception as e:  # noqa: BLE001 - a failed cell is data, never a crash

@@ -214,12 +214,17 @@ def write(events: Iterable[dict[str, Any]], path: str | Path, header: str = "") 
     return path
 
 
-def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: str = "v6.0",
-           merge_rule: str = "uncowed", check: str = "incremental", source: str = "<trace>"):
-    """Run events through a model kernel; errors name the trace line."""
+def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: Any = "v6.0",
+           merge_rule: str | None = None, check: str = "incremental", source: str = "<trace>",
+           walks: bool = False):
+    """Run events through a model kernel; errors name the trace line.
+
+    ``policy``: a name or a Policy; ``merge_rule``: None for the policy's own;
+    ``walks``: also sample rmap-walk lengths (the result's ``walks``).
+    """
     from rmaplab.model.machine import EventError, Kernel
 
-    kernel = Kernel(policy, merge_rule=merge_rule, check=check)
+    kernel = Kernel(policy, merge_rule=merge_rule, check=check, walks=walks)
     for line, ev in events:
         try:
             kernel.apply(ev)

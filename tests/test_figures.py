@@ -161,3 +161,13 @@ def test_notebook_03_writes_no_fig03_figure_without_a_recorded_campaign():
         kind, key = (("ceiling", "ceiling_dir") if "ceiling" in prov["parameters"]
                      else ("objects", "objects_dir"))
         assert (raw_dir() / kind / prov["parameters"][key]).is_dir(), name
+def test_fig7_walk_shares_never_rise_and_jobs_has_several_points():
+    d = data("fig7_walk_lengths")
+    shares = d[d.panel != "jobs"]
+    assert set(shares.policy) == {"no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"}
+    assert shares.x.min() == 2 and shares.share_at_least.between(0, 1).all()
+    for _, g in shares.groupby(["shell", "policy"]):
+        assert g.sort_values("x").share_at_least.is_monotonic_decreasing
+    jobs = d[d.panel == "jobs"]
+    assert jobs.groupby(["shell", "policy"]).x.nunique().min() >= 2
+    assert (jobs["mean"] >= 1.0).all()

@@ -17,6 +17,7 @@ import pytest
 
 from rmaplab import kernel_tests
 from rmaplab.errors import RmaplabError
+from rmaplab.model import POLICIES
 from rmaplab.model.vma import VmaMixin
 
 ROOT = Path(__file__).parent / "data" / "kernel_tests"
@@ -145,3 +146,16 @@ def test_unexpected_syscall_errors_are_mismatches(tmp_path):
                  '#= {"pid":1,"vmas":[]}\n')
     assert kernel_tests.run(kernel_tests.load(path), "uncowed") == [
         "t.jsonl:4: 1 failed syscall(s), expected 0"]
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_each_policy_replays_with_the_rule_its_eras_kernel_tests_expect(policy):
+    """With no merge rule given, a policy replays under its era's rule (Policy.merge_rule),
+    and that rule meets every translated kernel test of a kernel that ran it: the 2019-era
+    policies 6.12's (965f55dea0e3), v6.0 and the v6.0+ policies 6.18.26's (879bca0a2c4f)."""
+    rule = POLICIES[policy].merge_rule
+    cases = [(t, s) for t in TRANSLATIONS for s in t.sources if s.merge_rule == rule]
+    assert cases
+    for translation, source in cases:
+        assert kernel_tests.run(translation, None, policy=policy) == [], \
+            (translation.path.name, source.kernel)

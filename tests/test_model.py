@@ -292,3 +292,209 @@ def test_mremap_refuses_to_merge_a_forked_faulted_vma_into_an_unfaulted_one():
     k = kernel_after(events)
     assert _layout(k, 2) == [(0, 2), (2, 4)]
     assert k.counters.anon_vma_prepare == 2
+    assert list(POLICIES)[:5] == ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
+    assert list(POLICIES)[5:] == ["v6.0+4e4a9eb", "v6.0+wei-intended"]
+
+
+# ---------------------------------------------------------------- the patch on the v6.0 counters
+@pytest.mark.parametrize("policy", ["v5.5", "v6.0+4e4a9eb"])
+def test_patch_as_merged_on_either_counter_gives_children_the_parents_anon_vma(policy):
+    """split(4) + fork, by hand: setup 1 anon_vma + 1 prepare AVC + 3 split clones; the fork
+    clones the parent's one-entry chain for each of the 4 child VMAs (4 AVCs) and only
+    VMA 1 gets a new anon_vma (+1 anon_vma, +1 AVC): 2 anon_vmas, 9 AVCs."""
+    kern = kernel_after(split_then_fork(4), policy)
+    c = kern.counters
+    assert (c.anon_vma_alloc, c.anon_vma_fork, c.avc_alloc, c.avc_clone_fork) == (2, 1, 9, 4)
+    parent_av = kern.mms[1].vmas[1].anon_vma
+    child = [v for v in kern.mms[2].vmas if v.anon_vma is not None]
+    assert [v.anon_vma is parent_av for v in child] == [False, True, True, True]
+    # the shared anon_vma now has 4 + 3 active VMAs in two mms
+    assert parent_av.num_active_vmas == 7
+    assert not kern.violations
+
+
+@pytest.mark.parametrize("policy", ["wei-intended", "v6.0+wei-intended"])
+def test_patch_as_described_on_either_counter_shares_one_child_anon_vma(policy):
+    """split(4) + fork, by hand: VMA 1 clones 1 AVC and forks 1 anon_vma + 1 AVC; VMAs 2..4
+    share it and clone VMA 1's two-entry chain (2 AVCs each): 2 anon_vmas, 4 + 8 AVCs."""
+    kern = kernel_after(split_then_fork(4), policy)
+    c = kern.counters
+    assert (c.anon_vma_alloc, c.anon_vma_fork, c.avc_alloc) == (2, 1, 12)
+    child = [v for v in kern.mms[2].vmas if v.anon_vma is not None]
+    assert len({id(v.anon_vma) for v in child}) == 1
+    assert child[0].anon_vma.num_active_vmas == 4
+    assert not kern.violations
+
+
+@pytest.mark.parametrize("patched, counterpart", [("v6.0+4e4a9eb", "v5.5"),
+                                                  ("v6.0+wei-intended", "wei-intended")])
+def test_patch_on_v60_counters_differs_from_its_2019_counterpart_only_in_may_reuse(
+        patched, counterpart):
+    p, q = POLICIES[patched], POLICIES[counterpart]
+    for rule in ("merge_rule", "reuse_needs_src_anon_vma", "stale_vm_prev",
+                 "prepare_wipeonfork_at_fork"):
+        assert getattr(p, rule) == getattr(q, rule), rule
+    assert type(p).clone_preset is type(q).clone_preset
+    assert type(p).fork_share is type(q).fork_share
+    assert type(p).may_reuse is type(POLICIES["v6.0"]).may_reuse
+
+
+# ---------------------------------------------------------------- merge rules of each era
+def test_each_era_replays_with_its_own_merge_rule_unless_told_otherwise():
+    rules = {name: Kernel(name).merge_rule for name in POLICIES}
+    assert rules == {"no-reuse": "singular", "v5.4": "singular", "v5.5": "singular",
+                     "wei-intended": "singular", "v6.0": "uncowed",
+                     "v6.0+4e4a9eb": "singular", "v6.0+wei-intended": "singular"}
+    assert Kernel("v5.4", merge_rule="uncowed").merge_rule == "uncowed"
+
+
+def faulted_range_made_like_its_unfaulted_neighbour():
+    """W = [0,2) r (never written) and X = [2,4) rw, written; then X is made r like W."""
+    base = workloads.BASE
+    page = workloads.PAGE
+    return [
+        {"op": "spawn", "pid": 1},
+        {"op": "mmap", "pid": 1, "start": base, "end": base + 4 * page, "prot": "rw",
+         "flags": ["noreserve"]},
+        {"op": "mprotect", "pid": 1, "start": base, "end": base + 2 * page, "prot": "r"},
+        {"op": "touch", "pid": 1, "addr": base + 2 * page, "write": True},
+        {"op": "mprotect", "pid": 1, "start": base + 2 * page, "end": base + 4 * page,
+         "prot": "r"},
+    ]
+
+
+def test_merge_rules_differ_on_a_faulted_range_next_to_an_unfaulted_neighbour():
+    """By hand: the last mprotect asks W (no anon_vma, empty chain) to absorb X.  965f55dea0e3
+    refuses (W's chain is not singular: Jann Horn's 2023 observation), so two VMAs and one
+    AVC remain; 879bca0a2c4f lets W take X's anon_vma (dup_anon_vma: one more AVC) and drops
+    X with its AVC: one VMA, two AVCs allocated, one live."""
+    events = workloads.numbered(faulted_range_made_like_its_unfaulted_neighbour())
+    old = traces.replay(events, policy="v6.0", merge_rule="singular", check="full")
+    new = traces.replay(events, policy="v6.0", merge_rule="uncowed", check="full")
+    assert (old.counters["live_vma"], old.counters["avc_alloc"], old.counters["live_avc"]) \
+        == (2, 1, 1)
+    assert (new.counters["live_vma"], new.counters["avc_alloc"], new.counters["live_avc"]) \
+        == (1, 2, 1)
+    assert new.counters["avc_clone_merge"] == 1
+    assert old.counters["merge_rules_disagree"] == new.counters["merge_rules_disagree"] == 1
+    assert not old.violations and not new.violations
+
+
+# ---------------------------------------------------------------- 47b390d23bf8
+def test_src_anon_vma_term_of_47b390d23bf8_is_in_v55_and_later_only():
+    has = {name: p.reuse_needs_src_anon_vma for name, p in POLICIES.items()}
+    assert has == {"no-reuse": False, "v5.4": False, "v5.5": True, "wei-intended": True,
+                   "v6.0": True, "v6.0+4e4a9eb": True, "v6.0+wei-intended": True}
+
+
+def test_src_anon_vma_term_decides_only_when_src_has_a_chain_but_no_anon_vma():
+    """The term can matter only if anon_vma_clone() reaches its reuse test with
+    dst->anon_vma == NULL and src->anon_vma == NULL, which needs a src with a chain and no
+    anon_vma.  Built by hand (no event sequence makes one), it does decide: with the term
+    dst gets no anon_vma; without it the degree rule reuses the child's leaf anon_vma
+    (no children, one VMA: degree 1 < 2)."""
+    from rmaplab.model.policies import variant
+    from rmaplab.model.structs import Vma
+
+    results = {}
+    for policy in ("v5.4", variant("v5.4", "v5.4+47b390d23bf8", reuse_needs_src_anon_vma=True)):
+        kern = kernel_after(workloads.sep(1, 0) + [{"op": "fork", "pid": 1, "child": 2}],
+                            policy)
+        vma = kern.mms[2].vmas[1]                 # chain {parent's root, child's leaf}
+        leaf = vma.anon_vma
+        src = Vma(99, vma.mm, vma.start, vma.end, vma.pgoff, vma.flags, None)
+        src.chain = list(vma.chain)               # a chain, but src->anon_vma == NULL
+        dst = Vma(100, vma.mm, vma.start, vma.end, vma.pgoff, vma.flags, None)
+        kern.anon_vma_clone(dst, src, "copy_vma")
+        results[kern.policy.name] = dst.anon_vma is leaf, dst.anon_vma is None
+        assert kern.counters.reuse_test_src_null == 2     # once per chain entry
+    assert results == {"v5.4": (True, False), "v5.4+47b390d23bf8": (False, True)}
+
+
+# ---------------------------------------------------------------- rmap-walk lengths
+def test_walk_length_counts_only_the_avcs_whose_vma_covers_the_page():
+    """By hand: a 4-page VMA written once, forked; the child splits its copy into [0,2) and
+    [2,4).  The parent's anon_vma tree holds 3 AVCs: the parent's [0,4) and the child's two
+    halves; a page of the parent's VMA is covered by the parent's AVC and one child half:
+    (4 + 2 + 2) / 4 = 2.0.  The child's own anon_vma holds its two halves' AVCs, but a page
+    of [0,2) is covered by one of them: 1.0 (the tree has 2 AVCs)."""
+    from rmaplab.model.observe import walk_length
+
+    base, page = workloads.BASE, workloads.PAGE
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": base, "end": base + 4 * page, "prot": "rw"},
+              {"op": "touch", "pid": 1, "addr": base, "write": True},
+              {"op": "fork", "pid": 1, "child": 2},
+              {"op": "mprotect", "pid": 2, "start": base, "end": base + 2 * page, "prot": "r"}]
+    kern = kernel_after(events)
+    parent = kern.mms[1].vmas[0]
+    low, high = kern.mms[2].vmas
+    assert len(parent.anon_vma.avcs) == 3 and walk_length(parent) == 2.0
+    assert low.anon_vma is high.anon_vma and len(low.anon_vma.avcs) == 2
+    assert walk_length(low) == walk_length(high) == 1.0
+
+
+def split_two_children_exit_in_turn(k):
+    return split_then_fork(k) + [{"op": "fork", "pid": 1, "child": 3},
+                                 {"op": "exit", "pid": 2}, {"op": "exit", "pid": 3}]
+
+
+def walk_histogram(policy, events):
+    kern = Kernel(policy, check="full", walks=True)
+    for _, ev in workloads.numbered(events):
+        kern.apply(ev)
+    assert not kern.violations
+    return {(r["moment"], r["side"], r["avcs"]): r["vmas"] for r in kern.walks.rows()}
+
+
+@pytest.mark.parametrize("policy", ["v5.4", "v6.0", "wei-intended"])
+def test_walks_of_children_with_their_own_anon_vma_visit_one_avc(policy):
+    """split(4), two children alive together, then exiting in turn.  Each child's pages go
+    to an anon_vma of its own (one AVC per page index): 1 for all 8 child VMAs, at fork and
+    at exit.  The parent's anon_vma holds the parent's 4 AVCs plus 4 per live child: its
+    pages cost 2 after the first fork, 3 after the second."""
+    assert walk_histogram(policy, split_two_children_exit_in_turn(4)) == {
+        ("fork", "child", 1.0): 8, ("fork", "parent", 2.0): 4, ("fork", "parent", 3.0): 4,
+        ("end", "child", 1.0): 8}
+
+
+@pytest.mark.parametrize("policy", ["v5.5", "v6.0+4e4a9eb"])
+def test_walks_of_children_on_the_parents_anon_vma_grow_with_live_siblings(policy):
+    """As merged, child VMAs 2..4 put their pages in the parent's anon_vma: 2 AVCs per page
+    after the first fork (parent + child 2), 3 after the second; at exit child 2 still sees
+    child 3 (3), child 3 sees only the parent (2).  VMA 1 of each child has its own (1)."""
+    assert walk_histogram(policy, split_two_children_exit_in_turn(4)) == {
+        ("fork", "child", 1.0): 2, ("fork", "child", 2.0): 3, ("fork", "child", 3.0): 3,
+        ("fork", "parent", 2.0): 4, ("fork", "parent", 3.0): 4,
+        ("end", "child", 1.0): 2, ("end", "child", 2.0): 3, ("end", "child", 3.0): 3}
+
+
+def test_walk_summary_weights_by_vma():
+    from rmaplab.model.observe import walk_summary
+
+    rows = [{"moment": "fork", "side": "child", "avcs": 1.0, "vmas": 8},
+            {"moment": "fork", "side": "child", "avcs": 4.0, "vmas": 2},
+            {"moment": "end", "side": "child", "avcs": 9.0, "vmas": 1}]
+    s = walk_summary(rows, "fork", "child")
+    assert s["vmas"] == 10 and s["mean"] == pytest.approx((8 + 8) / 10)
+    assert (s["p50"], s["p90"], s["max"]) == (1.0, 4.0, 4.0)
+
+
+def test_reuse_rule_names_the_test_that_runs():
+    assert {n: p.reuse_rule for n, p in POLICIES.items()} == {
+        "no-reuse": "none", "v5.4": "degree", "v5.5": "degree", "wei-intended": "degree",
+        "v6.0": "counters", "v6.0+4e4a9eb": "counters", "v6.0+wei-intended": "counters"}
+
+
+@pytest.mark.parametrize("policy, shares", [("v5.5", (3, 2)), ("v6.0+4e4a9eb", (3, 2)),
+                                            ("wei-intended", (3, 3))])
+def test_as_merged_a_forked_child_shares_one_vma_less_per_run(policy, shares):
+    """split(4) forked twice down a chain (1 -> 2 -> 3).  The first fork shares for VMAs 2..4
+    either way.  As merged, child 2's VMA 1 got a new anon_vma and VMAs 2..4 the parent's, so
+    at child 2's fork VMA 2's previous VMA no longer shares its anon_vma: VMAs 3 and 4 share
+    (2).  As described, child 2's four VMAs share one anon_vma, so VMAs 2..4 share again (3).
+    A run of two VMAs (a library's RELRO and data pages) shares nothing at the second fork."""
+    kern = kernel_after(split_then_fork(4) + [{"op": "fork", "pid": 2, "child": 3}], policy)
+    c = kern.counters
+    assert (c.mm_forks, c.mm_forks_by_forked) == (2, 1)
+    assert (c.share_at_fork - c.share_at_fork_by_forked, c.share_at_fork_by_forked) == shares

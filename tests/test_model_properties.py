@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rmaplab import traces
-from rmaplab.model import Kernel
+from rmaplab.model import POLICIES, Kernel
 
 BASE = 0x20000000
 PAGE = 4096
@@ -106,6 +106,14 @@ def test_no_reuse_never_violates_an_invariant(program):
     assert_no_violation(program, "no-reuse")
 
 
+@PROPERTY
+@given(st.lists(OPS, max_size=60), st.sampled_from(["v6.0+4e4a9eb", "v6.0+wei-intended"]))
+def test_patch_rules_on_the_v60_counters_never_violate_an_invariant(program, policy):
+    """Either form of Wei Yang's patch on 2555283eb40d's counters keeps every invariant
+    (the violations of v5.5 and wei-intended need the degree rule's double reuse)."""
+    assert_no_violation(program, policy)
+
+
 def _dup_anon_vma_without_clone(self, dst, src):
     if src.anon_vma is not None and dst.anon_vma is None:
         dst.anon_vma = src.anon_vma
@@ -146,8 +154,7 @@ def test_the_property_catches_planted_bugs(monkeypatch, name, where, attr, bug):
 
 
 @PROPERTY
-@given(st.lists(OPS, max_size=60), st.sampled_from(["no-reuse", "v5.4", "v5.5", "wei-intended",
-                                                     "v6.0"]))
+@given(st.lists(OPS, max_size=60), st.sampled_from(list(POLICIES)))
 def test_everything_is_freed_when_every_process_has_exited(program, policy):
     """Whatever happened, exiting every process frees every anon_vma, AVC and VMA."""
     kernel = run(program, policy)
@@ -169,3 +176,14 @@ def test_allocation_counts_add_up_by_call_site(program):
         + c.avc_clone_copy_vma
     # anon_vma_fork allocates one anon_vma and one AVC together
     assert c.anon_vma_fork == c.avc_fork
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(OPS, max_size=60), st.sampled_from(["v5.4", "v5.5", "v6.0"]))
+def test_reuse_test_is_never_reached_with_a_null_src_anon_vma(program, policy):
+    """47b390d23bf8's ``src->anon_vma`` term never decides: anon_vma_clone() reaches its
+    reuse test with dst->anon_vma == NULL only from anon_vma_fork(), and that returns
+    early when pvma->anon_vma is NULL (tests/test_model.py builds the one state where
+    the term would decide, and no event sequence makes it)."""
+    assert run(program, policy).counters.reuse_test_src_null == 0

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from rmaplab import traces
-from rmaplab.model.search import find_violation, renumber, replay_events, shrink
-from rmaplab.paths import data_dir
+from rmaplab.model.policies import variant
+from rmaplab.model.search import find_violation, random_search, renumber, replay_events, shrink
+from rmaplab.paths import data_dir, repo_root
 
 
 def test_search_breaks_v54_and_shrinks_the_sequence():
@@ -40,3 +45,40 @@ def test_committed_search_traces_still_break_what_they_broke():
 def test_shrink_keeps_a_minimal_violating_prefix():
     same = [ev for _, ev in traces.load(data_dir() / "traces" / "search-v5.4-same-chain.jsonl")]
     assert shrink(same, "v5.4", "same-anon_vma-same-chain") == renumber(same)
+
+
+# Planted bug: v6.0 with a reuse test that accepts any ancestor but src's own anon_vma.
+PLANTED = variant("v6.0", "v6.0 reusing any ancestor",
+                  may_reuse=lambda anon_vma, dst, src: anon_vma is not src.anon_vma)
+
+
+def test_unsteered_search_finds_a_planted_reuse_bug_and_not_the_real_rule():
+    """The unsteered search must find the planted violation; the same seed and budget
+    under the real v6.0 rule must not."""
+    planted = PLANTED
+    found = random_search(planted, budget=500, seed=0)
+    assert found is not None and found.violation["invariant"] == "same-anon_vma-same-chain"
+    assert replay_events(found.events, planted).violations
+    assert replay_events(found.events, "v6.0").violations == []
+    assert random_search("v6.0", budget=500, seed=0) is None
+
+
+def test_unsteered_search_is_reproducible_from_its_seed():
+    a, b = (random_search(PLANTED, budget=500, seed=3) for _ in range(2))
+    assert a is not None and a.events == b.events and a.examples == b.examples
+
+
+SUMMARY = json.loads((data_dir() / "traces" / "search-summary.json").read_text())
+
+
+@pytest.mark.parametrize("key", sorted(k for k, v in SUMMARY.items() if v["found"]))
+def test_every_committed_finding_breaks_its_policy_and_not_the_v60_counters(key):
+    """Each trace the searches committed still breaks its invariant under its policy, and
+    neither the v6.0 rule nor the patch rules on the v6.0 counters break on it (the
+    decomposition of issue 16, point 9: what breaks is the degree rule)."""
+    entry = SUMMARY[key]
+    events = [ev for _, ev in traces.load(repo_root() / entry["trace"])]
+    assert any(v.invariant == entry["invariant"]
+               for v in replay_events(events, entry["policy"]).violations)
+    for policy in ("v6.0", "v6.0+4e4a9eb", "v6.0+wei-intended"):
+        assert replay_events(events, policy).violations == [], policy

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rmaplab import sweep, traces, workloads
@@ -41,3 +43,13 @@ def test_cell_ids_are_stable_and_distinct():
     a = {"kind": "micro", "workload": "split", "k": 8, "n": 4, "policy": "v6.0"}
     assert sweep.cell_id(a) == sweep.cell_id(dict(reversed(list(a.items()))))
     assert sweep.cell_id(a) != sweep.cell_id({**a, "policy": "v5.4"})
+
+
+def test_a_cell_may_choose_the_merge_rule_and_record_walks():
+    base = {"kind": "micro", "workload": "split", "k": 4, "n": 2, "policy": "v5.5"}
+    own = sweep.run_cell(base)
+    assert own["status"] == "ok" and own["merge_rule"] == "singular" and "walks" not in own
+    other = sweep.run_cell({**base, "merge_rule": "uncowed", "walks": True})
+    assert other["status"] == "ok" and other["merge_rule"] == "uncowed"
+    walks = json.loads(other["walks"])
+    assert sum(w["vmas"] for w in walks if w["moment"] == "fork" and w["side"] == "child") == 8

@@ -87,6 +87,36 @@ def test_replay_all_policies_table(tmp_path):
     assert all(p in out.stdout for p in ("no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"))
 
 
+def test_replay_uses_each_policys_merge_rule_unless_one_is_given(tmp_path):
+    path = traces.write([e for _, e in workloads.numbered(workloads.split(4, 2))],
+                        tmp_path / "s.jsonl")
+
+    def rules(*extra):
+        out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", str(path), "--policy",
+                              "all", "--json", *extra], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return {r["policy"]: r["merge_rule"] for r in json.loads(out.stdout)}
+
+    own = rules()
+    assert own["v5.4"] == own["v5.5"] == "singular" and own["v6.0"] == "uncowed"
+    assert set(rules("--merge-rule", "uncowed").values()) == {"uncowed"}
+
+
+def test_replay_walks_reports_walk_length_histograms(tmp_path):
+    path = traces.write([e for _, e in workloads.numbered(workloads.split(4, 2))],
+                        tmp_path / "s.jsonl")
+    out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", str(path), "--policy",
+                          "v5.5", "--walks", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    walks = json.loads(out.stdout)["walks"]
+    # two sequential children: VMA 1 of each has its own anon_vma, VMAs 2..4 the parent's
+    child = {w["avcs"]: w["vmas"] for w in walks if (w["moment"], w["side"]) == ("fork", "child")}
+    assert child == {1.0: 2, 2.0: 6}
+    text = subprocess.run([sys.executable, "-m", "rmaplab", "replay", str(path), "--policy",
+                           "v5.5", "--walks"], capture_output=True, text=True)
+    assert "walk fork/child max" in text.stdout
+
+
 def test_missing_trace_is_a_clear_error():
     out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", "/no/such.jsonl"],
                          capture_output=True, text=True)

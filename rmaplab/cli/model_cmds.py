@@ -31,13 +31,17 @@ def _replay(sub) -> None:
                    help="event trace (see README: Event traces)")
     p.add_argument("--policy", default="v6.0", choices=[*POLICIES, "all"],
                    help="reuse policy (default v6.0, what this machine runs); 'all' for a table")
-    p.add_argument("--merge-rule", default="uncowed", choices=MERGE_RULES,
+    p.add_argument("--merge-rule", default=None, choices=MERGE_RULES,
                    help="VMA merge rule: 'uncowed' (879bca0a2c4f with the mremap fixes "
                         "61f67c230a5e and 3b617fd3d317: v6.19, 6.18.8+), 'uncowed-6.16' "
                         "(879bca0a2c4f alone: v6.16..6.18.7) or 'singular' (v3.0..v6.15, "
-                        "965f55dea0e3)")
+                        "965f55dea0e3); default: the policy's own era's (singular for the "
+                        "2019-era policies, uncowed for v6.0 and the v6.0+ ones)")
     p.add_argument("--check", default="incremental", choices=["incremental", "full", "off"],
                    help="invariant checks after each event (default: what it touched)")
+    p.add_argument("--walks", action="store_true",
+                   help="also sample rmap-walk lengths (AVCs per walk of a COWed page) at "
+                        "forks and at the end of forked mms")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run_replay)
 
@@ -52,7 +56,8 @@ def _run_replay(args) -> int:
                            path=args.trace)
     policies = list(POLICIES) if args.policy == "all" else [args.policy]
     results = [traces.replay(events, policy=p, merge_rule=args.merge_rule, check=args.check,
-                             source=str(args.trace)).as_dict() for p in policies]
+                             source=str(args.trace), walks=args.walks).as_dict()
+               for p in policies]
     status = REPLAY_VIOLATIONS if any(r["violations"] for r in results) else 0
     if args.json:
         json_out(results if args.policy == "all" else results[0])
@@ -60,11 +65,21 @@ def _run_replay(args) -> int:
     keys = ["anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
             "avc_clone", "avc_prepare", "vma_alloc", "peak_anon_vma", "peak_avc",
             "peak_bytes_618", "violation_count"]
-    width = max(len(k) for k in keys)
-    print(f"{args.trace}: {results[0]['events']} events, merge rule {args.merge_rule}")
-    print(f"{'':<{width}} " + " ".join(f"{r['policy']:>13}" for r in results))
+    width = max(len(k) for k in (*keys, "walk fork/child mean"))
+    col = max(13, *(len(r["policy"]) for r in results))
+    print(f"{args.trace}: {results[0]['events']} events")
+    print(f"{'':<{width}} " + " ".join(f"{r['policy']:>{col}}" for r in results))
+    print(f"{'merge rule':<{width}} " + " ".join(f"{r['merge_rule']:>{col}}" for r in results))
     for k in keys:
-        print(f"{k:<{width}} " + " ".join(f"{r[k]:>13,}" for r in results))
+        print(f"{k:<{width}} " + " ".join(f"{r[k]:>{col},}" for r in results))
+    if args.walks:
+        from rmaplab.model.observe import walk_summary
+
+        for moment, side in (("fork", "child"), ("end", "child")):
+            stats = [walk_summary(r["walks"], moment, side) for r in results]
+            for stat in ("mean", "p99", "max"):
+                name = f"walk {moment}/{side} {stat}"
+                print(f"{name:<{width}} " + " ".join(f"{s[stat]:>{col}.2f}" for s in stats))
     for r in results:
         for v in r["violations"][:5]:
             print(f"{r['policy']}: event {v['event']}: {v['invariant']}: {v['detail']}")
@@ -84,8 +99,9 @@ def _search(sub) -> None:
         description="Hypothesis-driven search over fork/exit/mprotect (and, with --with-writes, "
                     "page writes) on a two-page region, steered towards anon_vmas that sit in "
                     "chains of VMAs they are no ancestor of; the first sequence that breaks the "
-                    "invariant is shrunk and written as a trace.  Exit status: 0 found, 1 not "
-                    "found within the budget, 2 bad input.",
+                    "invariant is shrunk and written as a trace.  --unsteered draws programs "
+                    "uniformly at random instead (all four operations, no target, no prefix).  "
+                    "Exit status: 0 found, 1 not found within the budget, 2 bad input.",
     )
     p.add_argument("--policy", default="v5.4", choices=list(POLICIES))
     p.add_argument("--invariant", default="same-anon_vma-same-chain",
@@ -96,6 +112,11 @@ def _search(sub) -> None:
                    help="continue this trace (e.g. an earlier finding minus its last event)")
     p.add_argument("--drop-last", type=_args.non_negative_int, default=0, metavar="N",
                    help="drop the prefix's last N events first")
+    p.add_argument("--unsteered", action="store_true",
+                   help="uniform random programs (fork, exit, write, mprotect) instead of the "
+                        "steered Hypothesis search")
+    p.add_argument("--seed", type=_args.non_negative_int, default=0, metavar="N",
+                   help="random seed of --unsteered (0)")
     p.add_argument("--budget", type=_args.integer(1, 10**9), default=60_000, metavar="N",
                    help="examples to try at most (60000)")
     p.add_argument("-o", "--output", type=_args.output_file, metavar="TRACE",
@@ -119,18 +140,22 @@ def _read_summary(path: Path) -> dict:
     return summary
 
 
-def _record_search(path: Path, args, found) -> None:
+def _record_search(path: Path, args, found, seconds: float) -> None:
     from rmaplab import atomic
 
     summary = _read_summary(path)
     key = f"{args.policy}/{args.invariant}" + ("/writes" if args.with_writes else "") + \
-        (f"/prefix={args.prefix.name}" if args.prefix is not None else "")
+        (f"/prefix={args.prefix.name}" if args.prefix is not None else "") + \
+        ("/unsteered" if args.unsteered else "")
     summary[key] = {
-        "policy": args.policy, "invariant": args.invariant, "with_writes": args.with_writes,
+        "policy": args.policy, "invariant": args.invariant,
+        "with_writes": args.with_writes or args.unsteered,
+        "mode": "unsteered" if args.unsteered else "steered",
         "prefix": str(args.prefix) if args.prefix is not None else None,
         "budget": args.budget, "found": found is not None,
         "examples": found.examples if found else args.budget,
-        "seed": found.seed if found else None,
+        "seconds": round(found.seconds if found else seconds, 1),
+        "seed": found.seed if found else (args.seed if args.unsteered else None),
         "events": len(found.events) if found else None,
         "trace": str(args.output) if found and args.output else None,
     }
@@ -164,16 +189,25 @@ def _search_prefix(args) -> list[dict] | None:
 
 
 def _run_search(args) -> int:
-    from rmaplab import traces
-    from rmaplab.model.search import find_violation
+    import time
 
+    from rmaplab import traces
+    from rmaplab.model.search import find_violation, random_search
+
+    if args.unsteered and (args.prefix is not None or args.with_writes):
+        raise RmaplabError("--unsteered takes no --prefix and always generates writes")
     prefix = _search_prefix(args)
     if args.summary is not None:
         _read_summary(args.summary)
     print(f"searching under {args.policy} for {args.invariant} (budget {args.budget:,} "
-          "examples)...", file=sys.stderr)
-    found = find_violation(args.policy, args.invariant, budget=args.budget,
-                           with_writes=args.with_writes, prefix=prefix)
+          f"examples{', unsteered' if args.unsteered else ''})...", file=sys.stderr)
+    start = time.perf_counter()
+    if args.unsteered:
+        found = random_search(args.policy, args.invariant, budget=args.budget, seed=args.seed)
+    else:
+        found = find_violation(args.policy, args.invariant, budget=args.budget,
+                               with_writes=args.with_writes, prefix=prefix)
+    seconds = time.perf_counter() - start
     # The outcome goes to stdout first: a file that cannot be written loses nothing.
     if found is None:
         msg = {"found": False, "policy": args.policy, "invariant": args.invariant,
@@ -185,11 +219,11 @@ def _run_search(args) -> int:
                   "examples")
     elif args.json:
         json_out({"found": True, "policy": found.policy, "invariant": found.invariant,
-                   "examples": found.examples, "seed": found.seed,
+                   "examples": found.examples, "seed": found.seed, "seconds": found.seconds,
                    "violation": found.violation, "events": found.events})
     else:
         print(f"violation of {found.invariant} under {found.policy} after {found.examples:,} "
-              f"examples, shrunk to {len(found.events)} events:")
+              f"examples ({found.seconds:.1f} s), shrunk to {len(found.events)} events:")
         for i, ev in enumerate(found.events):
             print(f"  {i:3d} {traces.dumps(ev)}")
         print(f"  -> event {found.violation['event']}: {found.violation['detail']}")
@@ -198,14 +232,17 @@ def _run_search(args) -> int:
         if found is not None and args.output:
             cont = (f" --prefix {args.prefix} --drop-last {args.drop_last}"
                     if args.prefix is not None else "")
+            how = (f" --unsteered --seed {args.seed}` after {found.examples} examples"
+                   if args.unsteered else
+                   f"{' --with-writes' if args.with_writes else ''}{cont}` after "
+                   f"{found.examples} examples (hypothesis seed {found.seed})")
             header = (f"# found by `rmaplab search --policy {args.policy} --invariant "
-                      f"{args.invariant}{' --with-writes' if args.with_writes else ''}{cont}` "
-                      f"after {found.examples} examples (hypothesis seed {found.seed}); shrunk\n"
+                      f"{args.invariant}{how}; shrunk\n"
                       f"# violation at event {found.violation['event']}: "
                       f"{found.violation['detail']}\n")
             traces.write(found.events, args.output, header=header)
         if args.summary:
-            _record_search(args.summary, args, found)
+            _record_search(args.summary, args, found, seconds)
     except OSError as e:
         raise RmaplabError(f"cannot write {e.filename or args.output} ({e.strerror or e}); the "
                            "outcome is printed above") from None

@@ -24,6 +24,13 @@ EVENT_COUNTERS = (
     "vma_alloc", "vma_free",
     "forks", "mm_forks", "execs", "exits", "spawns",
     "reuse_at_fork", "share_at_fork", "prepare_reused_neighbour",
+    # Forks (and the patch's shares) by a process whose own mm came from fork: as merged,
+    # 4e4a9eb92133 leaves a forked child no two neighbours sharing an anon_vma.
+    "mm_forks_by_forked", "share_at_fork_by_forked",
+    # anon_vma_clone() reached its reuse test with src->anon_vma == NULL (47b390d23bf8's term).
+    "reuse_test_src_null",
+    # is_mergeable_anon_vma() consulted, and how often 965f55dea0e3 and 879bca0a2c4f differ.
+    "merge_anon_vma_checks", "merge_rules_disagree",
     "pages_new", "pages_cow", "pages_reused", "faults_outside_vma", "faults_not_writable",
     "syscall_errors",
     # Sampled at every forked VMA that gets an anon_vma: its chain length, and the size of

@@ -23,6 +23,7 @@ class ForkMixin:
         policy = self.policy
         child_prev: Vma | None = None
         parent_prev: Vma | None = None
+        forked: list[tuple[Vma, Vma]] | None = [] if self.walks is not None else None
         mm.start_brk, mm.brk = oldmm.start_brk, oldmm.brk
         for mpnt in list(oldmm.vmas):
             src_vm_prev, parent_prev = parent_prev, mpnt
@@ -41,10 +42,14 @@ class ForkMixin:
                 self.anon_vma_fork(tmp, mpnt, ForkLinks(stale_prev, src_vm_prev, child_prev))
                 if tmp.anon_vma is not None:
                     self._sample_fork(tmp)
+                    if forked is not None:
+                        forked.append((mpnt, tmp))
             mm.vmas.append(tmp)                    # vma_iter_bulk_store, ascending order
             child_prev = tmp
             if not tmp.flags & VM_WIPEONFORK:
                 self.copy_page_range(mm, oldmm, mpnt)
+        if forked:
+            self.walks.at_fork(forked)
 
     def _sample_fork(self, vma: Vma) -> None:
         c = self.counters

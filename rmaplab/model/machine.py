@@ -15,8 +15,8 @@ from rmaplab.model import invariants
 from rmaplab.model.counters import Counters
 from rmaplab.model.fork import ForkMixin
 from rmaplab.model.memory import FaultMixin
-from rmaplab.model.observe import snapshot
-from rmaplab.model.policies import LIVE_POLICY, get_policy
+from rmaplab.model.observe import WalkSamples, snapshot
+from rmaplab.model.policies import LIVE_POLICY, Policy, get_policy
 from rmaplab.model.rmap import RmapMixin
 from rmaplab.model.structs import (
     PROT,
@@ -64,6 +64,7 @@ class ReplayResult:
     violations: list[Violation] = field(default_factory=list)
     violation_count: int = 0
     structure: dict[str, float] = field(default_factory=dict)
+    walks: WalkSamples | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"policy": self.policy, "merge_rule": self.merge_rule,
@@ -72,19 +73,33 @@ class ReplayResult:
         out["structure"] = self.structure
         out["violation_count"] = self.violation_count
         out["violations"] = [v.as_dict() for v in self.violations]
+        if self.walks is not None:
+            out["walks"] = self.walks.rows()
         return out
 
 
 class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
-    def __init__(self, policy: str = LIVE_POLICY, merge_rule: str = "uncowed",
-                 check: str = "incremental", max_violations: int = 1000) -> None:
+    """The model kernel under one policy.
+
+    ``merge_rule`` defaults to the policy's own (``Policy.merge_rule``: 965f55dea0e3
+    for the 2019-era policies, 879bca0a2c4f for ``v6.0``); giving one overrides it.
+    ``walks`` records rmap-walk lengths at forks and at the end of forked mms
+    (:class:`rmaplab.model.observe.WalkSamples`); off by default, it costs time.
+    """
+
+    def __init__(self, policy: str | Policy = LIVE_POLICY, merge_rule: str | None = None,
+                 check: str = "incremental", max_violations: int = 1000,
+                 walks: bool = False) -> None:
+        self.policy = get_policy(policy)
+        if merge_rule is None:
+            merge_rule = self.policy.merge_rule
         if merge_rule not in MERGE_RULES:
             raise RmaplabError(f"unknown merge rule {merge_rule!r}",
                                hint="one of: " + ", ".join(MERGE_RULES))
         if check not in CHECK_MODES:
             raise RmaplabError(f"unknown check mode {check!r}", hint=", ".join(CHECK_MODES))
-        self.policy = get_policy(policy)
         self.merge_rule = merge_rule
+        self.walks = WalkSamples() if walks else None
         self.check = check
         self.counters = Counters()
         self.next_id = 0
@@ -129,6 +144,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
     def exec(self, pid: int) -> None:
         mm = self._mm(pid)
         self._remember_roots(mm)
+        if self.walks is not None and mm.forked:
+            self.walks.end_of_mm(mm)
         self.exit_mmap(mm)
         self.mms[pid] = Mm(pid)
         self.counters.execs += 1
@@ -138,15 +155,20 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         if child in self.mms:
             raise EventError(f"fork: child {child} already exists")
         mm = Mm(child)
+        mm.forked = True
         self.mms[child] = mm
         self.dup_mmap(mm, parent)
         self.counters.forks += 1
         self.counters.mm_forks += 1
+        if parent.forked:
+            self.counters.mm_forks_by_forked += 1
         self._dirty.add(child)
 
     def exit(self, pid: int) -> None:
         mm = self._mm(pid)
         self._remember_roots(mm)
+        if self.walks is not None and mm.forked:
+            self.walks.end_of_mm(mm)
         self.exit_mmap(mm)
         del self.mms[pid]
         self._dirty.discard(pid)
@@ -247,4 +269,4 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
     def result(self) -> ReplayResult:
         return ReplayResult(self.policy.name, self.merge_rule, self.event_index,
                             self.counters.as_dict(), list(self.violations),
-                            self.violation_count, snapshot(self.mms))
+                            self.violation_count, snapshot(self.mms), self.walks)

@@ -9,8 +9,9 @@ more AVCs visited per page, most of them VMAs where the page is not mapped.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
-from rmaplab.model.structs import VM_EXEC, VM_READ, VM_WRITE, AnonVma, Mm
+from rmaplab.model.structs import VM_EXEC, VM_READ, VM_WRITE, AnonVma, Mm, Vma
 
 
 def depth(av: AnonVma) -> int:
@@ -59,6 +60,63 @@ def snapshot(mms: dict[int, Mm]) -> dict[str, float]:
         # Of the AVCs a walk visits, how many lead to a VMA that maps the page.
         "walk_useful_share": walk_hits / sum(walk_avcs) if walk_avcs and sum(walk_avcs) else 0.0,
     }
+
+
+def walk_length(vma: Vma) -> float:
+    """AVCs an rmap walk of a page of ``vma`` mapped through vma->anon_vma visits, mean
+    over the VMA's pages.
+
+    rmap_walk_anon() runs anon_vma_interval_tree_foreach() over page->mapping's tree
+    for the page's index: it visits every AVC whose VMA's [vm_pgoff, vm_pgoff + pages)
+    holds that index.  Each AVC's overlap with this VMA's pgoff range, summed and
+    divided by the VMA's pages, is that count averaged over a page chosen uniformly
+    in the VMA.  A COWed (or newly faulted) page of the VMA has page->mapping =
+    vma->anon_vma, so this is the walk such a page would cost.
+    """
+    lo = vma.pgoff
+    hi = lo + vma.pages
+    covered = 0
+    for avc in vma.anon_vma.avcs:
+        other = avc.vma
+        start = other.pgoff
+        end = start + other.pages
+        if end > lo and start < hi:
+            covered += min(hi, end) - max(lo, start)
+    return covered / (hi - lo)
+
+
+class WalkSamples:
+    """Rmap-walk lengths (:func:`walk_length`) sampled per anon VMA, as histograms.
+
+    ``fork``: right after dup_mmap, for every VMA copied with an anon_vma: side
+    ``child`` (where the child's COWed pages go: the policy decides which anon_vma
+    that is) and side ``parent`` (the parent's VMA: where the parent's COWed pages go).
+    ``end``: when an mm made by fork exits or execs, every VMA with an anon_vma
+    (side ``child``).  One observation per VMA: the walk length is weighted by VMA,
+    not by page (build traces do not keep every page fault).
+    """
+
+    MOMENTS = (("fork", "child"), ("fork", "parent"), ("end", "child"))
+
+    def __init__(self) -> None:
+        self.hist: dict[tuple[str, str], Counter] = {key: Counter() for key in self.MOMENTS}
+
+    def at_fork(self, pairs: list[tuple[Vma, Vma]]) -> None:
+        child, parent = self.hist["fork", "child"], self.hist["fork", "parent"]
+        for pvma, vma in pairs:
+            child[walk_length(vma)] += 1
+            parent[walk_length(pvma)] += 1
+
+    def end_of_mm(self, mm: Mm) -> None:
+        end = self.hist["end", "child"]
+        for vma in mm.vmas:
+            if vma.anon_vma is not None:
+                end[walk_length(vma)] += 1
+
+    def rows(self) -> list[dict[str, object]]:
+        """(moment, side, avcs, vmas) rows, sorted: a histogram per moment and side."""
+        return [{"moment": m, "side": side, "avcs": value, "vmas": n}
+                for (m, side), hist in self.hist.items() for value, n in sorted(hist.items())]
 
 
 def trace_prot(flags: int) -> str:
@@ -149,3 +207,18 @@ def walk(events: list[dict], policy: str) -> list[dict]:
         rows.append({"event": i, "what": dumps(ev), "process state after": state,
                      "violation": detail})
     return rows
+
+
+def walk_summary(rows: list[dict], moment: str, side: str) -> dict[str, float]:
+    """VMA-weighted mean, quantiles and max of one moment's walk lengths (WalkSamples rows)."""
+    import numpy as np
+
+    sel = [r for r in rows if r["moment"] == moment and r["side"] == side]
+    if not sel:
+        return {"vmas": 0, "mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    values = np.array([r["avcs"] for r in sel], float)
+    weights = np.array([r["vmas"] for r in sel], float)
+    p50, p90, p99 = np.quantile(values, [0.5, 0.9, 0.99], weights=weights,
+                                method="inverted_cdf")
+    return {"vmas": int(weights.sum()), "mean": float(np.average(values, weights=weights)),
+            "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(values.max())}

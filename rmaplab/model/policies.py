@@ -12,10 +12,26 @@ itself (rmaplab.model.rmap) is shared and follows mm/rmap.c step by step.
                 share the child prev's anon_vma when its parent is pvma's anon_vma
 ``v6.0``        2555283eb40d (CVE-2022-42703 fix): num_children < 2 && num_active_vmas == 0
 ==============  ========================================================================
+
+Two further policies separate what Wei Yang's patch adds from what the ``degree``
+rule under it already broke: each is its 2019 counterpart with ``degree < 2``
+replaced by 2555283eb40d's counters and nothing else changed (same stale
+``vm_prev``, same eager WIPEONFORK prepare, same merge rule):
+
+======================  ================================================================
+``v6.0+4e4a9eb``        ``v5.5`` on the v6.0 counters
+``v6.0+wei-intended``   ``wei-intended`` on the v6.0 counters
+======================  ================================================================
+
+Beside the reuse rule, a policy carries the rules of its era that change which
+objects exist: the VMA merge rule (``merge_rule``), whether anon_vma_clone()'s
+reuse test requires ``src->anon_vma`` (47b390d23bf8), and the two pre-v5.7
+dup_mmap quirks.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 from rmaplab.errors import RmaplabError
@@ -41,6 +57,17 @@ class Policy:
     name = ""
     commit = ""
     summary = ""
+    # Which test decides reuse in anon_vma_clone(): "none", "degree" (7a3ef208e662) or
+    # "counters" (2555283eb40d); informative, may_reuse() is what runs.
+    reuse_rule = "none"
+    # The anon VMA merge rule of the era (rmaplab.model.vma): "singular" is 965f55dea0e3
+    # ("mmap: avoid merging cloned VMAs", v3.0 .. v6.15), "uncowed" is 879bca0a2c4f
+    # (v6.16 ..).  Used when no merge rule is given explicitly.
+    merge_rule = "singular"
+    # 47b390d23bf8 ("mm/rmap.c: don't reuse anon_vma if we just want a copy", Wei Yang's
+    # v4 1/2, v5.5, never reverted) added ``src->anon_vma`` to anon_vma_clone()'s reuse
+    # test.  v5.4 and older test only ``!dst->anon_vma``.
+    reuse_needs_src_anon_vma = True
     # Kernels before v5.7 prepared an anon_vma for a VM_WIPEONFORK VMA at fork time,
     # looking at the stale (parent's) neighbours; "mm: don't prepare anon_vma if vma
     # has VM_WIPEONFORK" (v5.7) made it lazy.
@@ -65,12 +92,16 @@ class NoReuse(Policy):
     name = "no-reuse"
     commit = "5beb49305251"
     summary = "every forked VMA with an anon_vma gets a new one (2.6.34 .. 3.18)"
+    # 965f55dea0e3 is v3.0: the merge rule of 3.0 .. 3.18, most of this policy's era.
+    reuse_needs_src_anon_vma = False
 
 
 class V54(Policy):
     name = "v5.4"
     commit = "7a3ef208e662"
     summary = "reuse an ancestor in src's chain with degree < 2 (3.19 .. v5.4)"
+    reuse_needs_src_anon_vma = False      # 47b390d23bf8 came with v5.5
+    reuse_rule = "degree"
 
     def may_reuse(self, anon_vma: AnonVma, dst: Vma, src: Vma) -> bool:
         # 7a3ef208e662 "mm: prevent endless growth of anon_vma hierarchy": "Reuse existing
@@ -84,6 +115,7 @@ class V55(V54):
     name = "v5.5"
     commit = "4e4a9eb92133"
     summary = "v5.4 + Wei Yang's patch as merged (stale vm_prev: children share the parent's anon_vma)"
+    reuse_needs_src_anon_vma = True       # 47b390d23bf8, merged with it in v5.5
 
     def clone_preset(self, dst: Vma, src: Vma, links: ForkLinks | None) -> AnonVma | None:
         # 4e4a9eb92133, at the top of anon_vma_clone():
@@ -106,6 +138,7 @@ class WeiIntended(V54):
     commit = "157839239609.694.10268055713935919822.stgit@buzz"
     summary = ("v5.4 + the patch as described: a child VMA shares its child-side prev's "
                "anon_vma when both were forked from one parent anon_vma")
+    reuse_needs_src_anon_vma = True       # Khlebnikov's fix was written against v5.5-rc
 
     def fork_share(self, vma: Vma, pvma: Vma, links: ForkLinks) -> AnonVma | None:
         # Konstantin Khlebnikov, "mm/rmap: fix and simplify reusing mergeable anon_vma as
@@ -125,6 +158,8 @@ class V60(Policy):
     summary = "reuse only an anon_vma with num_children < 2 and num_active_vmas == 0 (v6.0 ..)"
     prepare_wipeonfork_at_fork = False
     stale_vm_prev = False
+    merge_rule = "uncowed"                # what this machine's 6.18 kernel runs
+    reuse_rule = "counters"
 
     def may_reuse(self, anon_vma: AnonVma, dst: Vma, src: Vma) -> bool:
         # 2555283eb40d "mm/rmap: Fix anon_vma->degree ambiguity leading to double-reuse":
@@ -134,13 +169,49 @@ class V60(Policy):
         return anon_vma.num_children < 2 and anon_vma.num_active_vmas == 0
 
 
-POLICIES: dict[str, Policy] = {p.name: p for p in (NoReuse(), V54(), V55(), WeiIntended(), V60())}
+class V60With4e4a9eb(V55):
+    name = "v6.0+4e4a9eb"
+    commit = "4e4a9eb92133 on 2555283eb40d"
+    summary = "v5.5 with the v6.0 counters in place of degree (the merged patch alone)"
+    reuse_rule = "counters"
+    may_reuse = V60.may_reuse
+
+
+class V60WithWeiIntended(WeiIntended):
+    name = "v6.0+wei-intended"
+    commit = "Khlebnikov's form on 2555283eb40d"
+    summary = "wei-intended with the v6.0 counters in place of degree (the patch as meant, alone)"
+    reuse_rule = "counters"
+    may_reuse = V60.may_reuse
+
+
+# The five policies of the design (kernels that ran, or the patch as described); then the
+# two that decompose the patch's safety from the degree rule's.
+KERNEL_POLICIES = ("no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0")
+POLICIES: dict[str, Policy] = {p.name: p for p in (
+    NoReuse(), V54(), V55(), WeiIntended(), V60(), V60With4e4a9eb(), V60WithWeiIntended())}
 LIVE_POLICY = "v6.0"   # what this machine's 6.18 kernel runs
 
 
-def get_policy(name: str) -> Policy:
+def get_policy(name: str | Policy) -> Policy:
+    if isinstance(name, Policy):
+        return name
     try:
         return POLICIES[name]
     except KeyError:
         raise RmaplabError(f"unknown policy {name!r}",
                            hint="one of: " + ", ".join(POLICIES)) from None
+
+
+def variant(name: str, label: str, **rules: object) -> Policy:
+    """Policy ``name`` with some of its rule attributes changed, e.g. without 47b390d23bf8:
+    ``variant("v5.5", "v5.5 without 47b390d23bf8", reuse_needs_src_anon_vma=False)``."""
+    base = get_policy(name)
+    unknown = [k for k in rules if not hasattr(Policy, k)]
+    if unknown:
+        raise RmaplabError(f"not a policy rule: {', '.join(unknown)}")
+    policy = copy.copy(base)
+    policy.name = label
+    for key, value in rules.items():
+        setattr(policy, key, value)
+    return policy

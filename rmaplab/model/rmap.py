@@ -149,18 +149,27 @@ class RmapMixin:
         anon_vma_fork is dst->anon_vma NULL, and then an existing anon_vma of the chain
         may be reused (policy.may_reuse) to stop the hierarchy growing without bound.
         """
-        preset = self.policy.clone_preset(dst, src, links)
+        policy = self.policy
+        preset = policy.clone_preset(dst, src, links)
         if preset is not None:
             dst.anon_vma = preset
             self.counters.share_at_fork += 1
+            if src.mm.forked:
+                self.counters.share_at_fork_by_forked += 1
         for pavc in src.chain:                    # list_for_each_entry_reverse: oldest first
             anon_vma = pavc.anon_vma
             avc = self.anon_vma_chain_alloc(dst, anon_vma, "anon_vma_clone", caller)
             self.anon_vma_chain_link(dst, avc, anon_vma)
-            if dst.anon_vma is None and src.anon_vma is not None \
-                    and self.policy.may_reuse(anon_vma, dst, src):
-                dst.anon_vma = anon_vma
-                self.counters.reuse_at_fork += 1
+            if dst.anon_vma is None:
+                if src.anon_vma is None:
+                    # Where 47b390d23bf8's ``src->anon_vma`` term would decide: counted, so
+                    # a replay shows whether it ever does.
+                    self.counters.reuse_test_src_null += 1
+                    if policy.reuse_needs_src_anon_vma:
+                        continue
+                if policy.may_reuse(anon_vma, dst, src):
+                    dst.anon_vma = anon_vma
+                    self.counters.reuse_at_fork += 1
         if dst.anon_vma is not None:
             dst.anon_vma.num_active_vmas += 1
             self.touched(dst.anon_vma)
@@ -179,6 +188,8 @@ class RmapMixin:
         if shared is not None:
             vma.anon_vma = shared
             self.counters.share_at_fork += 1
+            if pvma.mm.forked:
+                self.counters.share_at_fork_by_forked += 1
             self.anon_vma_clone(vma, links.child_prev, "fork")
             return
         self.anon_vma_clone(vma, pvma, "fork", links)

@@ -1,17 +1,28 @@
-"""Search for event sequences that break an invariant, and shrink them (Hypothesis).
+"""Search for event sequences that break an invariant, and shrink them.
 
 A small program language over a two-page anonymous region keeps the space
-searchable: processes fork, exit, write a page, or change one page's protection.
-Hypothesis generates programs, is steered by :func:`danger` (``hypothesis.target``)
-towards states where an anon_vma sits in a VMA's chain without being an ancestor
-of the VMA's own anon_vma (the precondition 2555283eb40d's message describes),
-and shrinks the first program that breaks the invariant to a minimal one.
-Nothing here knows the CVE's sequence: the search finds one on its own.
+searchable: up to eight processes fork, exit, write a page, or change one page's
+protection, at most 30 operations per program.  Two searches use it:
+
+* :func:`find_violation` is **steered**: Hypothesis generates programs, and
+  :func:`danger` (``hypothesis.target``) pushes it towards states where an anon_vma
+  sits in a VMA's chain without being an ancestor of the VMA's own anon_vma (the
+  precondition 2555283eb40d's message describes); writes are left out unless asked
+  for (they cannot change the anon_vma topology); a ``prefix`` (e.g. an earlier
+  finding) can start every program.
+* :func:`random_search` is **unsteered**: each program draws its length uniformly,
+  each operation uniformly from all four kinds, and its arguments uniformly; no
+  target, no prefix.  It measures how hard a violation is to stumble on.
+
+Either way the first violating program is shrunk (delta debugging) to a minimal
+trace.  Nothing here knows the CVE's sequence.
 """
 
 from __future__ import annotations
 
+import random
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -157,6 +168,7 @@ class Finding:
     violation: dict[str, Any]
     examples: int
     seed: int
+    seconds: float = 0.0          # wall time until the violation was found (before shrinking)
 
 
 def replay_events(events: list[dict[str, Any]], policy: str, check: str = "full"
@@ -243,6 +255,7 @@ def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-ch
 
     spent = 0
     seed = 0
+    start = time.perf_counter()
     with _hypothesis_storage():
         while spent < budget:
             state.clear()
@@ -257,8 +270,43 @@ def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-ch
                 pass
             spent += state["count"]
             if "events" in state:
+                seconds = time.perf_counter() - start
                 events = shrink(state["events"], policy, invariant)
                 violation = first_violation(replay_events(events, policy), invariant)
-                return Finding(policy, invariant, events, violation.as_dict(), spent, seed)
+                return Finding(policy, invariant, events, violation.as_dict(), spent, seed,
+                               seconds)
             seed += 1
+    return None
+
+
+def random_program(rng: random.Random, max_ops: int = 30) -> list[Op]:
+    """Uniform choices throughout: length, operation kind, process, page, protection."""
+    program: list[Op] = []
+    for _ in range(rng.randint(1, max_ops)):
+        kind = rng.choice(("fork", "exit", "write", "prot"))
+        i = rng.randrange(MAX_PROCS)
+        if kind in ("fork", "exit"):
+            program.append((kind, i))
+        elif kind == "write":
+            program.append((kind, i, rng.randrange(PAGES)))
+        else:
+            program.append((kind, i, rng.randrange(PAGES), rng.choice(("r", "rw"))))
+    return program
+
+
+def random_search(policy: str, invariant: str = "same-anon_vma-same-chain",
+                  budget: int = 100_000, seed: int = 0, max_ops: int = 30
+                  ) -> Finding | None:
+    """Unsteered search: independent uniform random programs until one breaks
+    ``invariant`` under ``policy`` or ``budget`` programs were tried; shrink it."""
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    for n in range(1, budget + 1):
+        kernel, events = run_program(random_program(rng, max_ops), policy, check="incremental")
+        hit = first_violation(kernel, invariant)
+        if hit is not None:
+            seconds = time.perf_counter() - start
+            shrunk = shrink(events[: hit.event + 1], policy, invariant)
+            violation = first_violation(replay_events(shrunk, policy), invariant)
+            return Finding(policy, invariant, shrunk, violation.as_dict(), n, seed, seconds)
     return None

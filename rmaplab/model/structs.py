@@ -127,7 +127,7 @@ class Page:
 class Mm:
     """An mm_struct: the VMAs in address order, brk, and the anon pages its PTEs map."""
 
-    __slots__ = ("pid", "vmas", "pages", "start_brk", "brk")
+    __slots__ = ("pid", "vmas", "pages", "start_brk", "brk", "forked")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -135,3 +135,4 @@ class Mm:
         self.pages: dict[int, Page] = {}   # virtual page number -> anon page mapped there
         self.start_brk: int | None = None
         self.brk: int | None = None
+        self.forked = False                # made by dup_mmap (until the next exec)

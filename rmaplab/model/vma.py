@@ -137,20 +137,35 @@ class VmaMixin:
         return vma.flags == vmg.flags and vma.file == vmg.file
 
     def is_mergeable_anon_vma(self, vmg: Vmg, merge_next: bool) -> bool:
+        """The era's rule decides; both are evaluated so a replay counts where they differ."""
         tgt = vmg.next if merge_next else vmg.prev
+        singular = self.mergeable_anon_vma_singular(vmg, tgt)
+        # Under "singular" the other rule counted is 879bca0a2c4f with the 6.18.8 fixes.
+        uncowed = self.mergeable_anon_vma_uncowed(vmg, tgt, self.merge_rule != "uncowed-6.16")
+        c = self.counters
+        c.merge_anon_vma_checks += 1
+        if singular != uncowed:
+            c.merge_rules_disagree += 1
+        return singular if self.merge_rule == "singular" else uncowed
+
+    @staticmethod
+    def mergeable_anon_vma_singular(vmg: Vmg, tgt: Vma) -> bool:
+        """965f55dea0e3: is_mergeable_anon_vma(anon_vma1, anon_vma2, vma=tgt) (v3.0 .. v6.15)."""
         src_anon, tgt_anon = vmg.anon_vma, tgt.anon_vma
-        if self.merge_rule == "singular":
-            # 965f55dea0e3: is_mergeable_anon_vma(anon_vma1, anon_vma2, vma=tgt)
-            if (src_anon is None or tgt_anon is None) and len(tgt.chain) == 1:
-                return True
-            return src_anon is tgt_anon
-        # 879bca0a2c4f
+        if (src_anon is None or tgt_anon is None) and len(tgt.chain) == 1:
+            return True
+        return src_anon is tgt_anon
+
+    @staticmethod
+    def mergeable_anon_vma_uncowed(vmg: Vmg, tgt: Vma, mremap_fixed: bool = True) -> bool:
+        """879bca0a2c4f; ``mremap_fixed``: with 3b617fd3d317 (6.18.8), else as in 6.16."""
+        src_anon, tgt_anon = vmg.anon_vma, tgt.anon_vma
         if tgt_anon is None and src_anon is not None:     # we will dup_anon_vma() from src
             if vma_is_fork_child(vmg.middle):
                 return False
             # 3b617fd3d317 "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge
             # too" (6.18.8: e96ecd36c329): vmg->middle is NULL for mremap's copy.
-            return self.merge_rule == "uncowed-6.16" or not vma_is_fork_child(vmg.copied_from)
+            return not mremap_fixed or not vma_is_fork_child(vmg.copied_from)
         if tgt_anon is not None and src_anon is None:     # we will simply use tgt's
             return not vma_is_fork_child(tgt)
         return src_anon is tgt_anon
