@@ -203,7 +203,8 @@ def test_child_cow_then_parent_write_reuses_the_page_in_place():
 
 
 def test_all_policies_are_named_as_in_the_design():
-    assert list(POLICIES) == ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
+    assert list(POLICIES)[:5] == ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
+    assert list(POLICIES)[5:] == ["v6.0+4e4a9eb", "v6.0+wei-intended"]
 
 
 # ---------------------------------------------------------------- mremap (mm/mremap.c, 6.18)
@@ -292,8 +293,6 @@ def test_mremap_refuses_to_merge_a_forked_faulted_vma_into_an_unfaulted_one():
     k = kernel_after(events)
     assert _layout(k, 2) == [(0, 2), (2, 4)]
     assert k.counters.anon_vma_prepare == 2
-    assert list(POLICIES)[:5] == ["no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"]
-    assert list(POLICIES)[5:] == ["v6.0+4e4a9eb", "v6.0+wei-intended"]
 
 
 # ---------------------------------------------------------------- the patch on the v6.0 counters
