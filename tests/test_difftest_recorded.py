@@ -24,7 +24,8 @@ def campaign(root, name, backend, programs, rows, kernel=None):
     d = root / "difftest" / name
     d.mkdir(parents=True)
     meta = {"host": {"kernel_release": "6.18.0-test"},
-            "summary": {"backend": backend, "merge_rule": "singular"}}
+            "summary": {"backend": backend, "merge_rule": "singular"},
+            "command": f"rmaplab difftest --backend {backend}"}
     if kernel:
         meta["kernel"] = {"version": kernel}
     (d / "metadata.json").write_text(json.dumps(meta))
@@ -61,6 +62,7 @@ def test_summary_of_a_hand_made_campaign(raw):
     # host: 4 runs of 3 programs (seed 1 twice); seed 1 agrees, seed 2 disagrees, seed 3
     # failed; events over the 3 distinct programs 1 + 2 + 2; 2 counters compared.
     host = table.loc[("host", "v6.0")]
+    assert set(recorded.load(dirs[2:], root)["command"]) == {"rmaplab difftest --backend uml"}
     assert (host.kernel, host.runs, host.programs, host.agreeing, host.disagreeing,
             host.errors, host.seeds, host.events, host.counters) == \
            ("6.18.0-test", 4, 3, 1, 1, 1, 3, 5, 2)

@@ -52,7 +52,7 @@ def load(directories: list[Path], root: Path | None = None) -> pd.DataFrame:
     """The results of recorded campaigns as one table, one row per program and policy.
 
     Adds ``campaign``, ``backend`` (host or uml), ``kernel`` (the host's release, or the
-    UML kernel's version), ``merge_rule``, ``program`` (see :func:`program_id`),
+    UML kernel's version), ``merge_rule``, ``command`` (what recorded it), ``program`` (see :func:`program_id`),
     ``counters`` (how many counters the campaign compared) and ``error`` as a string
     ("" when the run completed).
     """
@@ -77,6 +77,7 @@ def load(directories: list[Path], root: Path | None = None) -> pd.DataFrame:
         results["kernel"] = (meta["kernel"]["version"] if backend == "uml"
                              else meta["host"]["kernel_release"])
         results["merge_rule"] = meta["summary"]["merge_rule"]
+        results["command"] = meta.get("command", "")
         results["program"] = results["seed"].map(programs)
         results["counters"] = len(counters(results))
         results["error"] = results["error"].fillna("")
