@@ -28,6 +28,7 @@ from rmaplab.errors import RmaplabError
 from rmaplab.kernel import build as kbuild
 from rmaplab.kernel import run as krun
 from rmaplab.model import POLICIES, Kernel
+from rmaplab.model.policies import KERNEL_POLICIES
 
 DATA = Path(__file__).parent / "data"
 CASES = sorted((DATA / "difftest").glob("*.jsonl"))
@@ -524,11 +525,11 @@ def test_random_programs_agree_with_the_model_under_every_policy_kernel(uml, tmp
     against the model with 6.12's merge rule (singular): exact, by call site."""
     assert uml.merge_rule == "singular"
     params = Params(mremap_spans=uml.mremap_spans)
-    summary, _, _ = driver.run(UML_PROGRAMS, 910_000, uml, list(POLICIES), params,
+    summary, _, _ = driver.run(UML_PROGRAMS, 910_000, uml, list(KERNEL_POLICIES), params,
                                shrink=False, case_dir=tmp_path, log=lambda s: None)
     result = summary.as_dict()
     assert result["errors"] == [] and result["mismatches"] == []
-    assert result["agree_by_policy"] == {p: UML_PROGRAMS for p in POLICIES}
+    assert result["agree_by_policy"] == {p: UML_PROGRAMS for p in KERNEL_POLICIES}
     # The guest tells the AVC clones apart by caller: they were compared too.
     assert {"avc_clone_fork", "avc_clone_split"} <= set(summary.results[0].live)
 
@@ -539,8 +540,8 @@ def test_difftest_command_runs_every_policy_on_uml(uml, tmp_path, capsys):
     assert main(["difftest", "--backend", "uml", "--policy", "all", "-n", "2", "--seed", "7",
                  "--json", "--record", "--out", str(out), "--case-dir", str(tmp_path)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["merge_rule"] == "singular" and result["policies"] == list(POLICIES)
-    assert result["agree_by_policy"] == {p: 2 for p in POLICIES}
+    assert result["merge_rule"] == "singular" and result["policies"] == list(KERNEL_POLICIES)
+    assert result["agree_by_policy"] == {p: 2 for p in KERNEL_POLICIES}
     (run_dir,) = out.iterdir()
     meta = json.loads((run_dir / "metadata.json").read_text())
     assert meta["kernel"]["key"] == uml.kernel.key

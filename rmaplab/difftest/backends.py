@@ -168,9 +168,11 @@ class UmlBackend:
         self.exe = interpreter.binary()
 
     def policies(self) -> tuple[str, ...]:
-        from rmaplab.model.policies import POLICIES
+        # the policies patched into the UML kernel (rmaplab/kernel/patches), not the
+        # model-only ones such as v6.0+4e4a9eb
+        from rmaplab.model.policies import KERNEL_POLICIES
 
-        return tuple(POLICIES)
+        return tuple(KERNEL_POLICIES)
 
     def describe(self) -> str:
         return f"uml (User-Mode Linux {self.kernel.meta.get('version', '6.12')} policy kernel " \
