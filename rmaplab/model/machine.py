@@ -16,7 +16,7 @@ from rmaplab.model.counters import Counters
 from rmaplab.model.fork import ForkMixin
 from rmaplab.model.memory import FaultMixin
 from rmaplab.model.observe import snapshot
-from rmaplab.model.policies import LIVE_POLICY, get_policy
+from rmaplab.model.policies import LIVE_POLICY, Policy, get_policy
 from rmaplab.model.rmap import RmapMixin
 from rmaplab.model.structs import (
     PROT,
@@ -76,7 +76,7 @@ class ReplayResult:
 
 
 class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
-    def __init__(self, policy: str = LIVE_POLICY, merge_rule: str = "uncowed",
+    def __init__(self, policy: str | Policy = LIVE_POLICY, merge_rule: str = "uncowed",
                  check: str = "incremental", max_violations: int = 1000) -> None:
         if merge_rule not in MERGE_RULES:
             raise RmaplabError(f"unknown merge rule {merge_rule!r}",
