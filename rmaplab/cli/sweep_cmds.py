@@ -36,11 +36,17 @@ def _sweep(sub) -> None:
                     "partitioned by policy.  A rerun skips cells already done; a failed cell "
                     "is recorded with its error.  --kind generated: the synthetic kernel build "
                     "(rmaplab.generator) with --units/--shell/--make-forks/--jobs/--seeds; "
-                    "--kind micro: rmaplab.workloads with --workload/-k/-n.",
+                    "--kind micro: rmaplab.workloads with --workload/-k/-n; --kind trace: the "
+                    "event traces given with --trace.  Plug-in policies (PATH.py:Class) are "
+                    "shipped to the workers as source.",
     )
     p.add_argument("--out", type=Path, required=True, help="result dataset directory")
-    p.add_argument("--kind", default="generated", choices=["generated", "micro"])
-    p.add_argument("--policy", default="all", help="policies, comma-separated, or all")
+    p.add_argument("--kind", default="generated", choices=["generated", "micro", "trace"])
+    p.add_argument("--policy", default="all",
+                   help="policies, comma-separated: built-in names, 'all' (every built-in), "
+                        "PATH.py:Class, package.module:Class or an installed plug-in's name")
+    p.add_argument("--trace", nargs="+", type=Path, metavar="FILE",
+                   help="--kind trace: event traces (.jsonl or .jsonl.gz) to replay")
     p.add_argument("--units", default="1", help="recipes as multiples of the recorded build")
     p.add_argument("--shell", default="sh", help="sh and/or bash")
     p.add_argument("--make-forks", default="no", help="no (make 4.3+) and/or yes (make 4.2)")
@@ -57,13 +63,18 @@ def _sweep(sub) -> None:
 
 def _run_sweep(args) -> int:
     from rmaplab import sweep
-    from rmaplab.model import POLICIES
+    from rmaplab.cli.model_cmds import policy_specs
 
-    policies = list(POLICIES) if args.policy == "all" else _list(args.policy)
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown:
-        raise RmaplabError(f"unknown policy {unknown[0]!r}", hint="one of: " + ", ".join(POLICIES))
-    if args.kind == "generated":
+    policies = policy_specs(args.policy)
+    if (args.kind == "trace") != (args.trace is not None):
+        raise RmaplabError("--trace FILE... goes with --kind trace, and --kind trace needs it")
+    if args.kind == "trace":
+        for path in args.trace:
+            if not path.is_file():
+                raise RmaplabError("no such trace file", path=path)
+        cells = sweep.grid(kind=["trace"], trace=[str(p.resolve()) for p in args.trace],
+                           policy=policies)
+    elif args.kind == "generated":
         shells = _list(args.shell)
         bad = [s for s in shells if s not in ("sh", "bash")]
         if bad:

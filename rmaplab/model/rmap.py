@@ -80,8 +80,10 @@ class RmapMixin:
             self.counters.free_avc()
 
     def anon_vma_lock_write(self, anon_vma: AnonVma) -> None:
-        """anon_vma_lock_write() (or lock_anon_vma_root()): the family's root rwsem."""
-        if not anon_vma.root.deferred:
+        """anon_vma_lock_write() (or lock_anon_vma_root()): the family's root rwsem.
+
+        Not taken for a deferred anon_vma: the kernel that defers it has nothing to lock."""
+        if not anon_vma.deferred and not anon_vma.root.deferred:
             self.counters.anon_vma_lock += 1
 
     def anon_vma_materialize(self, anon_vma: AnonVma) -> None:
