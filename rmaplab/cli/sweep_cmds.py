@@ -2,29 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from rmaplab.cli import _args
 from rmaplab.cli._registry import command, json_out
-from rmaplab.errors import RmaplabError
-
-
-def _list(text: str, cast=str) -> list:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if cast is int and "-" in part[1:]:
-            lo, hi = part.split("-", 1)
-            out += list(range(int(lo), int(hi) + 1))
-        elif cast is bool:
-            if part.lower() not in ("yes", "no", "true", "false", "1", "0"):
-                raise RmaplabError(f"expected yes or no, got {part!r}")
-            out.append(part.lower() in ("yes", "true", "1"))
-        else:
-            try:
-                out.append(cast(part))
-            except ValueError:
-                raise RmaplabError(f"cannot read {part!r} as {cast.__name__}") from None
-    return out
 
 
 @command("sweep")
@@ -38,53 +17,58 @@ def _sweep(sub) -> None:
                     "(rmaplab.generator) with --units/--shell/--make-forks/--jobs/--seeds; "
                     "--kind micro: rmaplab.workloads with --workload/-k/-n; --kind trace: the "
                     "event traces given with --trace.  Plug-in policies (PATH.py:Class) are "
-                    "shipped to the workers as source.",
+                    "shipped to the workers as source.  Exit status: 0 if "
+                    "every cell is ok, 1 if a cell failed, 2 for bad input.",
     )
-    p.add_argument("--out", type=Path, required=True, help="result dataset directory")
+    from rmaplab.workloads import WORKLOADS
+
+    ints = _args.int_list
+    p.add_argument("--out", type=_args.output_dir, required=True, metavar="DIR",
+                   help="result dataset directory")
     p.add_argument("--kind", default="generated", choices=["generated", "micro", "trace"])
-    p.add_argument("--policy", default="all",
+    p.add_argument("--policy", type=_args.policy_list, default="all", metavar="P[,P...]",
                    help="policies, comma-separated: built-in names, 'all' (every built-in), "
                         "PATH.py:Class, package.module:Class or an installed plug-in's name")
-    p.add_argument("--trace", nargs="+", type=Path, metavar="FILE",
+    p.add_argument("--trace", type=_args.nonempty_file, nargs="+", metavar="FILE",
                    help="--kind trace: event traces (.jsonl or .jsonl.gz) to replay")
-    p.add_argument("--units", default="1", help="recipes as multiples of the recorded build")
-    p.add_argument("--shell", default="sh", help="sh and/or bash")
-    p.add_argument("--make-forks", default="no", help="no (make 4.3+) and/or yes (make 4.2)")
-    p.add_argument("--jobs", default="2", help="make -j")
-    p.add_argument("--seeds", default="0", help="seeds, e.g. 0-4")
-    p.add_argument("--workload", default="split", help="micro workloads")
-    p.add_argument("-k", default="16", help="micro: region VMAs")
-    p.add_argument("-n", default="10", help="micro: forks")
-    p.add_argument("--scheduler", help="address of an existing dask scheduler")
-    p.add_argument("--workers", type=int, help="LocalCluster workers (default: CPUs)")
+    p.add_argument("--units", type=_args.float_list(0, 100, above=True), default="1",
+                   help="recipes as multiples of the recorded build, e.g. 1,4")
+    p.add_argument("--shell", type=_args.choice_list(["sh", "bash"]), default="sh",
+                   help="sh and/or bash")
+    p.add_argument("--make-forks", type=_args.bool_list, default="no",
+                   help="no (make 4.3+) and/or yes (make 4.2)")
+    p.add_argument("--jobs", type=ints(1, 1024), default="2", help="make -j")
+    p.add_argument("--seeds", type=ints(0, _args.MAX_SEED), default="0", help="seeds, e.g. 0-4")
+    p.add_argument("--workload", type=_args.choice_list(WORKLOADS), default="split",
+                   help="micro workloads")
+    p.add_argument("-k", type=ints(0, 10_000), default="16", help="micro: region VMAs")
+    p.add_argument("-n", type=ints(1, 1_000), default="10", help="micro: forks")
+    p.add_argument("--scheduler", type=_args.scheduler_address, metavar="ADDR",
+                   help="address of an existing dask scheduler (tcp://HOST:PORT)")
+    p.add_argument("--workers", type=_args.integer(1, 256),
+                   help="LocalCluster workers (default: CPUs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_sweep)
 
 
 def _run_sweep(args) -> int:
     from rmaplab import sweep
-    from rmaplab.cli.model_cmds import policy_specs
+    from rmaplab.errors import RmaplabError
 
-    policies = policy_specs(args.policy)
+    if args.scheduler and args.workers:
+        raise RmaplabError("--workers sizes the local cluster; it cannot apply to --scheduler")
     if (args.kind == "trace") != (args.trace is not None):
         raise RmaplabError("--trace FILE... goes with --kind trace, and --kind trace needs it")
     if args.kind == "trace":
-        for path in args.trace:
-            if not path.is_file():
-                raise RmaplabError("no such trace file", path=path)
         cells = sweep.grid(kind=["trace"], trace=[str(p.resolve()) for p in args.trace],
-                           policy=policies)
+                           policy=args.policy)
     elif args.kind == "generated":
-        shells = _list(args.shell)
-        bad = [s for s in shells if s not in ("sh", "bash")]
-        if bad:
-            raise RmaplabError(f"unknown shell {bad[0]!r}", hint="sh or bash")
-        cells = sweep.grid(kind=["generated"], units=_list(args.units, float), shell=shells,
-                           make_forks=_list(args.make_forks, bool), jobs=_list(args.jobs, int),
-                           seed=_list(args.seeds, int), policy=policies)
+        cells = sweep.grid(kind=["generated"], units=args.units, shell=args.shell,
+                           make_forks=args.make_forks, jobs=args.jobs, seed=args.seeds,
+                           policy=args.policy)
     else:
-        cells = sweep.grid(kind=["micro"], workload=_list(args.workload), k=_list(args.k, int),
-                           n=_list(args.n, int), policy=policies)
+        cells = sweep.grid(kind=["micro"], workload=args.workload, k=args.k, n=args.n,
+                           policy=args.policy)
     counts = sweep.sweep(cells, args.out, scheduler=args.scheduler, workers=args.workers)
     if args.json:
         json_out(counts)

@@ -382,13 +382,18 @@ def perf_script_lines(data: Path) -> Iterable[str]:
         raise RmaplabError(f"perf script failed: {err.strip()[-300:]}")
 
 
-def record(cmd: list[str], data: Path, log=None) -> dict[str, Any]:
-    """perf record CMD into ``data``; returns the command's status, wall time, lost events."""
+def record(cmd: list[str], data: Path, cwd: Path | None = None, log=None) -> dict[str, Any]:
+    """perf record CMD into ``data``; returns the command's status, wall time, lost events.
+
+    perf record waits for CMD with wait() after its loop, so its exit status is CMD's
+    (and it kills itself with CMD's signal): ``exit_status`` is CMD's, as subprocess
+    reports it (-N for signal N).  Call :func:`rmaplab.measure.perf.check` first.
+    """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    perf.check()
     log(f"recording {' '.join(cmd)} ...")
     start = time.perf_counter()
-    proc = subprocess.run(record_argv(cmd, data), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(record_argv(cmd, data), cwd=cwd, stderr=subprocess.PIPE, text=True,
+                          errors="replace")
     wall = time.perf_counter() - start
     lost = re.findall(r"Lost (\d+)", proc.stderr or "")
     if not data.exists():

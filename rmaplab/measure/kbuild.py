@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from rmaplab.errors import RmaplabError
@@ -41,15 +42,50 @@ def ensure_source(log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
     for tool in ("flex", "bison", "bc", "make", "gcc"):
         if shutil.which(tool) is None:
             raise RmaplabError(f"{tool} is missing", hint="apt-get install " + " ".join(BUILD_DEPS))
-    if not (tree / "Makefile").exists():
-        log(f"unpacking {TARBALL} into {tree.parent} ...")
-        tree.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(tree.parent)], check=True)
+    if not (tree / UNPACKED).exists():
+        if (tree / ".config").exists():
+            # Unpacked by an rmaplab without the marker: it ran tinyconfig only after a
+            # complete unpack, so a tree with a .config is complete.
+            (tree / UNPACKED).write_text("unpacked before the marker existed\n")
+        else:
+            unpack(TARBALL, tree, log)
     if not (tree / ".config").exists():
         log("make tinyconfig ...")
-        subprocess.run(["make", "-s", "tinyconfig"], cwd=tree, check=True,
-                       stdout=subprocess.DEVNULL)
+        proc = subprocess.run(["make", "-s", "tinyconfig"], cwd=tree, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, errors="replace")
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or [""]
+            raise RmaplabError(f"make tinyconfig failed in {tree}: {tail[0]}")
     return tree
+
+
+# Written last into an unpacked tree: a tree without it (or a .config) is incomplete,
+# an interrupted unpack, and is unpacked again.
+UNPACKED = ".rmaplab-unpacked"
+
+
+def unpack(tarball: Path, tree: Path, log=lambda s: None) -> None:
+    """Unpack ``tarball`` (one top directory named like ``tree``) into ``tree``, atomically:
+    into a temporary sibling, renamed when complete, so an interrupted unpack never
+    leaves a tree that looks finished."""
+    log(f"unpacking {tarball} into {tree.parent} ...")
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}.", suffix=".unpacking"))
+    try:
+        proc = subprocess.run(["tar", "-xJf", str(tarball), "-C", str(tmp)],
+                              stderr=subprocess.PIPE, text=True, errors="replace")
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or [""]
+            raise RmaplabError(f"tar could not unpack {tarball}: {tail[0]}")
+        unpacked = tmp / tree.name
+        if not unpacked.is_dir():
+            raise RmaplabError(f"{tarball} holds no {tree.name}/ directory")
+        (unpacked / UNPACKED).write_text(f"unpacked from {tarball}\n")
+        if tree.exists():            # an incomplete tree left by an interrupted unpack
+            shutil.rmtree(tree)
+        os.rename(unpacked, tree)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def conditions(tree: Path, jobs: int = 2) -> list[Condition]:
