@@ -56,6 +56,13 @@ def write_trace(tmp_path, events, name="t.jsonl"):
     return traces.write(events, tmp_path / name)
 
 
+def status_of(argv):
+    try:
+        return main(argv)
+    except SystemExit as e:            # argument errors leave through argparse
+        return e.code
+
+
 def cli_json(argv, capsys, stderr=False):
     assert main(argv) == 0
     out, err = capsys.readouterr()
@@ -133,7 +140,7 @@ def test_a_broken_plugin_is_one_line_naming_it_exit_2(tmp_path, capsys, source, 
     if source is not None:
         path.write_text(source)
     trace = write_trace(tmp_path, workloads.chain_exited(4, 3))
-    assert main(["replay", str(trace), "--policy", f"{path}:{spec_tail}"]) == 2
+    assert status_of(["replay", str(trace), "--policy", f"{path}:{spec_tail}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and str(path) in err
 
@@ -199,7 +206,7 @@ def test_replay_validate_fails_on_a_mismatch_and_without_live_counts(tmp_path, c
     directory = tmp_path / "run"
     directory.mkdir()
     trace = write_trace(directory, workloads.split(4, 2), "trace.jsonl")
-    assert main(["replay", "--validate", str(trace)]) == 2
+    assert status_of(["replay", "--validate", str(trace)]) == 2
     assert "no live_counts.json beside the trace" in capsys.readouterr().err
     counts = traces.replay(workloads.numbered(workloads.split(4, 2))).counters
     live = {k: counts[k] for k in ("anon_vma_fork", "anon_vma_prepare", "anon_vma_alloc",
