@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +24,7 @@ from typing import NoReturn
 from rmaplab import __version__
 from rmaplab.cli import (  # noqa: F401 - importing registers the commands
     data_cmds,
+    kernel_cmds,
     measure_cmds,
     model_cmds,
     reproduce_cmds,
@@ -58,7 +61,7 @@ def build_parser() -> Parser:
     # unknown option (`rmaplab --frob`); main() reports the missing command itself.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     order = ["timings", "compare", "replay", "search", "measure", "trace", "micro", "forkcost",
-             "kbuild", "sweep", "reproduce", "data"]
+             "kbuild", "kernel", "sweep", "reproduce", "data"]
     for name in sorted(COMMANDS, key=lambda n: order.index(n) if n in order else len(order)):
         COMMANDS[name](sub)
     _name_commands(parser)
@@ -105,6 +108,10 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A terminated rmaplab unwinds like an interrupted one, so cleanups run (e.g. a
+    # UML guest's process group is killed, not left behind).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = build_parser()
     prog = parser.prog
     try:

@@ -69,11 +69,17 @@ def conditions(k: int, n: int, modes=MODES) -> list[Condition]:
     return out
 
 
-def model_delta(mode: str, k: int, n: int, policy: str = "v6.0") -> dict[str, int]:
+def model_delta(mode: str, k: int, n: int, policy: str = "v6.0", merge_rule: str = "uncowed",
+                counters: tuple[str, ...] = COMPARED, exit_at_end: bool = False
+                ) -> dict[str, int]:
+    """The model's (K, N) - (0, N) difference.  ``exit_at_end`` adds the program's own exit
+    (pid 1), which the traces leave out: needed to compare frees."""
     make = workloads.WORKLOADS[mode]
-    full = traces.replay(workloads.numbered(make(k, n)), policy=policy, check="off").counters
-    base = traces.replay(workloads.numbered(make(0, n)), policy=policy, check="off").counters
-    return {c: full[c] - base[c] for c in COMPARED}
+    tail = [{"op": "exit", "pid": 1}] if exit_at_end else []
+    full, base = (traces.replay(workloads.numbered(make(kk, n) + tail), policy=policy,
+                                merge_rule=merge_rule, check="off").counters
+                  for kk in (k, 0))
+    return {c: full[c] - base[c] for c in counters}
 
 
 def compare(runs: pd.DataFrame, k: int, n: int, modes=MODES) -> pd.DataFrame:
