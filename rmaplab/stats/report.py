@@ -49,8 +49,13 @@ def _row_decimals(m: MetricComparison, scale: float) -> int:
     return _decimals(min(spreads) / scale) if spreads else 3
 
 
+def _digits(x: float, scale: float, unit: str, d: int) -> str:
+    """A time in its unit, or a count (no unit) with thousands separators."""
+    return f"{x / scale:{'' if unit else ','}.{d}f}"
+
+
 def _centre(mean: float, sd: float, scale: float, unit: str, d: int) -> str:
-    return f"{mean / scale:,.{d}f} ± {sd / scale:,.{d}f} {unit}".rstrip()
+    return f"{_digits(mean, scale, unit, d)} ± {_digits(sd, scale, unit, d)} {unit}".rstrip()
 
 
 def _pct(x: float | None) -> str:
@@ -142,7 +147,7 @@ def _details(m: MetricComparison, c: Comparison) -> list[str]:
     d = _row_decimals(m, scale)
 
     def t(x: float | None) -> str:
-        return "n/a" if x is None else f"{x / scale:,.{d}f} {unit}".rstrip()
+        return "n/a" if x is None else f"{_digits(x, scale, unit, d)} {unit}".rstrip()
 
     def side(label: str, n: int, excl: int, mean, sd, med, lo, hi) -> str:
         dropped = f" ({excl} failed run(s) excluded)" if excl else ""
