@@ -7,8 +7,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rmaplab-installed
 
-.PHONY: reproduce test bench lint venv kbuild-campaign ceiling-campaign cost-campaign searches \
-        clean-venv
+.PHONY: reproduce test bench lint lab venv kbuild-campaign ceiling-campaign cost-campaign \
+        searches clean-venv
 
 venv: $(STAMP)
 
@@ -27,8 +27,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m rmaplab.bench $(ARGS)
 
+# JupyterLab on notebooks/.  The stored notebooks ARE the study: saving one replaces
+# the outputs nbval compares in `make test`.  To experiment, save a copy under another
+# name, or run `rmaplab reproduce --output-dir DIR` (README: Reproducing and testing).
+lab: $(STAMP)
+	@echo "note: saving a notebook here changes what nbval compares (make test); experiment on a copy or with rmaplab reproduce --output-dir DIR"
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check rmaplab tests
+	$(BIN)/ruff check rmaplab tests examples
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,7 +23,7 @@ from rmaplab.errors import RmaplabError
 from rmaplab.model import POLICIES
 from rmaplab.model.observe import walk_summary
 from rmaplab.model.policies import Policy, get_policy
-from rmaplab.paths import raw_dir
+from rmaplab.paths import raw_dir, repo_root
 
 # Allocation counters by call site, as `rmaplab measure` and the policy kernels name them.
 COUNTS = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
@@ -53,23 +53,24 @@ class RecordedBuild:
         return self.events[: self.meta["preamble_events"]]
 
 
-def recorded_builds() -> dict[str, RecordedBuild]:
-    """The newest recorded kernel build trace per shell (data/raw/traces/*-kbuild-<shell>)."""
-    from rmaplab.measure import data
-
+def recorded_builds(trace_dir: str | Path = "data/raw/traces") -> dict[str, RecordedBuild]:
+    """Every recorded build below ``trace_dir`` (relative to the repository): each
+    directory with trace.jsonl.gz, live_counts.json and metadata.json, as `rmaplab trace`
+    writes them, named by the last word of its name (sh, bash; the newest of a name wins).
+    Files under data/raw/ are checked against the manifest, others are read as they are."""
+    root = Path(trace_dir)
+    if not root.is_absolute():
+        root = repo_root() / root
     builds: dict[str, RecordedBuild] = {}
-    for d in data.measurement_dirs("traces"):
-        if "kbuild" not in d.name:
-            continue
+    for found in sorted(root.rglob("trace.jsonl.gz")):
+        d = found.parent
         shell = d.name.rsplit("-", 1)[-1]
-        rel = d.relative_to(raw_dir())
         builds[shell] = RecordedBuild(
-            shell,
-            traces.load(integrity.raw_path(str(rel / "trace.jsonl.gz"))),
-            json.loads(integrity.raw_path(str(rel / "live_counts.json")).read_text()),
-            json.loads(integrity.raw_path(str(rel / "metadata.json")).read_text()))
+            shell, traces.load(integrity.checked(found)),
+            json.loads(integrity.checked(d / "live_counts.json").read_text()),
+            json.loads(integrity.checked(d / "metadata.json").read_text()))
     if not builds:
-        raise RmaplabError("no recorded kernel build traces in data/raw/traces",
+        raise RmaplabError("no recorded kernel build traces (trace.jsonl.gz) here", path=root,
                            hint="rmaplab trace --label kbuild-sh -- make -s -j2")
     return builds
 

@@ -84,6 +84,16 @@ def raw_path(name: str, root: Path | None = None) -> Path:
     return root / name
 
 
+def checked(path: Path) -> Path:
+    """``path`` itself; checked against the manifest first if it lies under data/raw/
+    (a file of the user's own elsewhere is read as it is)."""
+    try:
+        rel = Path(path).resolve().relative_to(raw_dir().resolve())
+    except ValueError:
+        return Path(path)
+    return raw_path(str(rel))
+
+
 def add(paths: list[Path], root: Path | None = None) -> list[str]:
     """Record new raw files in the manifest.  A recorded file may not change."""
     root = (root or raw_dir()).resolve()

@@ -17,6 +17,11 @@ Cell kinds:
 Optional keys of any cell: ``"merge_rule"`` (default: the policy's own), ``"walks": true``
 (the result's ``walks`` column holds the rmap-walk-length histogram as JSON rows), and
 for generated cells ``"identity": true`` (the recorded build, no resampling).
+
+``policy`` is any policy spec (rmaplab.model.plugins): the source of a plug-in file
+is shipped to the workers with the cells, so a sweep with ``PATH.py:Class`` runs on a
+cluster whose machines do not have the file; its results are stored under the
+plug-in's name (``OUT/policy=<name>/``), with the spec in ``policy_spec``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -40,7 +46,8 @@ RESULT_COUNTERS = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_a
                    "avc_fork", "avc_clone", "avc_prepare", "vma_alloc", "mm_forks",
                    "peak_anon_vma", "peak_avc", "peak_bytes_618", "peak_bytes_v54",
                    "reuse_at_fork", "share_at_fork", "fork_anon_vmas", "fork_chain_sum",
-                   "fork_walk_sum", "fork_walk_max", "depth_max")
+                   "fork_walk_sum", "fork_walk_max", "depth_max", "anon_vma_lock",
+                   "avc_alloc_locked", "anon_vma_deferred", "anon_vma_materialized")
 
 
 def cell_id(cell: dict[str, Any]) -> str:
@@ -73,15 +80,25 @@ def _events(cell: dict[str, Any]):
     raise RmaplabError(f"unknown cell kind {kind!r}")
 
 
-def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
-    """Replay one cell; the result row (status "ok" or "failed" with the error)."""
+def run_cell(cell: dict[str, Any], plugin_sources: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """Replay one cell; the result row (status "ok" or "failed" with the error).
+
+    ``plugin_sources`` maps plug-in file specs to their source (see :func:`sweep`)."""
+    from rmaplab.model import get_policy, plugins
     from rmaplab.traces import replay
 
     row: dict[str, Any] = {**cell, "cell": cell_id(cell), "host": os.uname().nodename}
     start = time.perf_counter()
     try:
         walks = bool(cell.get("walks"))
-        result = replay(_events(cell), policy=cell["policy"], merge_rule=cell.get("merge_rule"),
+        spec = cell["policy"]
+        source = (plugin_sources or {}).get(spec)
+        policy = plugins.load(spec, source) if source is not None else get_policy(spec)
+        if policy.spec is not None:
+            row["policy_spec"] = spec
+            row["policy_name"] = policy.name
+        result = replay(_events(cell), policy=policy, merge_rule=cell.get("merge_rule"),
                         check="off", walks=walks)
         row.update({k: result.counters[k] for k in RESULT_COUNTERS})
         row["merge_rule"] = result.merge_rule
@@ -99,7 +116,8 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _path(out: Path, row: dict[str, Any]) -> Path:
-    return out / f"policy={row['policy']}" / f"{row['cell']}.parquet"
+    name = row.get("policy_name") or row["policy"]
+    return out / f"policy={re.sub(r'[^A-Za-z0-9._-]', '_', name)}" / f"{row['cell']}.parquet"
 
 
 def finished(out: Path) -> set[str]:
@@ -121,7 +139,7 @@ def _write(out: Path, row: dict[str, Any]) -> None:
     from rmaplab import atomic
 
     path = _path(out, row)
-    frame = pd.DataFrame([{k: v for k, v in row.items() if k != "policy"}])
+    frame = pd.DataFrame([{k: v for k, v in row.items() if k not in ("policy", "policy_name")}])
     frame = frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object})
     import io
 
@@ -135,6 +153,8 @@ def sweep(cells: list[dict[str, Any]], out: Path, scheduler: str | None = None,
           ) -> dict[str, int]:
     """Run the cells not yet done on dask.distributed; write each result as it arrives."""
     from dask.distributed import Client, LocalCluster, as_completed
+
+    from rmaplab.model import plugins
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(out)
@@ -158,8 +178,14 @@ def sweep(cells: list[dict[str, Any]], out: Path, scheduler: str | None = None,
                                processes=True, dashboard_address=None,
                                scheduler_kwargs={"dashboard_address": ":0"})
         client = Client(cluster)
+    sources: dict[str, str] = {}
+    for spec in {c["policy"] for c in todo}:
+        try:
+            sources.update(plugins.sources([spec]))
+        except RmaplabError:
+            pass                                   # its cells fail and say why
     try:
-        futures = client.map(run_cell, todo, pure=False)
+        futures = client.map(run_cell, todo, plugin_sources=sources, pure=False)
         for i, fut in enumerate(as_completed(futures), 1):
             row = fut.result()
             _write(out, row)

@@ -33,13 +33,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from rmaplab import atomic
 from rmaplab.errors import RmaplabError
 from rmaplab.model.machine import MADVISE, MMAP_FLAGS
+from rmaplab.model.policies import Policy
 from rmaplab.model.structs import PAGE_SIZE, PROT
 
 PROTS = ("", "r", "rw", "rx", "rwx")
@@ -214,23 +215,90 @@ def write(events: Iterable[dict[str, Any]], path: str | Path, header: str = "") 
     return path
 
 
-def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: Any = "v6.0",
+def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: str | Policy = "v6.0",
            merge_rule: str | None = None, check: str = "incremental", source: str = "<trace>",
            walks: bool = False):
-    """Run events through a model kernel; errors name the trace line.
+    """Run events through a model kernel; errors name the trace line (or the plug-in).
 
-    ``policy``: a name or a Policy; ``merge_rule``: None for the policy's own;
-    ``walks``: also sample rmap-walk lengths (the result's ``walks``).
+    ``policy``: a name, a plug-in spec or a Policy; ``merge_rule``: None for the policy's
+    own; ``walks``: also sample rmap-walk lengths (the result's ``walks``).
     """
     from rmaplab.model.machine import EventError, Kernel
+    from rmaplab.model.plugins import guard
 
     kernel = Kernel(policy, merge_rule=merge_rule, check=check, walks=walks)
-    for line, ev in events:
-        try:
-            kernel.apply(ev)
-        except EventError as e:
-            raise TraceError(f"{ev['op']}: {e}", path=source, line=line) from None
+    with guard(kernel.policy):
+        for line, ev in events:
+            try:
+                kernel.apply(ev)
+            except EventError as e:
+                raise TraceError(f"{ev['op']}: {e}", path=source, line=line) from None
     return kernel.result()
 
 
-__all__ = ["PROT", "SCHEMA", "TraceError", "dumps", "load", "read", "replay", "validate", "write"]
+
+
+# Events a forked replay worker inherits from the process that started it (fork start
+# method): a 500k-event build trace takes longer to read than to replay.
+_INHERITED: list[tuple[int, dict[str, Any]]] | None = None
+
+
+def _replay_worker(spec: str, plugin_source: str | None, merge_rule: str | None, check: str,
+                   source: str, walks: bool) -> dict[str, Any]:
+    from rmaplab.model import plugins
+
+    events = _INHERITED if _INHERITED is not None else load(source)
+    policy = plugins.load(spec, plugin_source) if plugin_source is not None else spec
+    return replay(events, policy=policy, merge_rule=merge_rule, check=check,
+                  source=source, walks=walks).as_dict()
+
+
+def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str],
+                    merge_rule: str | None = None, check: str = "incremental",
+                    source: str = "<trace>", jobs: int | None = None,
+                    progress: Callable[[int, int, str, float], None] | None = None,
+                    walks: bool = False) -> list[dict[str, Any]]:
+    """Replay one trace under several policies, one process per policy (``jobs`` at a
+    time, default the CPUs); results in the order of ``policies``.  ``progress(done,
+    total, policy, seconds)`` is called as each finishes.  Plug-in files are shipped as
+    source, so a worker runs exactly the code the caller resolved.  ``merge_rule`` and
+    ``walks`` as for :func:`replay`."""
+    import multiprocessing
+    import os
+    import time
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from rmaplab.model import plugins
+
+    global _INHERITED
+    start = time.perf_counter()
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(policies)))
+    if jobs == 1:
+        out = []
+        for i, spec in enumerate(policies, 1):
+            out.append(replay(events, policy=spec, merge_rule=merge_rule, check=check,
+                              source=source, walks=walks).as_dict())
+            if progress:
+                progress(i, len(policies), out[-1]["policy"], time.perf_counter() - start)
+        return out
+    sources = plugins.sources(policies)
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    _INHERITED = events if fork else None
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(
+                "fork" if fork else None)) as pool:
+            futures = {pool.submit(_replay_worker, spec, sources.get(spec), merge_rule, check,
+                                   source, walks): i for i, spec in enumerate(policies)}
+            results: list[dict[str, Any]] = [{}] * len(policies)
+            for done, fut in enumerate(as_completed(futures), 1):
+                results[futures[fut]] = fut.result()
+                if progress:
+                    progress(done, len(policies), results[futures[fut]]["policy"],
+                             time.perf_counter() - start)
+    finally:
+        _INHERITED = None
+    return results
+
+
+__all__ = ["PROT", "SCHEMA", "TraceError", "dumps", "load", "read", "replay", "replay_policies",
+           "validate", "write"]

@@ -188,7 +188,7 @@ def test_pyperf_plain_and_gzipped_agree(timing_file):
 @pytest.mark.parametrize("name, message", [
     ("edge/truncated_bash.txt", r"truncated_bash.txt:17: incomplete `time` block: user, sys"),
     ("edge/truncated_block.txt", r"truncated_block.txt:5: incomplete `time` block: sys"),
-    ("edge/truncated_hyperfine.json", r"JSON, but neither hyperfine nor pyperf"),
+    ("edge/truncated_hyperfine.json", r"JSON, but neither hyperfine, pyperf nor rmaplab measure"),
     ("edge/garbage.txt", r"garbage.txt: no timing output recognised"),
     ("edge/empty.txt", r"empty.txt: empty file"),
     ("edge/mixed_formats.txt", r"mixed formats in one file \(bash-time at line 1, gnu-time at line 10\)"),

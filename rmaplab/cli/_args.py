@@ -303,3 +303,36 @@ def scheduler_address(text: str, timeout: float = 5.0) -> str:
     except OSError as e:
         raise Invalid(f"cannot reach {host}:{port} ({e.strerror or e})") from None
     return text if "://" in text else "tcp://" + text
+
+
+# -- policies ---------------------------------------------------------------------------
+
+
+def policy(text: str) -> str:
+    """A policy spec (rmaplab.model.plugins): a built-in name, PATH.py:Class,
+    package.module:Class or an installed plug-in's name.  It is loaded here, so a broken
+    plug-in stops the command on one line before any work."""
+    from rmaplab.errors import RmaplabError
+    from rmaplab.model import get_policy
+
+    spec = text.strip()
+    if not spec:
+        raise Invalid("empty policy")
+    try:
+        get_policy(spec)
+    except RmaplabError as e:
+        raise Invalid(str(e)) from None
+    return spec
+
+
+def policy_list(text: str) -> list[str]:
+    """Comma-separated policy specs; ``all`` stands for every built-in policy."""
+    from rmaplab.model import POLICIES
+
+    specs: list[str] = []
+    for part in _parts(text):
+        if part == "all":
+            specs += [p for p in POLICIES if p not in specs]
+        else:
+            specs.append(policy(part))
+    return _no_repeats(specs, text)

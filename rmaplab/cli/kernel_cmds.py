@@ -22,8 +22,16 @@ FINER_KEYS = ("avc_clone_fork", "avc_clone_split", "avc_clone_merge", "avc_clone
 
 
 def _policy_list(text: str) -> list[str]:
+    """Built-in policies only: a plug-in is Python run by the model, not C in the kernel."""
+    from rmaplab.model import plugins
     from rmaplab.model.policies import POLICIES
 
+    for part in (p.strip() for p in text.split(",")):
+        if part not in POLICIES and (":" in part or part in plugins.installed()):
+            raise _args.Invalid(
+                f"{part!r} is a plug-in policy, and the UML kernel only has the "
+                f"{len(POLICIES)} built-in policies ({', '.join(POLICIES)}); replay, search "
+                "or sweep a plug-in with the model")
     return _args.choice_list(POLICIES, everything="all")(text)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,27 +21,48 @@ MAX_FORKS = 1_000
 @command("measure")
 def _measure(sub) -> None:
     p = sub.add_parser(
-        "measure", help="count anon_vma/AVC/VMA allocations and time a command on this kernel",
-        description="Run CMD with perf stat counting tracepoints: anon_vma allocations at "
-                    "anon_vma_fork and __anon_vma_prepare, anon_vma_chains at the three rmap "
+        "measure", help="count anon_vma/AVC/VMA allocations and time commands on this kernel; "
+                        "A/B several commands in one call",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run each command with perf stat counting tracepoints: anon_vma allocations "
+                    "at anon_vma_fork and __anon_vma_prepare, anon_vma_chains at the three rmap "
                     "call sites (the merged slab cache's other users excluded), vm_area_struct, "
-                    "mm-copying forks, forks, execs; and CMD's own real/user/sys and exit "
-                    "status.  Raw perf output, CMD's output and host metadata go to a new "
-                    "directory under data/raw/measure/ (see --out), also when CMD fails.  Exit "
-                    "status: 0 if every run of CMD succeeded, else the first failed run's own "
-                    "(128+N if killed by signal N); 2 for bad input or a failure of rmaplab.",
-        usage="rmaplab measure [--runs N] [--warmups N] [--label L] [--out DIR] [--no-record] "
-              "[--json] -- CMD [ARG...]",
+                    "mm-copying forks, forks, execs; and the command's own real/user/sys and "
+                    "exit status.  Several commands (-n NAME CMD, or -- CMD... -- CMD...) are "
+                    "run --runs times each after --warmups warm-ups, interleaved in a random "
+                    "order drawn from --seed, with --prepare run unmeasured before every run; "
+                    "each gets a summary (median, mean ± SD, range).  Raw perf output, the "
+                    "commands' output and host metadata go to a new directory under "
+                    "data/raw/measure/ (see --out), also when a command fails; `rmaplab compare "
+                    "DIR` compares its commands' times and allocation counts.\n\n"
+                    "exit status: 0 if every run succeeded (or -i), else the first failed run's "
+                    "own status (128+N if killed by signal N); 2 for bad input, a command not "
+                    "found, or a failure of rmaplab.",
+        usage="rmaplab measure [--runs N] [--warmups N] [--prepare CMD]... [--seed N] [-i] "
+              "[--label L] [--out DIR] [--no-record] [--json]\n"
+              "                       (-n NAME CMD)... | -- CMD [ARG...] [-- CMD [ARG...]]...",
     )
-    p.add_argument("--runs", type=_args.runs, default=1, help="measured runs (default 1)")
+    p.add_argument("-n", "--command", nargs=2, action="append", metavar=("NAME", "CMD"),
+                   default=[], help="a command to measure, named; CMD is split like a shell "
+                                    "line (no shell runs it: use sh -c '...' for one)")
+    p.add_argument("--runs", type=_args.runs, default=1,
+                   help="measured runs of each command (default 1)")
     p.add_argument("--warmups", type=_args.warmups, default=0,
-                   help="warm-up runs, recorded but left out of the medians (default 0)")
+                   help="warm-up runs of each command, recorded but left out of the summaries "
+                        "(default 0)")
+    p.add_argument("--prepare", action="append", default=[], metavar="CMD",
+                   help="run (unmeasured) before every run: once for all commands, or once per "
+                        "command in their order")
+    p.add_argument("--seed", type=_args.seed, default=0,
+                   help="seed of the interleaved run order (default 0)")
+    p.add_argument("-i", "--ignore-failure", action="store_true",
+                   help="exit 0 even if a measured command fails (its status is recorded)")
     p.add_argument("--label", type=_args.label, help="name for the measurement directory")
     p.add_argument("--out", type=_args.output_dir, metavar="DIR",
                    help="parent directory (default data/raw/measure)")
     p.add_argument("--no-record", action="store_true", help="do not write raw data")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...] [-- CMD [ARG...]]...")
     p.set_defaults(func=_run_measure)
 
 
@@ -48,35 +71,112 @@ def command_of(args) -> list[str]:
     return args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
 
 
-def _run_measure(args) -> int:
-    from rmaplab.measure import run
+def _split_line(text: str, what: str) -> list[str]:
+    try:
+        argv = shlex.split(text)
+    except ValueError as e:
+        raise RmaplabError(f"{what} {text!r}: {e}") from None
+    if not argv:
+        raise RmaplabError(f"{what} is empty")
+    return argv
 
-    cmd = command_of(args)
-    if not cmd:
-        raise RmaplabError("no command to measure", hint="rmaplab measure -- CMD [ARG...]")
+
+def measured_commands(args) -> list[tuple[str, list[str]]]:
+    """(label, argv) of every command: -n NAME CMD first, then each --separated CMD."""
+    for name, _ in args.command:
+        if not re.search(r"[A-Za-z0-9]", name) or "," in name:
+            # compare --groups A,B names two of them; the directory name is made of them
+            raise RmaplabError(f"-n {name!r}: a name needs a letter or digit and no comma")
+    out = [(name, _split_line(line, f"-n {name}")) for name, line in args.command]
+    rest = command_of(args)
+    while rest:
+        cut = rest.index("--") if "--" in rest else len(rest)
+        if cut == 0:
+            raise RmaplabError("an empty command between two --")
+        out.append((" ".join(rest[:cut]), rest[:cut]))
+        rest = rest[cut + 1:]
+    if not out:
+        raise RmaplabError("no command to measure",
+                           hint="rmaplab measure -- CMD [ARG...], or -n NAME 'CMD' ...")
+    if len(out) == 1 and not args.command and args.label:
+        out = [(args.label, out[0][1])]          # one command: --label names it too
+    names = [name for name, _ in out]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise RmaplabError(f"two commands are named {twice!r}; name them apart with -n")
+    return out
+
+
+def _run_measure(args) -> int:
+    from rmaplab.measure import host, run
+
     if args.no_record and args.out is not None:
         raise RmaplabError("--out and --no-record contradict each other")
-    runs, where = run.measure(cmd, runs=args.runs, warmups=args.warmups, label=args.label,
-                              out_root=args.out, record=not args.no_record)
-    result = run.summary(runs)
-    from rmaplab.measure import host
+    commands = measured_commands(args)
+    prepare = [_split_line(line, "--prepare") for line in args.prepare]
+    for argv in prepare:
+        try:
+            run.resolve_command(argv)
+        except RmaplabError as e:
+            raise RmaplabError(f"--prepare: {e}") from None
+    if len(prepare) not in (0, 1, len(commands)):
+        raise RmaplabError(f"{len(prepare)} --prepare for {len(commands)} commands: give one "
+                           "for all, or one per command")
+    conditions = [run.Condition(label, cmd, before=(prepare[i] if len(prepare) > 1 else
+                                                    prepare[0] if prepare else None))
+                  for i, (label, cmd) in enumerate(commands)]
+    runs, where = run.campaign(conditions, runs=args.runs, warmups=args.warmups, seed=args.seed,
+                               label=args.label or "-vs-".join(n for n, _ in commands),
+                               out_root=args.out, record=not args.no_record)
+    status = 0 if args.ignore_failure else run.exit_status(runs)
+    if len(conditions) == 1:
+        result = run.summary(runs)
+        result.update(host=host.describe(), raw=str(where) if where else None)
+        if args.json:
+            json_out(result)
+            return status
+        _print_summary(result)
+    else:
+        per = run.summaries(runs, conditions)
+        if args.json:
+            json_out({"commands": per, "seed": args.seed, "exit_status": run.exit_status(runs),
+                      "host": host.describe(), "raw": str(where) if where else None})
+            return status
+        for s in per:
+            print(f"{s['label']}: {' '.join(s['cmd'])}")
+            _print_summary(s, indent="  ")
+    failed = sum(1 for r in runs if r.failed and not r.warmup)
+    print(f"runs: {len(runs)}" + (f" in a random order (seed {args.seed})"
+                                  if len(conditions) > 1 else "")
+          + f", failed: {failed}" + (f"; raw data: {where}" if where else ""))
+    if where and len(conditions) > 1:
+        print(f"compare two of them: rmaplab compare {where} --groups "
+              f"{conditions[0].label!r},{conditions[1].label!r}" if len(conditions) > 2
+              else f"compare them: rmaplab compare {where}")
+    return status
 
-    result["host"] = host.describe()
-    result["raw"] = str(where) if where else None
-    if args.json:
-        json_out(result)
-        return result["exit_status"]
-    keys = ["anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
-            "avc_clone", "avc_prepare", "vma_alloc", "forks", "mm_forks", "execs"]
-    for k in keys:
-        if k in result:
-            print(f"{k:<17} {int(result[k]):>12,}")
+
+def _print_summary(result: dict[str, Any], indent: str = "") -> None:
+    from rmaplab.stats.report import unit_for
+
+    spreads = result.get("spread", {})
     for k in ("real", "user", "sys"):
-        if k in result:
-            print(f"{k:<17} {result[k]:>12.3f} s")
-    print(f"runs: {len(runs)}, failed: {result['failed_runs']}" + (f"; raw data: {where}"
-                                                                   if where else ""))
-    return result["exit_status"]
+        if k in spreads:
+            s = spreads[k]
+            scale, unit = unit_for(max(s["median"], s["mean"]))
+            print(f"{indent}{k:<17} {s['median'] / scale:>10.3f} {unit:<2} median;  mean "
+                  f"{s['mean'] / scale:.3f} ± {s['sd'] / scale:.3f} {unit}, range "
+                  f"{s['min'] / scale:.3f} .. {s['max'] / scale:.3f} {unit} ({s['n']} runs)")
+    for k in ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
+              "avc_clone", "avc_prepare", "vma_alloc", "forks", "mm_forks", "execs"):
+        if k in spreads:
+            s = spreads[k]
+            rng = "" if s["min"] == s["max"] else f"  (range {s['min']:,.0f} .. {s['max']:,.0f})"
+            print(f"{indent}{k:<17} {s['median']:>10,.0f}{rng}")
+    failed = [r for r in result["runs"] if r["failed"] and not r["warmup"]]
+    if failed:
+        print(f"{indent}failed runs: {len(failed)} (exit status "
+              + ", ".join(str(r["exit_status"]) for r in failed[:5]) + ")")
 
 
 @command("trace")

@@ -11,10 +11,22 @@ from rmaplab.cli import _args
 from rmaplab.cli._registry import command, json_out
 from rmaplab.errors import RmaplabError
 
+POLICY_HELP = ("a built-in policy, PATH.py:Class or package.module:Class (a plug-in, see "
+               "README: Plug-in policies), or an installed plug-in's name")
+
+
+def _policy_list() -> str:
+    from rmaplab.model import POLICIES
+    from rmaplab.model.plugins import installed
+
+    lines = [f"  {n:<13} {p.summary} ({p.commit})" for n, p in POLICIES.items()]
+    lines += [f"  {n:<13} installed plug-in ({v})" for n, v in sorted(installed().items())]
+    lines.append("  or PATH.py:Class, package.module:Class (README: Plug-in policies)")
+    return "\n".join(lines)
+
 
 @command("replay")
 def _replay(sub) -> None:
-    from rmaplab.model import POLICIES
     from rmaplab.model.vma import MERGE_RULES
 
     p = sub.add_parser(
@@ -22,15 +34,19 @@ def _replay(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Replay a JSONL event trace (.jsonl or .jsonl.gz) through the model of the "
                     "anon rmap and report allocations by call site, live/peak objects, the "
-                    "rmap structure and any invariant violations.\n\npolicies:\n"
-                    + "\n".join(f"  {n:<13} {p.summary} ({p.commit})" for n, p in POLICIES.items())
-                    + "\n\nexit status: 0 no invariant broken, 1 an invariant broken (under any "
-                      "policy replayed), 2 bad input.",
+                    "rmap structure and any invariant violations.  Several policies run in "
+                    "parallel processes.  --validate compares the replay with the kernel's own "
+                    "counts of the traced run (live_counts.json beside the trace, written by "
+                    "`rmaplab trace`).\n\npolicies:\n" + _policy_list()
+                    + "\n\nexit status: 0 no invariant broken (--validate: every counter "
+                      "within the tolerance), 1 an invariant broken under any policy replayed "
+                      "(--validate: a counter differs), 2 bad input.",
     )
     p.add_argument("trace", type=_args.nonempty_file, metavar="TRACE",
                    help="event trace (see README: Event traces)")
-    p.add_argument("--policy", default="v6.0", choices=[*POLICIES, "all"],
-                   help="reuse policy (default v6.0, what this machine runs); 'all' for a table")
+    p.add_argument("--policy", type=_args.policy_list, default="v6.0", metavar="P[,P...]",
+                   help=f"policies to replay under, comma-separated: {POLICY_HELP}; 'all' for "
+                        "every built-in one (default v6.0, what this machine runs)")
     p.add_argument("--merge-rule", default=None, choices=MERGE_RULES,
                    help="VMA merge rule: 'uncowed' (879bca0a2c4f with the mremap fixes "
                         "61f67c230a5e and 3b617fd3d317: v6.19, 6.18.8+), 'uncowed-6.16' "
@@ -42,25 +58,39 @@ def _replay(sub) -> None:
     p.add_argument("--walks", action="store_true",
                    help="also sample rmap-walk lengths (AVCs per walk of a COWed page) at "
                         "forks and at the end of forked mms")
+    p.add_argument("--jobs", type=_args.integer(1, 256), metavar="N",
+                   help="policies replayed at once, one process each (default: CPUs)")
+    p.add_argument("--validate", action="store_true",
+                   help="compare the replay (minus the trace's preamble) with live_counts.json "
+                        "beside the trace; exit 1 on a mismatch")
+    p.add_argument("--tolerance", type=_args.real(0.0), default=0.01, metavar="PCT",
+                   help="--validate: largest difference allowed per counter, in percent "
+                        "(default 0.01)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_run_replay)
 
 
 def _run_replay(args) -> int:
     from rmaplab import traces
-    from rmaplab.model import POLICIES
 
+    if args.validate:
+        return _validate(args)
     events = traces.load(args.trace)
     if not events:
         raise RmaplabError("no events in this trace (only comments or blank lines)",
                            path=args.trace)
-    policies = list(POLICIES) if args.policy == "all" else [args.policy]
-    results = [traces.replay(events, policy=p, merge_rule=args.merge_rule, check=args.check,
-                             source=str(args.trace), walks=args.walks).as_dict()
-               for p in policies]
+
+    def progress(done: int, total: int, policy: str, seconds: float) -> None:
+        print(f"replay: [{done}/{total}] {policy} done ({seconds:.1f} s)", file=sys.stderr,
+              flush=True)
+
+    results = traces.replay_policies(events, args.policy, merge_rule=args.merge_rule,
+                                     check=args.check, source=str(args.trace), jobs=args.jobs,
+                                     progress=progress if len(args.policy) > 1 else None,
+                                     walks=args.walks)
     status = REPLAY_VIOLATIONS if any(r["violations"] for r in results) else 0
     if args.json:
-        json_out(results if args.policy == "all" else results[0])
+        json_out(results if len(results) > 1 else results[0])
         return status
     keys = ["anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
             "avc_clone", "avc_prepare", "vma_alloc", "peak_anon_vma", "peak_avc",
@@ -88,12 +118,40 @@ def _run_replay(args) -> int:
 
 # `rmaplab replay`'s exit status when the model broke an invariant (scripts test for it).
 REPLAY_VIOLATIONS = 1
+# `rmaplab replay --validate`'s when a counter differs from the kernel's by more than allowed.
+VALIDATION_MISMATCH = 1
+
+
+def _validate(args) -> int:
+    from rmaplab.measure import capture
+    from rmaplab.model import get_policy
+
+    if len(args.policy) != 1:
+        raise RmaplabError("--validate takes one --policy: the one the traced kernel runs")
+    # The traced kernel ran this machine's merge rule, whatever the policy's era.
+    rows, live_path = capture.validate_trace(args.trace, args.policy[0],
+                                             args.merge_rule or "uncowed")
+    worst = max(abs(r["diff_pct"]) for r in rows)
+    ok = worst <= args.tolerance
+    name = get_policy(args.policy[0]).name
+    if args.json:
+        json_out({"trace": str(args.trace), "live_counts": str(live_path), "policy": name,
+                  "tolerance_pct": args.tolerance, "ok": ok, "max_abs_diff_pct": worst,
+                  "counters": rows})
+    else:
+        print(f"{args.trace} under {name} against {live_path}:")
+        print(f"{'counter':<17} {'live':>12} {'model':>12} {'diff':>9}")
+        for r in rows:
+            flag = "" if abs(r["diff_pct"]) <= args.tolerance else "  MISMATCH"
+            print(f"{r['counter']:<17} {r['live']:>12,} {r['model']:>12,} "
+                  f"{r['diff_pct']:>+8.4f}%{flag}")
+        print(("ok" if ok else "mismatch") + f": largest difference {worst:.4f}% "
+              f"(tolerance {args.tolerance:g}%)")
+    return 0 if ok else VALIDATION_MISMATCH
 
 
 @command("search")
 def _search(sub) -> None:
-    from rmaplab.model import POLICIES
-
     p = sub.add_parser(
         "search", help="search for an event sequence that breaks an invariant, and shrink it",
         description="Hypothesis-driven search over fork/exit/mprotect (and, with --with-writes, "
@@ -103,7 +161,8 @@ def _search(sub) -> None:
                     "uniformly at random instead (all four operations, no target, no prefix).  "
                     "Exit status: 0 found, 1 not found within the budget, 2 bad input.",
     )
-    p.add_argument("--policy", default="v5.4", choices=list(POLICIES))
+    p.add_argument("--policy", type=_args.policy, default="v5.4", metavar="P",
+                   help=f"the policy to search: {POLICY_HELP} (default v5.4)")
     p.add_argument("--invariant", default="same-anon_vma-same-chain",
                    choices=["same-anon_vma-same-chain", "page-unreachable", "page-mapping-freed",
                             "counts", "links", "anon_vma_merge-BUG"])
@@ -192,14 +251,16 @@ def _run_search(args) -> int:
     import time
 
     from rmaplab import traces
+    from rmaplab.model import get_policy
     from rmaplab.model.search import find_violation, random_search
 
     if args.unsteered and (args.prefix is not None or args.with_writes):
         raise RmaplabError("--unsteered takes no --prefix and always generates writes")
+    name = get_policy(args.policy).name
     prefix = _search_prefix(args)
     if args.summary is not None:
         _read_summary(args.summary)
-    print(f"searching under {args.policy} for {args.invariant} (budget {args.budget:,} "
+    print(f"searching under {name} for {args.invariant} (budget {args.budget:,} "
           f"examples{', unsteered' if args.unsteered else ''})...", file=sys.stderr)
     start = time.perf_counter()
     if args.unsteered:
@@ -210,12 +271,12 @@ def _run_search(args) -> int:
     seconds = time.perf_counter() - start
     # The outcome goes to stdout first: a file that cannot be written loses nothing.
     if found is None:
-        msg = {"found": False, "policy": args.policy, "invariant": args.invariant,
+        msg = {"found": False, "policy": name, "invariant": args.invariant,
                "examples": args.budget}
         if args.json:
             json_out(msg)
         else:
-            print(f"no violation of {args.invariant} under {args.policy} in {args.budget:,} "
+            print(f"no violation of {args.invariant} under {name} in {args.budget:,} "
                   "examples")
     elif args.json:
         json_out({"found": True, "policy": found.policy, "invariant": found.invariant,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from rmaplab.cli import _args
@@ -9,14 +10,30 @@ from rmaplab.cli._registry import command
 from rmaplab.errors import RmaplabError
 
 
+class _HelpWithParameters(argparse._HelpAction):
+    """-h/--help that also lists every notebook's parameters (read only when asked for)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from rmaplab.reproduce import parameters_help
+
+        parser.epilog = parameters_help()
+        super().__call__(parser, namespace, values, option_string)
+
+
 @command("reproduce")
 def _reproduce(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="run every notebook, build figures and the paper",
+        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
         description="Execute notebooks/NN_*.ipynb in order with papermill (in place), then "
                     "build paper/paper.pdf.  Stops at the first failing notebook and keeps its "
-                    "executed copy under build/failed/.",
+                    "executed copy under build/failed/.  With --output-dir DIR, the executed "
+                    "notebooks (DIR/notebooks/), failed copies (DIR/build/failed/), figures, "
+                    "numbers.json and the paper all go to DIR: an experiment never overwrites "
+                    "the committed study.",
     )
+    p.add_argument("-h", "--help", action=_HelpWithParameters,
+                   help="show this help, with every notebook's parameters, and exit")
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    default=[], help="notebook parameter (VALUE is read as YAML: 3, true, 'x')")
     p.add_argument("-f", "--params-file", type=_args.existing_file, metavar="FILE",
@@ -24,6 +41,9 @@ def _reproduce(sub) -> None:
     p.add_argument("--only", action="append", metavar="NB",
                    help="run only this notebook (prefix such as 01, or stem); repeatable")
     p.add_argument("--no-paper", action="store_true", help="skip the PDF build")
+    p.add_argument("--output-dir", type=_args.output_dir, metavar="DIR",
+                   help="write executed notebooks, failed copies, figures, numbers and the "
+                        "paper here instead of over the committed study")
     p.set_defaults(func=_run_reproduce)
 
 
@@ -53,8 +73,9 @@ def _run_reproduce(args) -> int:
             params[name] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise RmaplabError(f"parameter {name}: cannot read value {value!r}") from None
-    for where in (notebooks_dir(), output_root()):
+    targets = (notebooks_dir(), output_root()) if args.output_dir is None else (args.output_dir,)
+    for where in targets:
         if (why := writable_error(where)) is not None:
             raise RmaplabError(f"reproduce writes into {where}: {why}")
-    reproduce(params, only=args.only, paper=not args.no_paper)
+    reproduce(params, only=args.only, paper=not args.no_paper, output_dir=args.output_dir)
     return 0

@@ -15,18 +15,22 @@ def _sweep(sub) -> None:
                     "partitioned by policy.  A rerun skips cells already done; a failed cell "
                     "is recorded with its error.  --kind generated: the synthetic kernel build "
                     "(rmaplab.generator) with --units/--shell/--make-forks/--jobs/--seeds; "
-                    "--kind micro: rmaplab.workloads with --workload/-k/-n.  Exit status: 0 if "
+                    "--kind micro: rmaplab.workloads with --workload/-k/-n; --kind trace: the "
+                    "event traces given with --trace.  Plug-in policies (PATH.py:Class) are "
+                    "shipped to the workers as source.  Exit status: 0 if "
                     "every cell is ok, 1 if a cell failed, 2 for bad input.",
     )
-    from rmaplab.model import POLICIES
     from rmaplab.workloads import WORKLOADS
 
     ints = _args.int_list
     p.add_argument("--out", type=_args.output_dir, required=True, metavar="DIR",
                    help="result dataset directory")
-    p.add_argument("--kind", default="generated", choices=["generated", "micro"])
-    p.add_argument("--policy", type=_args.choice_list(POLICIES, everything="all"), default="all",
-                   help="policies, comma-separated, or all")
+    p.add_argument("--kind", default="generated", choices=["generated", "micro", "trace"])
+    p.add_argument("--policy", type=_args.policy_list, default="all", metavar="P[,P...]",
+                   help="policies, comma-separated: built-in names, 'all' (every built-in), "
+                        "PATH.py:Class, package.module:Class or an installed plug-in's name")
+    p.add_argument("--trace", type=_args.nonempty_file, nargs="+", metavar="FILE",
+                   help="--kind trace: event traces (.jsonl or .jsonl.gz) to replay")
     p.add_argument("--units", type=_args.float_list(0, 100, above=True), default="1",
                    help="recipes as multiples of the recorded build, e.g. 1,4")
     p.add_argument("--shell", type=_args.choice_list(["sh", "bash"]), default="sh",
@@ -53,7 +57,12 @@ def _run_sweep(args) -> int:
 
     if args.scheduler and args.workers:
         raise RmaplabError("--workers sizes the local cluster; it cannot apply to --scheduler")
-    if args.kind == "generated":
+    if (args.kind == "trace") != (args.trace is not None):
+        raise RmaplabError("--trace FILE... goes with --kind trace, and --kind trace needs it")
+    if args.kind == "trace":
+        cells = sweep.grid(kind=["trace"], trace=[str(p.resolve()) for p in args.trace],
+                           policy=args.policy)
+    elif args.kind == "generated":
         cells = sweep.grid(kind=["generated"], units=args.units, shell=args.shell,
                            make_forks=args.make_forks, jobs=args.jobs, seed=args.seeds,
                            policy=args.policy)

@@ -53,8 +53,10 @@ def _run_timings(args) -> int:
 
 @command("compare")
 def _compare(sub) -> None:
+    from rmaplab.timings.rmaplab_measure import COUNTERS
+
     p = sub.add_parser(
-        "compare", help="A/B inference on real/user/sys",
+        "compare", help="A/B inference on real/user/sys (and allocation counts of rmaplab measure)",
         description="Compare B against A per metric: the change of means with its interval "
                     "(Fieller, Welch df), Welch's t, Mann-Whitney U and a permutation test "
                     "(exact where exact is cheap, else Monte Carlo or normal; the method is "
@@ -62,14 +64,17 @@ def _compare(sub) -> None:
                     "Hodges-Lehmann, bootstrap, power, TOST, drift against run order and a "
                     "user-time confounder check, and a verdict (rules in the README).  A and B "
                     "are two files, or one file holding two labelled groups (such as the seed "
-                    "email).  Runs with a non-zero exit status are excluded, with a warning.",
+                    "email); a `rmaplab measure` directory (or its --json output, '-' for "
+                    "standard input) is such a file, and its allocation counters are compared "
+                    "too.  Runs with a non-zero exit status are excluded, with a warning.",
     )
     p.add_argument("a", metavar="A", help="timing file for A (or for both groups)")
     p.add_argument("b", metavar="B", nargs="?", help="timing file for B")
     _add_format_args(p)
     p.add_argument("--groups", metavar="A,B", help="the two group labels to compare, in order")
-    p.add_argument("--metric", action="append", choices=["real", "user", "sys"],
-                   help="metric(s) to compare (default: all present)")
+    p.add_argument("--metric", action="append", choices=["real", "user", "sys", *COUNTERS],
+                   help="metric(s) to compare (default: real, user, sys and, for rmaplab "
+                        "measure results, anon_vma_alloc and avc_alloc)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="significance level, below 0.5 (0.05)")
     p.add_argument("--margin", type=float, default=1.0, metavar="PCT",
@@ -150,9 +155,15 @@ def _run_compare(args) -> int:
                 raise RmaplabError(f"holds {len(groups)} groups; compare one group per file",
                                    path=path, hint="or give one file and --groups A,B")
             labels.append(str(groups[0]) if groups[0] is not None else Path(path).name)
+        if labels[0] == labels[1]:     # e.g. one command measured on two kernels
+            labels = [Path(args.a).name, Path(args.b).name]
         label_a, label_b = labels
         same_file = False
-    metrics = tuple(args.metric) if args.metric else ("real", "user", "sys")
+    from rmaplab.timings.rmaplab_measure import DEFAULT_COUNTERS
+
+    counted = tuple(c for c in DEFAULT_COUNTERS
+                    if (a["metric"] == c).any() and (b["metric"] == c).any())
+    metrics = tuple(args.metric) if args.metric else ("real", "user", "sys", *counted)
     result = compare(a, b, label_a=label_a, label_b=label_b, metrics=metrics, alpha=args.alpha,
                      margin_pct=args.margin, target_pct=args.target, seed=args.seed,
                      same_file=same_file)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import subprocess
 import sys
@@ -35,11 +36,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import perf
 from rmaplab.model.machine import EventError, Kernel
+
+if TYPE_CHECKING:
+    from rmaplab.model.policies import Policy
 
 CLONE_VM = 0x100
 CLONE_THREAD = 0x10000
@@ -418,18 +422,59 @@ VALIDATED = ("anon_vma_fork", "anon_vma_prepare", "anon_vma_alloc", "avc_fork", 
 
 
 def validation(events: list[dict[str, Any]], live: dict[str, int], preamble: int,
-               policy: str = "v6.0") -> list[dict[str, Any]]:
+               policy: str | Policy = "v6.0", merge_rule: str = "uncowed"
+               ) -> list[dict[str, Any]]:
     """Model counts of the trace (minus its uncounted preamble) against the same run's live
-    counts, one row per counter with the relative difference in percent."""
+    counts, one row per counter with the relative difference in percent (0 when both
+    are 0, infinite when only the model counts)."""
     from rmaplab.traces import replay
 
     numbered = list(enumerate(events, 1))
-    full = replay(numbered, policy=policy, check="off").counters
-    pre = replay(numbered[:preamble], policy=policy, check="off").counters
+    full = replay(numbered, policy=policy, merge_rule=merge_rule, check="off").counters
+    pre = replay(numbered[:preamble], policy=policy, merge_rule=merge_rule,
+                 check="off").counters
     rows = []
     for key in VALIDATED:
         model = full[key] - pre[key]
-        rows.append({"counter": key, "live": live.get(key, 0), "model": model,
-                     "diff_pct": 100.0 * (model - live.get(key, 0)) / live[key]
-                     if live.get(key) else float("nan")})
+        want = live.get(key, 0)
+        diff = 100.0 * (model - want) / want if want else (0.0 if model == 0 else math.inf)
+        rows.append({"counter": key, "live": want, "model": model, "diff_pct": diff})
     return rows
+
+
+def validate_trace(trace: Path, policy: str | Policy = "v6.0", merge_rule: str = "uncowed"
+                   ) -> tuple[list[dict[str, Any]], Path]:
+    """:func:`validation` of a trace recorded by ``rmaplab trace``: its live_counts.json and
+    metadata.json (the preamble) are read from the trace's directory.  A trace under
+    data/raw/ is checked against the manifest first."""
+    from rmaplab import integrity, traces
+    from rmaplab.paths import raw_dir
+
+    trace = Path(trace)
+    directory = trace.parent
+    try:
+        rel = trace.resolve().relative_to(raw_dir().resolve())
+    except ValueError:
+        rel = None
+    if rel is not None:
+        trace = integrity.raw_path(str(rel))
+    files = {}
+    for name in ("live_counts.json", "metadata.json"):
+        path = directory / name
+        if rel is not None:
+            path = integrity.raw_path(str(rel.parent / name))
+        try:
+            files[name] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RmaplabError(f"no {name} beside the trace", path=path,
+                               hint="--validate needs a trace recorded by `rmaplab trace`") from None
+        except json.JSONDecodeError as e:
+            raise RmaplabError(f"not valid JSON ({e.msg})", path=path, line=e.lineno) from None
+    live = files["live_counts.json"]
+    missing = [k for k in VALIDATED if not isinstance(live.get(k), int)]
+    if missing:
+        raise RmaplabError(f"live counts lack {', '.join(missing)}",
+                           path=directory / "live_counts.json")
+    events = [ev for _, ev in traces.load(trace)]
+    preamble = files["metadata.json"].get("preamble_events", 0)
+    return validation(events, live, preamble, policy, merge_rule), directory / "live_counts.json"

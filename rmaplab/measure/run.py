@@ -298,15 +298,21 @@ def campaign(conditions: list[Condition], runs: int = 1, warmups: int = 0, seed:
         return results, target
 
 
-def measure(cmd: list[str], runs: int = 1, **kw) -> tuple[list[Run], Path | None]:
-    if not cmd:
-        raise RmaplabError("no command given", hint="rmaplab measure -- CMD ARGS...")
-    return campaign([Condition(kw.pop("label", None) or slug(" ".join(cmd)), cmd)],
-                    runs=runs, **kw)
+def spread(values: list[float]) -> dict[str, float]:
+    """Centre and spread of one metric's runs (the SD is 0 for a single run)."""
+    import statistics
+
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 \
+        else (values[0],) * 3
+    return {"n": len(values), "mean": statistics.fmean(values),
+            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "median": statistics.median(values), "q1": q1, "q3": q3,
+            "min": min(values), "max": max(values)}
 
 
 def summary(runs: list[Run]) -> dict[str, Any]:
-    """The DESIGN.md measure --json object: medians over measured runs, plus every run."""
+    """The DESIGN.md measure --json object: medians over measured runs, plus every run;
+    ``spread`` gives each metric's centre and spread (:func:`spread`)."""
     import statistics
 
     good = [r for r in runs if not r.warmup and not r.failed]
@@ -317,7 +323,17 @@ def summary(runs: list[Run]) -> dict[str, Any]:
         for key in ("real", "user", "sys"):
             out[key] = statistics.median(r.values[key] for r in good)
         out.update(perf.derived({k: int(out[k]) for k in perf.COUNT_NAMES}))
+        rows = [r.row() for r in good]
+        out["spread"] = {k: spread([float(row[k]) for row in rows])
+                         for k in ("real", "user", "sys", *perf.COUNT_NAMES,
+                                   *perf.derived(dict.fromkeys(perf.COUNT_NAMES, 0)))}
     out["runs"] = [r.row() for r in runs]
     out["failed_runs"] = sum(1 for r in runs if r.failed and not r.warmup)
     out["exit_status"] = exit_status(runs)
     return out
+
+
+def summaries(runs: list[Run], conditions: list[Condition]) -> list[dict[str, Any]]:
+    """:func:`summary` of each condition's runs, in the order the conditions were given."""
+    return [{"label": c.label, "cmd": c.cmd, **summary([r for r in runs if r.label == c.label])}
+            for c in conditions]

@@ -5,7 +5,8 @@
 __anon_vma_prepare; ``avc_clone`` is split by the caller of anon_vma_clone
 (``avc_clone_fork``, ``_split``, ``_merge``, ``_copy_vma``), as ``perf record -g``
 splits it on the live kernel.  Live and peak objects and bytes are tracked for
-both the v5.4 and the 6.18 object sizes.
+both the v5.4 and the 6.18 object sizes.  An anon_vma a policy defers is counted
+when (and if) it is materialised, with its AVCs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ EVENT_COUNTERS = (
     "merge_anon_vma_checks", "merge_rules_disagree",
     "pages_new", "pages_cow", "pages_reused", "faults_outside_vma", "faults_not_writable",
     "syscall_errors",
+    # Root rwsem write acquisitions by the rmap functions, and AVCs allocated while holding
+    # one (what the 2026 rework moved out of the lock); anon_vmas a policy deferred
+    # (Policy.defer_anon_vma) and, of those, how many it allocated later.
+    "anon_vma_lock", "avc_alloc_locked", "anon_vma_deferred", "anon_vma_materialized",
     # Sampled at every forked VMA that gets an anon_vma: its chain length, and the size of
     # its anon_vma's tree (the AVCs an rmap walk of a page COWed there visits), and depth.
     "fork_anon_vmas", "fork_chain_sum", "fork_chain_max", "fork_walk_sum", "fork_walk_max",

@@ -12,6 +12,10 @@
 * links: every AVC is on its VMA's chain and in its anon_vma's tree, never on a
   freed anon_vma; vma->anon_vma is on vma's chain; the VMA list is sorted.
 
+Reported where they happen (rmaplab.model.rmap): page-mapping-freed at anon_vma_free,
+counts-on-free, anon_vma_merge-BUG, and unfaulted-with-chain (7.0's check_anon_vma_clone
+warning, for policies with ``skip_unfaulted``).
+
 ``check_mm`` covers one address space, ``check_family`` one anon_vma tree (the
 set reachable from its root); the machine calls them for what an event touched.
 """

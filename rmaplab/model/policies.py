@@ -1,7 +1,9 @@
 """The anon_vma reuse rule at fork of each kernel era.  Names are an interface.
 
 A policy is data plus the few small methods where kernels differ; the algorithm
-itself (rmaplab.model.rmap) is shared and follows mm/rmap.c step by step.
+itself (rmaplab.model.rmap) is shared and follows mm/rmap.c step by step.  The
+interface (:class:`Policy`) is also what a plug-in implements (rmaplab.model.plugins;
+examples/policies/ holds the 2026 proposals written that way).
 
 ==============  ========================================================================
 ``no-reuse``    5beb49305251 (2.6.34): every forked VMA gets a new anon_vma
@@ -32,10 +34,13 @@ dup_mmap quirks.
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from rmaplab.errors import RmaplabError
 from rmaplab.model.structs import AnonVma, Vma
+
+if TYPE_CHECKING:
+    from rmaplab.model.machine import Kernel
 
 
 class ForkLinks(NamedTuple):
@@ -54,6 +59,46 @@ class ForkLinks(NamedTuple):
 
 
 class Policy:
+    """What a kernel era (or a proposed patch) does differently in the anon rmap.
+
+    Everything else is the 6.18 kernel of rmaplab.model.  Subclass this (a built-in
+    policy, or a plug-in: README "Plug-in policies"; usually ``V60``, whose data are
+    6.18's) and override only what the kernel you model changes; each hook is called at
+    the one place in mm/rmap.c or kernel/fork.c where kernels differ, and its default
+    is what 6.18 does.  One
+    instance serves every replay of a process: keep per-replay state on the model's
+    objects (vma, anon_vma), never on ``self``.
+
+    Data (read where noted):
+
+    ``merge_rule``                  the VMA merge rule of the era, used when a replay names
+                                    none ("singular" here, "uncowed" in ``V60``)
+    ``reuse_needs_src_anon_vma``    anon_vma_clone: the reuse test also needs src->anon_vma
+                                    (47b390d23bf8, v5.5 ..)
+    ``reuse_rule``                  informative: "none", "degree" or "counters"
+    ``prepare_wipeonfork_at_fork``  dup_mmap: prepare an anon_vma for a VM_WIPEONFORK VMA at
+                                    fork, next to the stale neighbours (< v5.7)
+    ``stale_vm_prev``               dup_mmap: the child VMA's vm_prev is the parent's (< v5.7)
+    ``fork_allocates_first``        anon_vma_fork: allocate the anon_vma and its AVC before
+                                    anon_vma_clone, free both if an anon_vma was reused (7.0)
+    ``avc_alloc_unlocked``          anon_vma_clone: allocate every AVC before taking the root
+                                    lock (7.0); before, all but the first are GFP_NOWAIT under it
+    ``skip_unfaulted``              anon_vma_clone / unlink_anon_vmas: a VMA without anon_vma
+                                    is a no-op, and a chain on one is a kernel warning (7.0)
+
+    Hooks (called in this order of a VMA's life):
+
+    ``defer_anon_vma(vma, site)``   __anon_vma_prepare (first write fault) and anon_vma_fork,
+                                    before a new anon_vma is allocated: True defers it (the
+                                    kernel keeps the rmap without one) until ``materialize``
+    ``before_fork(kernel, vma, pvma)`` top of anon_vma_fork, pvma has an anon_vma: may change
+                                    pvma's state first (``kernel.anon_vma_materialize``)
+    ``fork_share(vma, pvma, links)`` anon_vma_fork: an anon_vma to share instead of cloning pvma
+    ``clone_preset(dst, src, links)`` top of anon_vma_clone: an anon_vma for dst before the loop
+    ``may_reuse(anon_vma, dst, src)`` anon_vma_clone from fork, per anon_vma of src's chain:
+                                    may the child VMA take it as its own?
+    """
+
     name = ""
     commit = ""
     summary = ""
@@ -68,12 +113,19 @@ class Policy:
     # v4 1/2, v5.5, never reverted) added ``src->anon_vma`` to anon_vma_clone()'s reuse
     # test.  v5.4 and older test only ``!dst->anon_vma``.
     reuse_needs_src_anon_vma = True
+    # Set on plug-ins (rmaplab.model.plugins): the spec they were loaded from, and the
+    # files of their code (to name them in errors).
+    spec: str | None = None
+    plugin_files: frozenset[str] | None = None
     # Kernels before v5.7 prepared an anon_vma for a VM_WIPEONFORK VMA at fork time,
     # looking at the stale (parent's) neighbours; "mm: don't prepare anon_vma if vma
     # has VM_WIPEONFORK" (v5.7) made it lazy.
     prepare_wipeonfork_at_fork = True
     # Kernels before v5.7 left the parent's vm_prev in the child VMA during anon_vma_fork.
     stale_vm_prev = True
+    fork_allocates_first = False
+    avc_alloc_unlocked = False
+    skip_unfaulted = False
 
     def may_reuse(self, anon_vma: AnonVma, dst: Vma, src: Vma) -> bool:
         """anon_vma_clone(): may ``dst`` (forked from ``src``) reuse ``anon_vma``?"""
@@ -85,6 +137,15 @@ class Policy:
 
     def fork_share(self, vma: Vma, pvma: Vma, links: ForkLinks) -> AnonVma | None:
         """Hook at the top of anon_vma_fork() (only the 'as intended' form uses it)."""
+        return None
+
+    def defer_anon_vma(self, vma: Vma, site: str) -> bool:
+        """Defer the anon_vma ``site`` ("__anon_vma_prepare" or "anon_vma_fork") would
+        allocate for ``vma``?  No kernel before 2026 does."""
+        return False
+
+    def before_fork(self, kernel: Kernel, vma: Vma, pvma: Vma) -> None:
+        """Hook at the top of anon_vma_fork(vma, pvma) when pvma has an anon_vma."""
         return None
 
 
@@ -193,14 +254,16 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
 LIVE_POLICY = "v6.0"   # what this machine's 6.18 kernel runs
 
 
-def get_policy(name: str | Policy) -> Policy:
-    if isinstance(name, Policy):
-        return name
-    try:
-        return POLICIES[name]
-    except KeyError:
-        raise RmaplabError(f"unknown policy {name!r}",
-                           hint="one of: " + ", ".join(POLICIES)) from None
+def get_policy(spec: str | Policy) -> Policy:
+    """A built-in policy by name, or a plug-in (rmaplab.model.plugins) by its spec."""
+    if isinstance(spec, Policy):
+        return spec
+    policy = POLICIES.get(spec)
+    if policy is not None:
+        return policy
+    from rmaplab.model import plugins
+
+    return plugins.load(spec)
 
 
 def variant(name: str, label: str, **rules: object) -> Policy:

@@ -14,10 +14,23 @@ from rmaplab.model.structs import PAGE_SHIFT, VM_ACCESS_FLAGS, AnonVma, AnonVmaC
 
 class RmapMixin:
     # ------------------------------------------------------------ allocation
-    def anon_vma_alloc(self, site: str) -> AnonVma:
-        """anon_vma_alloc(): refcount 1, its own root and parent, counters zero."""
+    def anon_vma_alloc(self, site: str, vma: Vma) -> AnonVma:
+        """anon_vma_alloc(): refcount 1, its own root and parent, counters zero.
+
+        A policy may defer the allocation (Policy.defer_anon_vma: ANON_VMA_LAZY): the
+        object then stands for the rmap such a kernel keeps without an anon_vma, and
+        costs nothing until anon_vma_materialize().
+        """
         self.next_id += 1
         av = AnonVma(self.next_id)
+        if self.policy.defer_anon_vma(vma, site):
+            av.deferred = True
+            self.counters.anon_vma_deferred += 1
+        else:
+            self._count_anon_vma(site)
+        return av
+
+    def _count_anon_vma(self, site: str) -> None:
         c = self.counters
         c.anon_vma_alloc += 1
         if site == "anon_vma_fork":
@@ -25,7 +38,6 @@ class RmapMixin:
         else:
             c.anon_vma_prepare += 1
         c.alloc_anon_vma()
-        return av
 
     def anon_vma_free(self, av: AnonVma) -> None:
         """anon_vma_free(): back to the slab.  A page still mapping it would now dangle."""
@@ -34,10 +46,17 @@ class RmapMixin:
                            f"{av!r} freed while {av.pages} mapped page(s) still point to it "
                            "(use-after-free on the next rmap walk)")
         av.freed = True
-        self.counters.free_anon_vma()
+        if not av.deferred:
+            self.counters.free_anon_vma()
 
-    def anon_vma_chain_alloc(self, vma: Vma, av: AnonVma | None, site: str,
+    def anon_vma_chain_alloc(self, vma: Vma, av: AnonVma, site: str,
                              caller: str | None = None) -> AnonVmaChain:
+        """anon_vma_chain_alloc(); not counted while ``av`` is deferred (no AVC exists then)."""
+        if not av.deferred:
+            self._count_avc(site, caller)
+        return AnonVmaChain(vma, av)
+
+    def _count_avc(self, site: str, caller: str | None = None) -> None:
         c = self.counters
         c.avc_alloc += 1
         if site == "anon_vma_clone":
@@ -55,10 +74,33 @@ class RmapMixin:
         else:
             c.avc_prepare += 1
         c.alloc_avc()
-        return AnonVmaChain(vma, av)
 
     def anon_vma_chain_free(self, avc: AnonVmaChain) -> None:
-        self.counters.free_avc()
+        if not avc.anon_vma.deferred:
+            self.counters.free_avc()
+
+    def anon_vma_lock_write(self, anon_vma: AnonVma) -> None:
+        """anon_vma_lock_write() (or lock_anon_vma_root()): the family's root rwsem.
+
+        Not taken for a deferred anon_vma: the kernel that defers it has nothing to lock."""
+        if not anon_vma.deferred and not anon_vma.root.deferred:
+            self.counters.anon_vma_lock += 1
+
+    def anon_vma_materialize(self, anon_vma: AnonVma) -> None:
+        """Allocate a deferred anon_vma now, with the AVC of every VMA linked to it.
+
+        Counted at the site that allocated them without deferral: a root (a VMA's own,
+        from its first write fault) at __anon_vma_prepare, a fork's child at anon_vma_fork.
+        """
+        if not anon_vma.deferred:
+            return
+        anon_vma.deferred = False
+        site = "__anon_vma_prepare" if anon_vma.parent is anon_vma else "anon_vma_fork"
+        self._count_anon_vma(site)
+        for _ in anon_vma.avcs:
+            self._count_avc(site)
+        self.counters.anon_vma_materialized += 1
+        self.anon_vma_lock_write(anon_vma)
 
     @staticmethod
     def anon_vma_chain_link(vma: Vma, avc: AnonVmaChain, av: AnonVma) -> None:
@@ -121,22 +163,23 @@ class RmapMixin:
                            neighbours: tuple[Vma | None, Vma | None] | None) -> None:
         """__anon_vma_prepare(): attach an anon_vma at the first write fault.
 
-        The AVC is allocated first; a compatible never-forked neighbour's anon_vma is
-        reused (find_mergeable_anon_vma), else a new root is allocated with a
-        self-parent link.  ``neighbours`` overrides the VMA's own (prev, next): the
+        A compatible never-forked neighbour's anon_vma is reused
+        (find_mergeable_anon_vma), else a new root is allocated with a self-parent link;
+        the VMA's AVC links it.  ``neighbours`` overrides the VMA's own (prev, next): the
         pre-v5.7 fork path looked at the parent's, through the stale copied links.
         """
-        avc = self.anon_vma_chain_alloc(vma, None, "__anon_vma_prepare")
         prev, nxt = neighbours if neighbours is not None else self.neighbours(vma)
         anon_vma = self.find_mergeable_anon_vma(vma, prev, nxt)
         if anon_vma is None:
-            anon_vma = self.anon_vma_alloc("__anon_vma_prepare")
+            anon_vma = self.anon_vma_alloc("__anon_vma_prepare", vma)
             anon_vma.num_children += 1            # self-parent link for new root
         else:
             self.counters.prepare_reused_neighbour += 1
+        # The kernel allocates the AVC before the look-up; the order changes no count.
+        avc = self.anon_vma_chain_alloc(vma, anon_vma, "__anon_vma_prepare")
+        self.anon_vma_lock_write(anon_vma)
         self.touched(anon_vma)
         vma.anon_vma = anon_vma
-        avc.anon_vma = anon_vma
         self.anon_vma_chain_link(vma, avc, anon_vma)
         anon_vma.num_active_vmas += 1
 
@@ -150,12 +193,22 @@ class RmapMixin:
         may be reused (policy.may_reuse) to stop the hierarchy growing without bound.
         """
         policy = self.policy
+        c = self.counters
+        if policy.skip_unfaulted and src.anon_vma is None:
+            # 7.0 "mm/rmap: skip unfaulted VMAs on anon_vma clone, unlink" (ljs 783e3bdb5f85):
+            # return at once; check_anon_vma_clone() warns if such a VMA has a chain.
+            if src.chain:
+                self.violation("unfaulted-with-chain",
+                               f"{src!r} has no anon_vma but {len(src.chain)} AVC(s) "
+                               "(VM_WARN_ON_ONCE in check_anon_vma_clone)")
+            return
         preset = policy.clone_preset(dst, src, links)
         if preset is not None:
             dst.anon_vma = preset
-            self.counters.share_at_fork += 1
+            c.share_at_fork += 1
             if src.mm.forked:
-                self.counters.share_at_fork_by_forked += 1
+                c.share_at_fork_by_forked += 1
+        allocated = c.avc_alloc
         for pavc in src.chain:                    # list_for_each_entry_reverse: oldest first
             anon_vma = pavc.anon_vma
             avc = self.anon_vma_chain_alloc(dst, anon_vma, "anon_vma_clone", caller)
@@ -164,12 +217,19 @@ class RmapMixin:
                 if src.anon_vma is None:
                     # Where 47b390d23bf8's ``src->anon_vma`` term would decide: counted, so
                     # a replay shows whether it ever does.
-                    self.counters.reuse_test_src_null += 1
+                    c.reuse_test_src_null += 1
                     if policy.reuse_needs_src_anon_vma:
                         continue
                 if policy.may_reuse(anon_vma, dst, src):
                     dst.anon_vma = anon_vma
-                    self.counters.reuse_at_fork += 1
+                    c.reuse_at_fork += 1
+        allocated = c.avc_alloc - allocated
+        if allocated:
+            c.anon_vma_lock += 1                  # one root for the whole chain
+            if not policy.avc_alloc_unlocked:
+                # dd34739c03f2: the first AVC is allocated before lock_anon_vma_root(), the
+                # others GFP_NOWAIT with the root rwsem held.
+                c.avc_alloc_locked += allocated - 1
         if dst.anon_vma is not None:
             dst.anon_vma.num_active_vmas += 1
             self.touched(dst.anon_vma)
@@ -183,8 +243,10 @@ class RmapMixin:
         """
         if pvma.anon_vma is None:
             return
+        policy = self.policy
+        policy.before_fork(self, vma, pvma)
         vma.anon_vma = None                       # "we'll reuse existing or allocate new"
-        shared = self.policy.fork_share(vma, pvma, links)
+        shared = policy.fork_share(vma, pvma, links)
         if shared is not None:
             vma.anon_vma = shared
             self.counters.share_at_fork += 1
@@ -192,18 +254,28 @@ class RmapMixin:
                 self.counters.share_at_fork_by_forked += 1
             self.anon_vma_clone(vma, links.child_prev, "fork")
             return
+        if policy.fork_allocates_first:
+            # 7.0 "mm/rmap: eliminate partial anon_vma tear-down in anon_vma_fork()" (ljs
+            # 783e3bdb5f85): allocate before cloning, free both if an anon_vma is reused.
+            anon_vma = self.anon_vma_alloc("anon_vma_fork", vma)
+            avc = self.anon_vma_chain_alloc(vma, anon_vma, "anon_vma_fork")
         self.anon_vma_clone(vma, pvma, "fork", links)
         if vma.anon_vma is not None:              # an existing anon_vma has been reused
+            if policy.fork_allocates_first:
+                self.put_anon_vma(anon_vma)
+                self.anon_vma_chain_free(avc)
             return
-        anon_vma = self.anon_vma_alloc("anon_vma_fork")
+        if not policy.fork_allocates_first:
+            anon_vma = self.anon_vma_alloc("anon_vma_fork", vma)
+            avc = self.anon_vma_chain_alloc(vma, anon_vma, "anon_vma_fork")
         anon_vma.num_active_vmas += 1
-        avc = self.anon_vma_chain_alloc(vma, anon_vma, "anon_vma_fork")
         # The root's rwsem locks the whole family; pin the root while we live.
         anon_vma.root = pvma.anon_vma.root
         anon_vma.parent = pvma.anon_vma
         anon_vma.depth = pvma.anon_vma.depth + 1
         anon_vma.root.refcount += 1               # get_anon_vma(anon_vma->root)
         vma.anon_vma = anon_vma                   # where this VMA's COWed pages go
+        self.anon_vma_lock_write(anon_vma)
         self.anon_vma_chain_link(vma, avc, anon_vma)
         anon_vma.parent.num_children += 1
         self.touched(anon_vma)
@@ -215,6 +287,15 @@ class RmapMixin:
         anon_vmas stay on the list during the first pass and are put in a second
         one (the kernel must drop the root lock before __put_anon_vma).
         """
+        if self.policy.skip_unfaulted and vma.anon_vma is None:
+            # 7.0 (ljs 783e3bdb5f85): "Unfaulted is a no-op."
+            if vma.chain:
+                self.violation("unfaulted-with-chain",
+                               f"{vma!r} has no anon_vma but {len(vma.chain)} AVC(s) "
+                               "(VM_WARN_ON_ONCE in unlink_anon_vmas)")
+            return
+        if vma.chain:
+            self.anon_vma_lock_write(vma.chain[0].anon_vma)
         empty: list[AnonVmaChain] = []
         for avc in reversed(vma.chain):
             anon_vma = avc.anon_vma

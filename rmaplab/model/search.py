@@ -32,6 +32,8 @@ from typing import Any
 from rmaplab import ddmin
 from rmaplab.ddmin import renumber
 from rmaplab.model.machine import EventError, Kernel
+from rmaplab.model.plugins import guard, hook_error
+from rmaplab.model.policies import Policy, get_policy
 from rmaplab.model.structs import AnonVma
 from rmaplab.paths import cache_dir
 
@@ -171,7 +173,7 @@ class Finding:
     seconds: float = 0.0          # wall time until the violation was found (before shrinking)
 
 
-def replay_events(events: list[dict[str, Any]], policy: str, check: str = "full"
+def replay_events(events: list[dict[str, Any]], policy: str | Policy, check: str = "full"
                   ) -> Kernel | None:
     """The kernel after the events, or None if they are not a valid trace."""
     kernel = Kernel(policy, check=check)
@@ -183,7 +185,7 @@ def replay_events(events: list[dict[str, Any]], policy: str, check: str = "full"
     return kernel
 
 
-def run_program(program: list[Op], policy: str, check: str = "full",
+def run_program(program: list[Op], policy: str | Policy, check: str = "full",
                 prefix: list[dict[str, Any]] | None = None
                 ) -> tuple[Kernel, list[dict[str, Any]]]:
     kernel = Kernel(policy, check=check)
@@ -199,7 +201,8 @@ def first_violation(kernel: Kernel | None, invariant: str):
     return next((v for v in kernel.violations if v.invariant == invariant), None)
 
 
-def shrink(events: list[dict[str, Any]], policy: str, invariant: str) -> list[dict[str, Any]]:
+def shrink(events: list[dict[str, Any]], policy: str | Policy, invariant: str
+           ) -> list[dict[str, Any]]:
     """Delta debugging (rmaplab.ddmin) on the concrete events: drop events (or a process's
     fork with its whole life) while the trace stays valid and still breaks the rule; the
     trace is cut after the event that breaks it."""
@@ -210,7 +213,7 @@ def shrink(events: list[dict[str, Any]], policy: str, invariant: str) -> list[di
     return renumber(ddmin.shrink(events, keep, chunked=False))
 
 
-def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-chain",
+def find_violation(policy: str | Policy = "v5.4", invariant: str = "same-anon_vma-same-chain",
                    budget: int = 60_000, examples_per_seed: int = 5_000, max_ops: int = 30,
                    with_writes: bool = False, prefix: list[dict[str, Any]] | None = None
                    ) -> Finding | None:
@@ -220,7 +223,16 @@ def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-ch
     mprotect are generated unless ``with_writes``: they are the operations that
     change the anon_vma topology; writes only create pages.  With ``prefix`` (a
     trace, e.g. an earlier finding), programs continue it instead of starting afresh.
+    ``policy`` is a built-in name or a plug-in (a spec or a Policy); an exception
+    inside a plug-in's hook stops the search with an RmaplabError naming it.
     """
+    policy = get_policy(policy)
+    with guard(policy):
+        return _search(policy, invariant, budget, examples_per_seed, max_ops, with_writes, prefix)
+
+
+def _search(policy: Policy, invariant: str, budget: int, examples_per_seed: int, max_ops: int,
+            with_writes: bool, prefix: list[dict[str, Any]] | None) -> Finding | None:
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
@@ -245,7 +257,14 @@ def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-ch
         @given(program=st.lists(op, max_size=max_ops))
         def probe(program):
             state["count"] += 1
-            kernel, events = run_program(program, policy, check="incremental", prefix=prefix)
+            try:
+                kernel, events = run_program(program, policy, check="incremental", prefix=prefix)
+            except Exception as e:
+                # A plug-in's own failure is not a finding: stop at once, do not shrink it.
+                state["error"] = hook_error(e, policy)
+                if state["error"] is None:
+                    raise
+                raise Found from None
             target(danger(kernel), label="non-ancestor anon_vmas in chains")
             hit = first_violation(kernel, invariant)
             if hit is not None:
@@ -268,12 +287,14 @@ def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-ch
                 run()
             except Found:
                 pass
+            if state.get("error") is not None:
+                raise state["error"]
             spent += state["count"]
             if "events" in state:
                 seconds = time.perf_counter() - start
                 events = shrink(state["events"], policy, invariant)
                 violation = first_violation(replay_events(events, policy), invariant)
-                return Finding(policy, invariant, events, violation.as_dict(), spent, seed,
+                return Finding(policy.name, invariant, events, violation.as_dict(), spent, seed,
                                seconds)
             seed += 1
     return None
@@ -294,11 +315,19 @@ def random_program(rng: random.Random, max_ops: int = 30) -> list[Op]:
     return program
 
 
-def random_search(policy: str, invariant: str = "same-anon_vma-same-chain",
+def random_search(policy: str | Policy, invariant: str = "same-anon_vma-same-chain",
                   budget: int = 100_000, seed: int = 0, max_ops: int = 30
                   ) -> Finding | None:
     """Unsteered search: independent uniform random programs until one breaks
-    ``invariant`` under ``policy`` or ``budget`` programs were tried; shrink it."""
+    ``invariant`` under ``policy`` or ``budget`` programs were tried; shrink it.
+    ``policy`` as for :func:`find_violation`."""
+    policy = get_policy(policy)
+    with guard(policy):
+        return _random_search(policy, invariant, budget, seed, max_ops)
+
+
+def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_ops: int
+                   ) -> Finding | None:
     rng = random.Random(seed)
     start = time.perf_counter()
     for n in range(1, budget + 1):
@@ -308,5 +337,5 @@ def random_search(policy: str, invariant: str = "same-anon_vma-same-chain",
             seconds = time.perf_counter() - start
             shrunk = shrink(events[: hit.event + 1], policy, invariant)
             violation = first_violation(replay_events(shrunk, policy), invariant)
-            return Finding(policy, invariant, shrunk, violation.as_dict(), n, seed, seconds)
+            return Finding(policy.name, invariant, shrunk, violation.as_dict(), n, seed, seconds)
     return None

@@ -46,7 +46,7 @@ PROT = {"": 0, "r": VM_READ, "rw": VM_READ | VM_WRITE, "rx": VM_READ | VM_EXEC,
 
 class AnonVma:
     __slots__ = ("id", "root", "parent", "refcount", "num_children", "num_active_vmas",
-                 "avcs", "freed", "pages", "depth")
+                 "avcs", "freed", "pages", "depth", "deferred")
 
     def __init__(self, ident: int) -> None:
         self.id = ident
@@ -62,6 +62,10 @@ class AnonVma:
         # the distance to the root.
         self.pages = 0
         self.depth = 0
+        # True while a policy has deferred the allocation (Policy.defer_anon_vma): the
+        # object stands for the rmap such a kernel keeps without an anon_vma, and neither
+        # it nor the AVCs that link to it are counted until it is materialised.
+        self.deferred = False
 
     @property
     def degree(self) -> int:

@@ -15,6 +15,7 @@ from rmaplab.stats.comparison import fmt_p as _p
 from rmaplab.stats.comparison import fmt_tau as _tau
 
 _UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+TIME_METRICS = ("real", "user", "sys")
 
 
 def unit_for(seconds: float) -> tuple[float, str]:
@@ -32,14 +33,29 @@ def _decimals(sd: float) -> int:
     return max(0, min(6, 1 - math.floor(math.log10(sd))))
 
 
+def _scale(m: MetricComparison) -> tuple[float, str]:
+    """A time metric's unit; counts (rmaplab measure's allocation counters) have none."""
+    if m.metric in TIME_METRICS:
+        return unit_for(max(m.mean_a, m.mean_b))
+    return 1.0, ""
+
+
 def _row_decimals(m: MetricComparison, scale: float) -> int:
-    """One set of decimals for both sides: enough for the tighter side's SD."""
+    """One set of decimals for both sides: enough for the tighter side's SD (a count
+    gets none unless its SD is below 1)."""
     spreads = [sd for sd in (m.sd_a, m.sd_b) if sd > 0]
+    if m.metric not in TIME_METRICS:
+        return _decimals(min(spreads)) if spreads and min(spreads) < 1 else 0
     return _decimals(min(spreads) / scale) if spreads else 3
 
 
+def _digits(x: float, scale: float, unit: str, d: int) -> str:
+    """A time in its unit, or a count (no unit) with thousands separators."""
+    return f"{x / scale:{'' if unit else ','}.{d}f}"
+
+
 def _centre(mean: float, sd: float, scale: float, unit: str, d: int) -> str:
-    return f"{mean / scale:.{d}f} ± {sd / scale:.{d}f} {unit}"
+    return f"{_digits(mean, scale, unit, d)} ± {_digits(sd, scale, unit, d)} {unit}".rstrip()
 
 
 def _pct(x: float | None) -> str:
@@ -62,7 +78,7 @@ def format_table(c: Comparison, verbose: bool = False) -> str:
              f"design: {c.design} -- {c.design_note}", ""]
     rows = []
     for m in c.metrics:
-        scale, unit = unit_for(max(m.mean_a, m.mean_b))
+        scale, unit = _scale(m)
         d = _row_decimals(m, scale)
         rows.append([m.metric, _centre(m.mean_a, m.sd_a, scale, unit, d),
                      _centre(m.mean_b, m.sd_b, scale, unit, d), _change(m),
@@ -127,11 +143,11 @@ def _methods(c: Comparison) -> list[str]:
 
 
 def _details(m: MetricComparison, c: Comparison) -> list[str]:
-    scale, unit = unit_for(max(m.mean_a, m.mean_b))
+    scale, unit = _scale(m)
     d = _row_decimals(m, scale)
 
     def t(x: float | None) -> str:
-        return "n/a" if x is None else f"{x / scale:.{d}f} {unit}"
+        return "n/a" if x is None else f"{_digits(x, scale, unit, d)} {unit}".rstrip()
 
     def side(label: str, n: int, excl: int, mean, sd, med, lo, hi) -> str:
         dropped = f" ({excl} failed run(s) excluded)" if excl else ""

@@ -4,7 +4,9 @@ Each format module has ``NAME``, ``DESCRIPTION``, ``sniff(text) -> line | None``
 (the first line that shows the format) and ``parse(text, source) -> records``.
 Adding a format is one module and one line in ``FORMATS``.  :func:`load` picks
 the format (or takes the one given), refuses files that mix formats, and returns
-records of one schema (:mod:`rmaplab.timings._schema`).
+records of one schema (:mod:`rmaplab.timings._schema`).  A ``rmaplab measure``
+directory is read as such (:mod:`rmaplab.timings.rmaplab_measure`), and ``-`` is
+standard input (e.g. ``rmaplab measure --json ... | rmaplab compare -``).
 """
 
 from __future__ import annotations
@@ -12,26 +14,36 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import math
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from rmaplab.errors import RmaplabError
-from rmaplab.timings import bash_time, gnu_time, hyperfine, perf_stat, pyperf_json
+from rmaplab.timings import (
+    bash_time,
+    gnu_time,
+    hyperfine,
+    perf_stat,
+    pyperf_json,
+    rmaplab_measure,
+)
 from rmaplab.timings._schema import COLUMNS, METRICS, TimingRecord
 
 # Sniffing order matters only for JSON, where the first match wins.
-FORMATS = {m.NAME: m for m in (hyperfine, pyperf_json, perf_stat, gnu_time, bash_time)}
+FORMATS = {m.NAME: m for m in (hyperfine, pyperf_json, rmaplab_measure, perf_stat, gnu_time,
+                               bash_time)}
 _TEXT_FORMATS = (perf_stat, gnu_time, bash_time)
 
 __all__ = ["FORMATS", "METRICS", "TimingRecord", "detect", "load", "load_many", "to_frame"]
 
 
 def read_text(path: str | Path) -> str:
-    p = Path(path)
+    stdin = str(path) == "-"
+    p = Path("standard input" if stdin else path)
     try:
-        data = p.read_bytes()
+        data = sys.stdin.buffer.read() if stdin else p.read_bytes()
     except FileNotFoundError:
         raise RmaplabError("no such file", path=p) from None
     except IsADirectoryError:
@@ -56,10 +68,11 @@ def detect(text: str, source: str) -> str:
     stripped = text.lstrip()
     # perf stat -j writes one JSON object per line, not one JSON document.
     if (stripped.startswith("{") or stripped.startswith("[")) and '"counter-value"' not in text:
-        for mod in (hyperfine, pyperf_json):
+        for mod in (hyperfine, pyperf_json, rmaplab_measure):
             if mod.sniff(text):
                 return mod.NAME
-        raise RmaplabError("JSON, but neither hyperfine nor pyperf JSON", path=source)
+        raise RmaplabError("JSON, but neither hyperfine, pyperf nor rmaplab measure JSON",
+                           path=source)
     hits = {m.NAME: line for m in _TEXT_FORMATS if (line := m.sniff(text)) is not None}
     # perf stat's footer ("seconds user") and GNU time -p / bash -p never collide with the
     # other sniffers' patterns; two hits therefore mean two tools' outputs in one file.
@@ -79,8 +92,12 @@ def detect(text: str, source: str) -> str:
 
 def load(path: str | Path, format: str = "auto", time_format: str | None = None
          ) -> list[TimingRecord]:
-    """Parse one timing file into records (see :class:`TimingRecord`)."""
-    source = str(path)
+    """Parse one timing file (or measurement directory) into records (:class:`TimingRecord`)."""
+    source = "standard input" if str(path) == "-" else str(path)
+    if str(path) != "-" and Path(path).is_dir():
+        if format not in ("auto", rmaplab_measure.NAME) or time_format is not None:
+            raise RmaplabError("is a directory, not a timing file", path=path)
+        return _checked(rmaplab_measure.parse_dir(Path(path)), source)
     text = read_text(path)
     if time_format is not None:
         if format not in ("auto", gnu_time.NAME):
