@@ -210,37 +210,47 @@ def uml_kbuild_counts(campaign: str | Path | None = "latest") -> pd.DataFrame | 
     """The tinyconfig build counted inside the policy kernels, or None when not recorded.
 
     ``campaign`` is a directory written by `rmaplab kernel kbuild` (absolute, or relative
-    to data/raw/), ``"latest"`` for the newest ``data/raw/uml/*-kbuild-*``, or None/""
-    for none.  Its files are checked against the manifest and read with
-    :func:`rmaplab.kernel.kbuild.load` (one row per policy and shell); column ``ok`` is
-    False for a build that failed, whose counts are those of a partial build.
+    to data/raw/), ``"latest"`` for every complete ``data/raw/uml/*-kbuild-*`` campaign of
+    the newest campaign's kernel (campaigns are often split by policy to run side by side;
+    per policy and shell the newest successful build is kept), or None/"" for none.  Files
+    are checked against the manifest and read with :func:`rmaplab.kernel.kbuild.load` (one
+    row per policy and shell); column ``ok`` is False for a build that failed, whose
+    counts are those of a partial build.
     """
     from rmaplab.kernel import kbuild
 
     if not campaign:
         return None
     if campaign == "latest":
-        dirs = uml_kbuild_dirs()
-        if not dirs:
+        wheres = uml_kbuild_dirs()
+        if not wheres:
             return None
-        where = dirs[-1]
     else:
         where = Path(campaign)
-        where = where if where.is_absolute() else raw_dir() / where
-    if not where.is_dir():
-        raise RmaplabError("no such policy-kernel campaign directory", path=where,
-                           hint="a directory written by `rmaplab kernel kbuild`")
-    rel = where.resolve().relative_to(raw_dir().resolve())
-    for name in ("metadata.json", "runs.csv"):
-        integrity.raw_path(f"{rel.as_posix()}/{name}")
-    runs = kbuild.load([where])
-    missing = [c for c in ("policy", "shell", "exit_status", "failed", *KERNEL_COUNTS)
-               if c not in runs.columns]
-    if missing:
-        raise RmaplabError(f"runs.csv lacks {', '.join(missing)}", path=where / "runs.csv")
-    runs["ok"] = (runs["exit_status"] == 0) & ~runs["failed"].astype(bool)
-    runs["source"] = f"{rel.as_posix()}/runs.csv"
-    return runs
+        wheres = [where if where.is_absolute() else raw_dir() / where]
+    frames = []
+    for where in wheres:
+        if not where.is_dir():
+            raise RmaplabError("no such policy-kernel campaign directory", path=where,
+                               hint="a directory written by `rmaplab kernel kbuild`")
+        rel = where.resolve().relative_to(raw_dir().resolve())
+        for name in ("metadata.json", "runs.csv"):
+            integrity.raw_path(f"{rel.as_posix()}/{name}")
+        runs = kbuild.load([where])
+        missing = [c for c in ("policy", "shell", "exit_status", "failed", *KERNEL_COUNTS)
+                   if c not in runs.columns]
+        if missing:
+            raise RmaplabError(f"runs.csv lacks {', '.join(missing)}", path=where / "runs.csv")
+        runs["ok"] = (runs["exit_status"] == 0) & ~runs["failed"].astype(bool)
+        runs["source"] = f"{rel.as_posix()}/runs.csv"
+        frames.append(runs)
+    runs = pd.concat(frames, ignore_index=True)
+    # one kernel: the newest campaign's (a rebuilt kernel is another experiment)
+    runs = runs[runs["kernel_key"] == runs["kernel_key"].iloc[-1]]
+    # per policy and shell, the newest successful build (campaigns are oldest first)
+    runs = runs.assign(_order=range(len(runs))).sort_values(["ok", "_order"])
+    return (runs.drop_duplicates(["policy", "shell"], keep="last")
+                .sort_values("_order").drop(columns="_order").reset_index(drop=True))
 
 
 def model_vs_kernel(model: pd.DataFrame, measured: pd.DataFrame | None) -> pd.DataFrame:

@@ -66,11 +66,11 @@ def repo(tmp_path, monkeypatch):
     return raw
 
 
-def campaign(raw, stamp, rows, manifest=True):
+def campaign(raw, stamp, rows, manifest=True, kernel="k"):
     """A directory as `rmaplab kernel kbuild` writes it (metadata.json, runs.csv)."""
     d = raw / "uml" / f"{stamp}-kbuild-tinyconfig-j2"
     d.mkdir(parents=True)
-    (d / "metadata.json").write_text(json.dumps({"kernel": {"key": "k"}, "jobs": 2}))
+    (d / "metadata.json").write_text(json.dumps({"kernel": {"key": kernel}, "jobs": 2}))
     pd.DataFrame([{"policy": p, "shell": "sh", "exit_status": rc, "failed": rc != 0,
                    "anon_vma_alloc": av, "anon_vma_fork": fork, "avc_alloc": avc}
                   for p, rc, av, fork, avc in rows]).to_csv(d / "runs.csv", index=False)
@@ -100,6 +100,25 @@ def test_uml_counts_load_the_newest_campaign_and_price_savings_by_hand(repo):
     # an older campaign by name
     older = cf.uml_kbuild_counts("uml/20270101T000000Z-kbuild-tinyconfig-j2")
     assert older.set_index("policy").loc["v5.5", "anon_vma_alloc"] == 100
+
+
+def test_uml_counts_join_campaigns_split_by_policy_on_one_kernel(repo):
+    campaign(repo, "20261231T000000Z", [("v6.0", 0, 1, 1, 1)], kernel="old")
+    campaign(repo, "20270101T000000Z", [("v5.4", 0, 200, 100, 500), ("v5.5", 0, 150, 50, 450),
+                                        ("no-reuse", 1, 7, 7, 7)])
+    campaign(repo, "20270101T000001Z", [("v6.0", 0, 201, 101, 501),
+                                        ("wei-intended", 0, 170, 50, 500)])
+    got = cf.uml_kbuild_counts().set_index("policy")
+    # the other kernel's v6.0 is not mixed in; every policy of kernel "k" is, once
+    assert got["anon_vma_alloc"].to_dict() == {"v5.4": 200, "v5.5": 150, "no-reuse": 7,
+                                               "v6.0": 201, "wei-intended": 170}
+    assert not got.loc["no-reuse", "ok"]
+    assert got.loc["v6.0", "source"] == "uml/20270101T000001Z-kbuild-tinyconfig-j2/runs.csv"
+    # a later successful build of a policy replaces a failed one, not the other way round
+    campaign(repo, "20270102T000000Z", [("no-reuse", 0, 199, 99, 499), ("v5.4", 3, 1, 1, 1)])
+    got = cf.uml_kbuild_counts().set_index("policy")
+    assert got.loc["no-reuse", "anon_vma_alloc"] == 199 and got.loc["no-reuse", "ok"]
+    assert got.loc["v5.4", "anon_vma_alloc"] == 200 and got.loc["v5.4", "ok"]
 
 
 def test_model_beside_the_kernel_counts_with_failed_builds_marked(repo):
