@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any
 
 from rmaplab.cli._registry import command, json_out
 from rmaplab.errors import RmaplabError
@@ -84,52 +82,18 @@ def _trace(sub) -> None:
 
 
 def _run_trace(args) -> int:
-    import tempfile
     from datetime import UTC, datetime
 
-    from rmaplab import atomic, integrity
-    from rmaplab.measure import capture, host
+    from rmaplab.measure import capture
     from rmaplab.measure.run import slug
-    from rmaplab.paths import cache_dir, raw_dir
+    from rmaplab.paths import raw_dir
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd and args.perf_data is None:
         raise RmaplabError("no command to trace", hint="rmaplab trace -- CMD [ARG...]")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = args.output or raw_dir() / "traces" / f"{stamp}-{slug(args.label or ' '.join(cmd))}"
-    if target.exists():
-        raise RmaplabError("output directory exists; traces are never overwritten", path=target)
-    meta: dict[str, Any] = {"host": host.describe(), "command": cmd,
-                            "cwd": str(args.cwd) if args.cwd else None,
-                            "record_events": capture.RECORD_EVENTS}
-    if args.perf_data is not None:
-        data = args.perf_data
-        if not data.exists():
-            raise RmaplabError("no such perf.data", path=data)
-    else:
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        data = Path(tempfile.mkdtemp(dir=cache_dir(), prefix="trace-")) / "perf.data"
-        import os
-
-        cwd = os.getcwd()
-        if args.cwd:
-            os.chdir(args.cwd)
-        try:
-            meta["record"] = capture.record(cmd, data)
-        finally:
-            os.chdir(cwd)
-    meta["perf_data"] = str(data)
-    print(f"converting {data} ...", file=sys.stderr, flush=True)
-    events, conv = capture.convert(
-        capture.perf_script_lines(data),
-        progress=lambda n: print(f"  {n:,} perf lines", file=sys.stderr, flush=True))
-    with atomic.new_directory(target) as d:
-        capture.write_outputs(d, events, conv, meta)
-    try:
-        target.resolve().relative_to(raw_dir().resolve())
-        integrity.add([target])
-    except ValueError:
-        pass
+    events, conv = capture.trace(cmd, target, cwd=args.cwd, perf_data=args.perf_data)
     print(f"{len(events):,} events ({conv.stats['faults']:,} faults seen, "
           f"{conv.stats['faults_dropped']:,} dropped as irrelevant) -> {target}")
     return 0
@@ -217,18 +181,29 @@ def _run_forkcost(args) -> int:
 @command("kbuild")
 def _kbuild(sub) -> None:
     p = sub.add_parser(
-        "kbuild", help="kernel-build campaign: tinyconfig builds with sh and bash, interleaved",
+        "kbuild", help="kernel-build campaign: builds with each recipe shell, interleaved",
         description="Install Debian's linux-source-6.12 and its build dependencies if missing "
-                    "(root), unpack it into $RMAPLAB_CACHE (default ~/.cache/rmaplab), make "
-                    "tinyconfig, then measure `make -s -jJOBS` after an unmeasured `make -s "
-                    "clean`, with the default /bin/sh and with SHELL=/bin/bash, in a seeded random "
-                    "order.  Takes about 80 s per run on 2 cores.  Results go to "
-                    "data/raw/kbuild/ (raw data: commit them).",
+                    "(root), unpack it into $RMAPLAB_CACHE (default ~/.cache/rmaplab), `make "
+                    "CONFIG` (tinyconfig), then measure `make -s -jJOBS` after an unmeasured "
+                    "`make -s clean`, once per shell (sh = /bin/sh, bash = SHELL=/bin/bash, "
+                    "dash2019 = SHELL=dash-2019, built on demand: forks like Debian 10's dash), "
+                    "in a seeded random order.  Takes about 80 s per tinyconfig run on 2 cores. "
+                    "Results go to data/raw/kbuild/ (raw data: commit them).  --trace records "
+                    "one build per shell with `rmaplab trace` into data/raw/traces/ instead.",
     )
     p.add_argument("--runs", type=int, default=10, help="measured runs per shell (default 10)")
     p.add_argument("--warmups", type=int, default=1, help="warm-up runs per shell (default 1)")
     p.add_argument("--jobs", type=int, default=2, help="make -j (default 2)")
     p.add_argument("--seed", type=int, default=2019, help="seed of the run order")
+    p.add_argument("--config", default="tinyconfig",
+                   help="make targets that configure the tree (default tinyconfig), e.g. "
+                        "defconfig")
+    p.add_argument("--shells", default="sh,bash",
+                   help="recipe shells, comma-separated: sh, bash, dash2019 (default sh,bash)")
+    p.add_argument("--label", help="name of the measurement (default CONFIG-jJOBS)")
+    p.add_argument("--trace", action="store_true",
+                   help="record one traced build per shell (data/raw/traces/<time>-kbuild-"
+                        "[CONFIG-]SHELL) instead of counting")
     p.add_argument("--out", type=Path, help="parent directory (default data/raw/kbuild)")
     p.set_defaults(func=_run_kbuild)
 
@@ -237,11 +212,37 @@ def _run_kbuild(args) -> int:
     from rmaplab.measure import kbuild, run
     from rmaplab.paths import raw_dir
 
-    tree = kbuild.ensure_source()
-    runs, where = run.campaign(kbuild.conditions(tree, args.jobs), runs=args.runs,
+    shells = tuple(s.strip() for s in args.shells.split(",") if s.strip())
+    bad = [s for s in shells if s not in kbuild.SHELLS]
+    if bad or not shells:
+        raise RmaplabError(f"unknown shell {bad[0] if bad else args.shells!r}",
+                           hint="one or more of: " + ", ".join(kbuild.SHELLS))
+    tree = kbuild.ensure_source(args.config)
+    meta = kbuild.describe(tree, args.config, shells)
+    if args.trace:
+        return _trace_kbuild(args, tree, shells, meta)
+    label = args.label or kbuild.config_slug(args.config)
+    runs, where = run.campaign(kbuild.conditions(tree, args.jobs, shells), runs=args.runs,
                                warmups=args.warmups, seed=args.seed,
-                               label=f"tinyconfig-j{args.jobs}",
-                               out_root=args.out or raw_dir() / "kbuild")
+                               label=f"{label}-j{args.jobs}",
+                               out_root=args.out or raw_dir() / "kbuild", extra_meta=meta)
     failed = sum(1 for r in runs if r.failed)
     print(f"{len(runs)} runs, {failed} failed; raw data: {where}")
     return 0 if not failed else 1
+
+
+def _trace_kbuild(args, tree: Path, shells: tuple[str, ...], meta: dict) -> int:
+    import subprocess
+    from datetime import UTC, datetime
+
+    from rmaplab.measure import capture, kbuild
+    from rmaplab.paths import raw_dir
+
+    for shell in shells:
+        subprocess.run(["make", "-s", "clean"], cwd=tree, check=True, capture_output=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = (args.out or raw_dir() / "traces") / f"{stamp}-{kbuild.trace_label(args.config, shell)}"
+        events, conv = capture.trace(kbuild.build_command(shell, args.jobs), target, cwd=tree,
+                                     extra_meta=meta)
+        print(f"{shell}: {len(events):,} events -> {target}")
+    return 0

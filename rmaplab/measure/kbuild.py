@@ -1,19 +1,26 @@
-"""The kernel-build workload: Debian's linux-source-6.12, tinyconfig, `make -j2`.
+"""The kernel-build workload: Debian's linux-source-6.12, a config (tinyconfig), `make -j2`.
 
-The tree is unpacked once into a cache outside the repository
-(``$RMAPLAB_CACHE``, default ~/.cache/rmaplab).  Each measured run is preceded by an
-unmeasured ``make -s clean``.  Two conditions: the default /bin/sh (dash on Debian)
-and ``SHELL=/bin/bash`` for make's recipes (bash forks where dash vforks, closer to a
-2019 userland).
+The tree is unpacked once per config into a cache outside the repository
+(``$RMAPLAB_CACHE``, default ~/.cache/rmaplab): ``linux-source-6.12`` for
+tinyconfig, ``linux-source-6.12-<config>`` for any other.  Each measured run is
+preceded by an unmeasured ``make -s clean``.  The recipes' shell is a condition:
+
+* ``sh``: the default /bin/sh (dash 0.5.12 on Debian 12: vfork for external commands);
+* ``bash``: ``SHELL=/bin/bash`` (forks every external command but the last of a
+  ``-c`` string);
+* ``dash2019``: ``SHELL=<dash-2019>`` (rmaplab.measure.dash2019: forks every external
+  command, as Debian 10's dash 0.5.10.2 did).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from rmaplab.errors import RmaplabError
 from rmaplab.measure.run import Condition
@@ -21,12 +28,36 @@ from rmaplab.paths import cache_dir
 
 SOURCE_PACKAGE = "linux-source-6.12"
 TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
-BUILD_DEPS = ["linux-source-6.12", "flex", "bison", "libelf-dev", "cpio", "bc", "make", "gcc"]
+BUILD_DEPS = ["linux-source-6.12", "flex", "bison", "libelf-dev", "cpio", "bc", "make", "gcc",
+              "libssl-dev"]
+SHELLS = ("sh", "bash", "dash2019")
+DEFAULT_CONFIG = "tinyconfig"
 
 
-def ensure_source(log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
-    """The unpacked, tinyconfig'd tree; installs and unpacks it if needed."""
-    tree = cache_dir() / SOURCE_PACKAGE
+def config_slug(config: str) -> str:
+    """``config`` (make targets, e.g. "tinyconfig kvm_guest.config") as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", config).strip("-")
+
+
+def tree_name(config: str) -> str:
+    """Cache directory of the tree for ``config``."""
+    if config == DEFAULT_CONFIG:
+        return SOURCE_PACKAGE
+    return f"{SOURCE_PACKAGE}-{config_slug(config)}"
+
+
+def trace_label(config: str, shell: str) -> str:
+    """Label of a traced build: ``kbuild-SHELL`` for tinyconfig (what rmaplab.generator
+    loads), ``kbuild-CONFIG-SHELL`` otherwise."""
+    if config == DEFAULT_CONFIG:
+        return f"kbuild-{shell}"
+    return f"kbuild-{config_slug(config)}-{shell}"
+
+
+def ensure_source(config: str = DEFAULT_CONFIG,
+                  log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
+    """The unpacked tree configured with ``make <config>``; installs and unpacks it if needed."""
+    tree = cache_dir() / tree_name(config)
     if not TARBALL.exists():
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             raise RmaplabError(f"{TARBALL} is missing",
@@ -42,20 +73,67 @@ def ensure_source(log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
         if shutil.which(tool) is None:
             raise RmaplabError(f"{tool} is missing", hint="apt-get install " + " ".join(BUILD_DEPS))
     if not (tree / "Makefile").exists():
-        log(f"unpacking {TARBALL} into {tree.parent} ...")
+        log(f"unpacking {TARBALL} into {tree} ...")
         tree.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(tree.parent)], check=True)
+        staging = tree.parent / f".{tree.name}.unpack"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(staging)], check=True)
+        (staging / SOURCE_PACKAGE).rename(tree)
+        staging.rmdir()
     if not (tree / ".config").exists():
-        log("make tinyconfig ...")
-        subprocess.run(["make", "-s", "tinyconfig"], cwd=tree, check=True,
-                       stdout=subprocess.DEVNULL)
+        log(f"make {config} ...")
+        proc = subprocess.run(["make", "-s", *config.split()], cwd=tree, capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise RmaplabError(f"make {config} failed: {proc.stderr.strip()[-300:]}",
+                               path=tree)
     return tree
 
 
-def conditions(tree: Path, jobs: int = 2) -> list[Condition]:
+def shell_args(shell: str) -> list[str]:
+    """make's command-line variables that select the recipes' shell."""
+    if shell == "sh":
+        return []
+    if shell == "bash":
+        return ["SHELL=/bin/bash"]
+    if shell == "dash2019":
+        from rmaplab.measure import dash2019
+
+        return [f"SHELL={dash2019.binary()}"]
+    raise RmaplabError(f"unknown shell {shell!r}", hint="one of: " + ", ".join(SHELLS))
+
+
+def build_command(shell: str, jobs: int = 2) -> list[str]:
+    return ["make", "-s", f"-j{jobs}", *shell_args(shell)]
+
+
+def conditions(tree: Path, jobs: int = 2, shells: tuple[str, ...] = ("sh", "bash")
+               ) -> list[Condition]:
     clean = ["make", "-s", "clean"]
-    build = ["make", "-s", f"-j{jobs}"]
-    return [
-        Condition("sh", build, cwd=str(tree), before=clean),
-        Condition("bash", [*build, "SHELL=/bin/bash"], cwd=str(tree), before=clean),
-    ]
+    return [Condition(shell, build_command(shell, jobs), cwd=str(tree), before=clean)
+            for shell in shells]
+
+
+def _package_version(package: str) -> str | None:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def describe(tree: Path, config: str, shells: tuple[str, ...]) -> dict[str, Any]:
+    """What a kernel-build measurement records besides the host: tree, config, shells."""
+    config_file = tree / ".config"
+    options = sum(1 for line in config_file.read_text().splitlines()
+                  if re.match(r"CONFIG_\w+=[ym]", line)) if config_file.exists() else None
+    meta: dict[str, Any] = {"kbuild": {
+        "source_package": SOURCE_PACKAGE, "source_version": _package_version(SOURCE_PACKAGE),
+        "config": config, "config_options_set": options, "shells": list(shells)}}
+    if "dash2019" in shells:
+        from rmaplab.measure import dash2019
+
+        meta["dash2019"] = dash2019.describe()
+    return meta
