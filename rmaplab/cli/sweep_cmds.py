@@ -35,7 +35,8 @@ def _sweep(sub) -> None:
                     "--scheduler is given) and write one Parquet file per cell to OUT, "
                     "partitioned by policy.  A rerun skips cells already done; a failed cell "
                     "is recorded with its error.  --kind generated: the synthetic kernel build "
-                    "(rmaplab.generator) with --units/--shell/--make-forks/--jobs/--seeds; "
+                    "(rmaplab.generator) with --units/--shell/--make-forks/--shell-forks/--jobs/"
+                    "--seeds; "
                     "--kind micro: rmaplab.workloads with --workload/-k/-n.",
     )
     p.add_argument("--out", type=Path, required=True, help="result dataset directory")
@@ -43,7 +44,12 @@ def _sweep(sub) -> None:
     p.add_argument("--policy", default="all", help="policies, comma-separated, or all")
     p.add_argument("--units", default="1", help="recipes as multiples of the recorded build")
     p.add_argument("--shell", default="sh", help="sh and/or bash")
-    p.add_argument("--make-forks", default="no", help="no (make 4.3+) and/or yes (make 4.2)")
+    p.add_argument("--make-forks", default="no",
+                   help="no (make vforks or posix_spawns: 3.82, 4.2+) and/or yes (make 4.0/4.1 "
+                        "fork for every recipe)")
+    p.add_argument("--shell-forks", default="no",
+                   help="no (dash 0.5.11+ vforks commands) and/or yes (dash 0.5.10 and older "
+                        "fork every command: Debian 10); yes only with --shell sh")
     p.add_argument("--jobs", default="2", help="make -j")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-4")
     p.add_argument("--workload", default="split", help="micro workloads")
@@ -65,12 +71,20 @@ def _run_sweep(args) -> int:
         raise RmaplabError(f"unknown policy {unknown[0]!r}", hint="one of: " + ", ".join(POLICIES))
     if args.kind == "generated":
         shells = _list(args.shell)
-        bad = [s for s in shells if s not in ("sh", "bash")]
+        bad = [s for s in shells if s not in ("sh", "bash", "dash2019")]
         if bad:
-            raise RmaplabError(f"unknown shell {bad[0]!r}", hint="sh or bash")
-        cells = sweep.grid(kind=["generated"], units=_list(args.units, float), shell=shells,
-                           make_forks=_list(args.make_forks, bool), jobs=_list(args.jobs, int),
-                           seed=_list(args.seeds, int), policy=policies)
+            raise RmaplabError(f"unknown shell {bad[0]!r}",
+                               hint="sh, bash or dash2019 (a recorded build of each)")
+        shell_forks = _list(args.shell_forks, bool)
+        if True in shell_forks and shells != ["sh"]:
+            raise RmaplabError("--shell-forks yes models dash's forks: use it with --shell sh")
+        axes = {"kind": ["generated"], "units": _list(args.units, float), "shell": shells,
+                "make_forks": _list(args.make_forks, bool)}
+        cells = []
+        for forks in shell_forks:   # cells without shell_forks: ids as before it existed
+            extra = {"shell_forks": [True]} if forks else {}
+            cells += sweep.grid(**axes, **extra, jobs=_list(args.jobs, int),
+                                seed=_list(args.seeds, int), policy=policies)
     else:
         cells = sweep.grid(kind=["micro"], workload=_list(args.workload), k=_list(args.k, int),
                            n=_list(args.n, int), policy=policies)
