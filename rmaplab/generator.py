@@ -260,17 +260,22 @@ class Generator:
         yield from self._emit(child, cpid, ppid)
 
 
-def load_recorded(shell: str) -> tuple[Node, list[Event]]:
-    """The process tree of the newest recorded build with this shell (data/raw/traces)."""
+def load_recorded(shell: str, config: str = "tinyconfig") -> tuple[Node, list[Event]]:
+    """The process tree of the newest recorded build with this shell and kernel config
+    (data/raw/traces, rmaplab.measure.kbuild.trace_label)."""
     from rmaplab import integrity, traces
-    from rmaplab.measure.data import measurement_dirs
+    from rmaplab.measure.data import latest_named
+    from rmaplab.measure.kbuild import trace_label
     from rmaplab.paths import raw_dir
 
-    dirs = [d for d in measurement_dirs("traces") if d.name.endswith(f"kbuild-{shell}")]
-    if not dirs:
+    label = trace_label(config, shell)
+    try:
+        directory = latest_named("traces", label)
+    except RmaplabError:
         raise RmaplabError(f"no recorded build trace for shell {shell!r} in data/raw/traces",
-                           hint=f"rmaplab trace --label kbuild-{shell} -- make -s -j2")
-    rel = dirs[-1].relative_to(raw_dir()) / "trace.jsonl.gz"
+                           hint=f"rmaplab kbuild --config '{config}' --shells {shell} --trace"
+                           ) from None
+    rel = directory.relative_to(raw_dir()) / "trace.jsonl.gz"
     events = [ev for _, ev in traces.load(integrity.raw_path(str(rel)))]
     return parse_tree(events), events
 

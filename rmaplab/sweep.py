@@ -14,7 +14,9 @@ Cell kinds:
    "shell_forks": true, "jobs": 2, "seed": 0, "policy": ...}`` (rmaplab.generator.Params;
    a cell without ``shell_forks`` has it false, so cells recorded before it existed keep
    their ids)
-``{"kind": "trace", "trace": "path/to/trace.jsonl.gz", "policy": ...}``
+``{"kind": "trace", "trace": "data/raw/traces/<dir>/trace.jsonl.gz", "policy": ...}`` (a
+   path relative to the repository, so the cell id does not depend on the checkout; a
+   raw trace is checked against the manifest before it is read)
 """
 
 from __future__ import annotations
@@ -68,8 +70,20 @@ def _events(cell: dict[str, Any]):
                                shell_forks=bool(cell.get("shell_forks", False)),
                                jobs=int(cell["jobs"]), seed=int(cell["seed"])))
     if kind == "trace":
-        return traces.read(cell["trace"])
+        return traces.read(_trace_path(cell["trace"]))
     raise RmaplabError(f"unknown cell kind {kind!r}")
+
+
+def _trace_path(name: str) -> Path:
+    from rmaplab import integrity
+    from rmaplab.paths import repo_root
+
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    if path.parts[:2] == ("data", "raw"):
+        return integrity.raw_path(str(Path(*path.parts[2:])))
+    return repo_root() / path
 
 
 def run_cell(cell: dict[str, Any]) -> dict[str, Any]:

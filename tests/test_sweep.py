@@ -65,3 +65,13 @@ def test_shell_forks_is_a_cell_parameter_and_false_when_absent():
     assert sweep.cell_id(base) != sweep.cell_id({**base, "shell_forks": True})
     wrong = sweep.run_cell({**base, "shell": "bash", "shell_forks": True})
     assert wrong["status"] == "failed" and "shell_forks" in wrong["error"]
+
+
+def test_trace_cells_name_traces_relative_to_the_repository(tmp_path, monkeypatch):
+    """A trace cell's id does not depend on where the checkout is; the trace is replayed."""
+    monkeypatch.setenv("RMAPLAB_ROOT", str(tmp_path))
+    traces.write(workloads.split(4, 2), tmp_path / "traces" / "t.jsonl")
+    row = sweep.run_cell({"kind": "trace", "trace": "traces/t.jsonl", "policy": "v6.0"})
+    direct = traces.replay(workloads.numbered(workloads.split(4, 2)), policy="v6.0")
+    assert row["status"] == "ok", row["error"]
+    assert row["anon_vma_alloc"] == direct.counters["anon_vma_alloc"]
