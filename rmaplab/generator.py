@@ -298,6 +298,28 @@ def generate(params: Params) -> Iterator[tuple[int, Event]]:
     yield from enumerate(generator(params).events(), 1)
 
 
+def creations_by_program(events: list[Event]) -> dict[tuple[str, str | None], int]:
+    """How processes were started, by the creator's program at that moment:
+    {("fork" | "spawn", program): count}.  A fork copies the creator's mm; a spawn
+    (vfork or posix_spawn, then exec) does not."""
+    comm: dict[int, str | None] = {}
+    out: dict[tuple[str, str | None], int] = {}
+    for ev in events:
+        op = ev["op"]
+        if op == "spawn":
+            if ev.get("parent") is not None:
+                key = ("spawn", comm.get(ev["parent"]))
+                out[key] = out.get(key, 0) + 1
+            comm[ev["pid"]] = ev.get("comm")
+        elif op == "fork":
+            key = ("fork", comm.get(ev["pid"]))
+            out[key] = out.get(key, 0) + 1
+            comm[ev["child"]] = comm.get(ev["pid"])
+        elif op == "exec":
+            comm[ev["pid"]] = ev.get("comm")
+    return out
+
+
 def recurring_recipes(root: Node) -> int:
     """Recipes of kinds seen at least MIN_STRATUM times in this build: what ``units`` scales."""
     sizes: dict[tuple[str, ...], int] = {}

@@ -126,3 +126,14 @@ def test_against_recorded_reports_mean_and_worst_seed_error_in_percent():
     assert table.loc["mm_forks", "error %"] == 25.0                  # (100 - 80) / 80
     assert table.loc["mm_forks", "worst seed %"] == 37.5             # (110 - 80) / 80
     assert table.loc["vma_alloc", "error %"] == -20.0
+
+
+def test_creations_by_program_attributes_each_start_to_its_creators_program():
+    events = [{"op": "spawn", "pid": 1, "comm": "make", "parent": None},
+              {"op": "spawn", "pid": 2, "comm": "sh", "parent": 1},
+              {"op": "fork", "pid": 2, "child": 3},            # a subshell of sh
+              {"op": "spawn", "pid": 4, "comm": "sed", "parent": 3},
+              {"op": "exec", "pid": 3, "comm": "cat"},
+              {"op": "fork", "pid": 3, "child": 5}]            # now cat's
+    assert generator.creations_by_program(events) == {
+        ("spawn", "make"): 1, ("fork", "sh"): 1, ("spawn", "sh"): 1, ("fork", "cat"): 1}
