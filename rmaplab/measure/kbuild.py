@@ -8,8 +8,12 @@ preceded by an unmeasured ``make -s clean``.  The recipes' shell is a condition:
 * ``sh``: the default /bin/sh (dash 0.5.12 on Debian 12: vfork for external commands);
 * ``bash``: ``SHELL=/bin/bash`` (forks every external command but the last of a
   ``-c`` string);
-* ``dash2019``: ``SHELL=<dash-2019>`` (rmaplab.measure.dash2019: forks every external
-  command, as Debian 10's dash 0.5.10.2 did).
+* ``dash2019``: ``SHELL=<dash-2019> CONFIG_SHELL=<dash-2019>``
+  (rmaplab.measure.dash2019: forks every external command, as Debian 10's dash 0.5.10.2
+  did).  CONFIG_SHELL is the shell kbuild runs its helper scripts with
+  (``$(CONFIG_SHELL) mkcapflags.sh``; ``sh`` in the top Makefile), so every shell the
+  build starts by name is dash-2019; only scripts exec'd through ``#!/bin/sh`` still
+  get the system's dash.
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ def shell_args(shell: str) -> list[str]:
     if shell == "dash2019":
         from rmaplab.measure import dash2019
 
-        return [f"SHELL={dash2019.binary()}"]
+        exe = dash2019.binary()
+        return [f"SHELL={exe}", f"CONFIG_SHELL={exe}"]
     raise RmaplabError(f"unknown shell {shell!r}", hint="one of: " + ", ".join(SHELLS))
 
 
