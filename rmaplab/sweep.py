@@ -193,8 +193,10 @@ def load(out: Path) -> pd.DataFrame:
         frame["policy"] = f.parent.name.split("=", 1)[1]
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
-    if "make_forks" in out and "shell_forks" not in out:
-        out["shell_forks"] = False
-    if "shell_forks" in out:
-        out["shell_forks"] = out["shell_forks"].astype("boolean").fillna(False).astype(bool)
+    if "make_forks" in out:             # generated cells; other kinds have NA here
+        out["make_forks"] = out["make_forks"].astype("boolean")
+        if "shell_forks" not in out:
+            out["shell_forks"] = pd.NA
+        out["shell_forks"] = out["shell_forks"].astype("boolean").mask(
+            out["make_forks"].notna() & out["shell_forks"].isna(), False)
     return out
