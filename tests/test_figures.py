@@ -76,3 +76,16 @@ def test_fig5_cost_grows_faster_with_anon_vmas():
     d = data("fig5_fork_cost").set_index(["state", "k"])["median_us_per_fork"]
     kmax = d.index.get_level_values("k").max()
     assert d.loc[(1, kmax)] > d.loc[(0, kmax)]
+
+
+def test_fig6_a_dash_that_forks_leaves_the_patches_more_to_save():
+    """Fig. 6: both patches for every build; with dash forking every command (dash 0.5.10)
+    each patch saves a larger share than with today's vforking dash, at the same size."""
+    d = data("fig6_sweep_savings")
+    assert d.groupby("build").patch.nunique().eq(2).all()
+    sh = d[(d.shell == "sh") & ~d.make_forks.astype(bool)]
+    for units in (1, 4):
+        at = sh[sh.units == units]
+        forks = at[at.shell_forks.astype(bool)].set_index("patch").all_pct
+        vforks = at[~at.shell_forks.astype(bool)].set_index("patch").all_pct
+        assert (forks > vforks).all(), units
