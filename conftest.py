@@ -60,3 +60,26 @@ def live_kernel():
             pytest.fail(f"perf is required here but unusable: {e}")
         pytest.skip(f"perf unusable: {e}")
     return True
+
+
+@pytest.fixture(scope="session")
+def uml_kernel():
+    """The UML policy kernel for the current patches (rmaplab kernel build).
+
+    Without one the tests skip, unless RMAPLAB_REQUIRE_UML=1 (CI sets it), which
+    builds it if needed and fails if that is impossible.
+    """
+    from rmaplab.errors import RmaplabError
+    from rmaplab.kernel import build
+
+    try:
+        kernel = build.cached(build.current_key())
+        if kernel is None and os.environ.get("RMAPLAB_REQUIRE_UML") == "1":
+            kernel = build.build()
+    except RmaplabError as e:
+        if os.environ.get("RMAPLAB_REQUIRE_UML") == "1":
+            pytest.fail(f"the UML kernel is required here but cannot be built: {e}")
+        pytest.skip(f"no UML kernel: {e}")
+    if kernel is None:
+        pytest.skip("no UML kernel built for the current patches (rmaplab kernel build)")
+    return kernel

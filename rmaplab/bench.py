@@ -7,6 +7,9 @@
    build when present), with peak memory (ru_maxrss of a fresh process).
 3. Sweep scaling: the same sweep of generated builds on a LocalCluster with 1 and
    with 2 workers (target: at least 1.7x faster on 2).
+4. ``rmaplab compare`` on 1,000 vs 1,000 runs of real/user/sys (times at 10 ms
+   resolution, so with ties) in a fresh process: wall time including start-up
+   (target: under 5 s) and peak memory.
 """
 
 from __future__ import annotations
@@ -82,6 +85,44 @@ def sweep_speedup(cells: int = 16, units: float = 0.5) -> dict:
             "speedup": times[1] / times[2]}
 
 
+def compare_speed(runs: int = 1000, seed: int = 0) -> dict:
+    """`rmaplab compare --json` on a generated file of `runs` + `runs` timed runs."""
+    import tempfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for label, scale in (("A", 1.0), ("B", 0.99)):
+        blocks.append(f"{label}:\n")
+        for _ in range(runs):
+            real, user, sys_ = scale * rng.normal([170.0, 1075.0, 112.0], [1.5, 4.0, 1.5])
+            blocks.append(f"real {real:.2f}\nuser {user:.2f}\nsys {sys_:.2f}\n\n")
+    code = (
+        "import json,resource,sys,time\n"
+        "t0=time.perf_counter()\n"
+        "from rmaplab.cli import main\n"
+        "import contextlib,io\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    rc=main(['compare', sys.argv[1], '--json'])\n"
+        "ru=resource.getrusage(resource.RUSAGE_SELF)\n"
+        "print(json.dumps({'rc': rc, 'in_process_s': time.perf_counter()-t0,"
+        " 'cpu_s': ru.ru_utime+ru.ru_stime, 'maxrss_mb': ru.ru_maxrss/1024}))\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "runs.txt"
+        path.write_text("".join(blocks))
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                             text=True)
+        wall = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"compare benchmark failed: {out.stderr.strip()[-2000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    if res["rc"] != 0:
+        raise RuntimeError(f"compare benchmark failed: {out.stderr.strip()}")
+    return {"runs_per_side": runs, "wall_s": wall, **res}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rmaplab.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,9 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", type=Path, help="trace to replay (default: the recorded build)")
     p.add_argument("--policy", default="v6.0")
     p.add_argument("--no-sweep", action="store_true", help="skip the sweep-scaling benchmark")
+    p.add_argument("--only-compare", action="store_true",
+                   help="run only the `rmaplab compare` benchmark")
+    p.add_argument("--compare-runs", type=int, default=1000, metavar="N",
+                   help="runs per side for the compare benchmark (1000)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
+    if args.only_compare:
+        results = {"compare": compare_speed(args.compare_runs)}
+        _print(results, args)
+        return 0
     results: dict = {"vmas": args.vmas, "forks": args.forks}
     results["model_ns_per_fork"] = model_fork_ns(args.vmas, args.forks)
     try:
@@ -111,10 +160,17 @@ def main(argv: list[str] | None = None) -> int:
         results["replay"] = {"trace": str(trace), **replay_speed(trace, args.policy)}
     if not args.no_sweep:
         results["sweep"] = sweep_speedup()
+    results["compare"] = compare_speed(args.compare_runs)
     results["maxrss_mb_bench"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _print(results, args)
+    return 0
+
+
+def _print(results: dict, args) -> None:
     if args.json:
         print(json.dumps(results, indent=1))
-    else:
+        return
+    if "model_ns_per_fork" in results:
         print(f"model : {results['model_ns_per_fork'] / 1000:8.1f} µs per fork+exit "
               f"({args.vmas} faulted VMAs)")
         if "kernel_ns_per_fork" in results:
@@ -122,16 +178,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"(median of 11; {results['kernel_ns_min'] / 1000:.1f} to "
                   f"{results['kernel_ns_max'] / 1000:.1f})")
             print(f"ratio model/kernel: {results['model_over_kernel']:.2f}")
-        if "replay" in results:
-            r = results["replay"]
-            print(f"replay ({args.policy}): {r['events']:,} events in {r['replay_s']:.2f} s "
-                  f"({r['events_per_s']:,.0f}/s), load {r['load_s']:.2f} s, "
-                  f"peak RSS {r['maxrss_mb']:.0f} MB")
-        if "sweep" in results:
-            w = results["sweep"]
-            print(f"sweep of {w['cells']} cells: {w['seconds_1_worker']:.1f} s on 1 worker, "
-                  f"{w['seconds_2_workers']:.1f} s on 2: {w['speedup']:.2f}x")
-    return 0
+    if "replay" in results:
+        r = results["replay"]
+        print(f"replay ({args.policy}): {r['events']:,} events in {r['replay_s']:.2f} s "
+              f"({r['events_per_s']:,.0f}/s), load {r['load_s']:.2f} s, "
+              f"peak RSS {r['maxrss_mb']:.0f} MB")
+    if "sweep" in results:
+        w = results["sweep"]
+        print(f"sweep of {w['cells']} cells: {w['seconds_1_worker']:.1f} s on 1 worker, "
+              f"{w['seconds_2_workers']:.1f} s on 2: {w['speedup']:.2f}x")
+    if "compare" in results:
+        c = results["compare"]
+        print(f"compare {c['runs_per_side']:,} vs {c['runs_per_side']:,} runs (real, user, sys): "
+              f"{c['wall_s']:.2f} s wall including start-up (target < 5 s), "
+              f"{c['in_process_s']:.2f} s in process, {c['cpu_s']:.2f} s CPU, "
+              f"peak RSS {c['maxrss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -84,15 +84,16 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, f
 
 
 def claim_runs(runs: pd.DataFrame, order: list[str]) -> tuple[plt.Figure, pd.DataFrame]:
-    """Figure 1: every run per metric and side, with the mean and its 95 % t-interval.
+    """Figure 1: every run per metric and group, with the mean and its 95 % t-interval.
 
-    ``runs``: tidy timing records (group, run, metric, seconds); ``order``: the groups,
-    A first.  Panels have their own y-scale: user time is ~10x real time in a
-    parallel build.
+    ``runs``: tidy timing records (group, run, metric, seconds); ``order``: the groups
+    (sides or sessions), A first.  Panels have their own y-scale: user time is ~10x
+    real time in a parallel build.
     """
     use_style()
     metrics = [m for m in ("real", "user", "sys") if m in set(runs["metric"])]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.4 * len(metrics) + 0.6, 3.0))
+    width = 1.0 + 0.75 * len(order)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width * len(metrics) + 0.6, 3.0))
     axes = np.atleast_1d(axes)
     rows = []
     for ax, metric in zip(axes, metrics, strict=True):
@@ -116,7 +117,7 @@ def claim_runs(runs: pd.DataFrame, order: list[str]) -> tuple[plt.Figure, pd.Dat
         ax.set_title(METRIC_LABELS[metric])
         ax.set_ylabel("seconds" if ax is axes[0] else "")
         ax.margins(y=0.25)
-    fig.suptitle("Seed timings: runs (dots) and mean with 95% t-interval", fontsize=10)
+    fig.suptitle("Published timings: runs (dots) and mean with 95% t-interval", fontsize=10)
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
 

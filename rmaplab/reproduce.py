@@ -85,6 +85,9 @@ def run_notebook(path: Path, parameters: dict[str, Any]) -> float:
             f"{e.ename}: {e.evalue.splitlines()[0] if e.evalue else ''}",
             path=path, hint=f"executed copy kept at {kept.relative_to(repo_root())}",
         ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)     # interrupted, or the kernel died: no half-run copy
+        raise
     finally:
         if env_backup is None:
             os.environ.pop("TQDM_DISABLE", None)

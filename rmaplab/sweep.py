@@ -154,10 +154,17 @@ def sweep(cells: list[dict[str, Any]], out: Path, scheduler: str | None = None,
         return counts
     cluster = None
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as e:
+            raise RmaplabError(f"cannot connect to the dask scheduler at {scheduler} ({e})",
+                               hint="is `dask scheduler` running there?") from None
     else:
+        # No dashboard; its HTTP server still starts, on a free port rather than 8787
+        # (which may be taken, and dask then warns on stderr).
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                               processes=True, dashboard_address=None)
+                               processes=True, dashboard_address=None,
+                               scheduler_kwargs={"dashboard_address": ":0"})
         client = Client(cluster)
     try:
         futures = client.map(run_cell, todo, pure=False)

@@ -18,8 +18,10 @@ brk        pid, end, [start]            heap end; the first brk sets the heap ba
                                         (``start`` if given, else ``end``: an empty heap)
 madvise    pid, start, end, advice      dontfork, dofork, wipeonfork, keeponfork, dontneed
 touch      pid, addr, write             a page fault
-mremap     pid, start, end, new_start, new_end
-                                        (extension) resize in place or move a mapping
+mremap     pid, start, end, new_start, new_end, [dontunmap]
+                                        (extension) resize in place (new_start == start)
+                                        or move (MREMAP_MAYMOVE|MREMAP_FIXED; dontunmap:
+                                        MREMAP_DONTUNMAP, the source stays mapped)
 =========  =====================================================================
 
 Lines starting with ``#`` and blank lines are comments.  Anything else that is not
@@ -54,7 +56,7 @@ SCHEMA: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "brk": (("end",), {"start": None}),
     "madvise": (("start", "end", "advice"), {}),
     "touch": (("addr", "write"), {}),
-    "mremap": (("start", "end", "new_start", "new_end"), {}),
+    "mremap": (("start", "end", "new_start", "new_end"), {"dontunmap": False}),
 }
 ADDRESS_FIELDS = ("start", "end", "addr", "new_start", "new_end")
 # Precomputed per op: validating is on the path of every replayed event.
@@ -129,6 +131,8 @@ def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
         ev["new_end"] = (ev["new_end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         if ev["new_end"] <= ev["new_start"]:
             raise TraceError("mremap: empty or inverted new range", path=source, line=line)
+        if not isinstance(ev["dontunmap"], bool):
+            raise TraceError("mremap: dontunmap must be true or false", path=source, line=line)
     if "prot" in ev and ev["prot"] not in PROTS:
         raise TraceError(f"{op}: prot {ev['prot']!r} is not one of {PROTS}", path=source,
                          line=line)

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PAGE = 4096
-BASE = 0x7F0000000000          # the reservation's address (MAP_FIXED_NOREPLACE in the C program)
+# The reservation's address (MAP_FIXED_NOREPLACE in the C program): free on an x86-64 host
+# and below User-Mode Linux's 512 GiB user address space, so both kernels run it.
+BASE = 0x7000000000
 HEAP = 0x600000000000          # brk base used by the brk workload's trace
 
 Event = dict[str, Any]
@@ -120,6 +122,38 @@ def wipeonfork(k: int, n: int) -> list[Event]:
     return ev
 
 
+def wipeonfork_split(k: int, n: int) -> list[Event]:
+    """A split region (K VMAs, one anon_vma) marked MADV_WIPEONFORK; children write its RW pages.
+
+    Before v5.7 dup_mmap() prepared each child VMA's anon_vma at fork, next to the
+    parent's neighbours, which are compatible and hold a never-forked anon_vma.
+    """
+    ev = [{"op": "spawn", "pid": 1}, *_split_region(1, k)]
+    if k:
+        ev.append({"op": "madvise", "pid": 1, "start": _page(1), "end": _page(k + 1),
+                   "advice": "wipeonfork"})
+    for j in range(n):
+        child = 100 + j
+        ev.append({"op": "fork", "pid": 1, "child": child})
+        for i in range(1, k + 1, 2):           # the RW pages; the even ones were made R
+            ev.append({"op": "touch", "pid": child, "addr": _page(i), "write": True})
+        ev.append({"op": "exit", "pid": child})
+    return ev
+
+
+def dontfork_middle(k: int, n: int) -> list[Event]:
+    """A split region whose second VMA is MADV_DONTFORK, then N forks.
+
+    The VMA after it has a previous VMA in the parent (vm_prev before v5.7) that the
+    child does not get: v5.5's stale vm_prev and wei-intended's child-side prev differ.
+    """
+    ev = [{"op": "spawn", "pid": 1}, *_split_region(1, k)]
+    if k >= 2:
+        ev.append({"op": "madvise", "pid": 1, "start": _page(2), "end": _page(3),
+                   "advice": "dontfork"})
+    return ev + _forks(1, n)
+
+
 def brk_growth(steps: int, n: int) -> list[Event]:
     """The heap grows one page per step and each new page is written; then N forks."""
     ev: list[Event] = [{"op": "spawn", "pid": 1}, {"op": "brk", "pid": 1, "end": HEAP}]
@@ -141,7 +175,8 @@ def mprotect_merge(k: int, n: int) -> list[Event]:
 WORKLOADS: dict[str, Callable[[int, int], list[Event]]] = {
     "split": split, "sep": sep, "chainw": chain_alive, "chainx": chain_exited,
     "dontfork": dontfork, "wipeonfork": wipeonfork, "brk": brk_growth,
-    "mprotect-merge": mprotect_merge,
+    "mprotect-merge": mprotect_merge, "wipeonfork-split": wipeonfork_split,
+    "dontfork-middle": dontfork_middle,
 }
 
 

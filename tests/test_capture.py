@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from conftest import DATA
 from rmaplab import traces
-from rmaplab.measure import capture
+from rmaplab.measure import capture, perf
 
 SCRIPT = DATA / "perf" / "script-sh-subshells.txt"
 
@@ -72,3 +72,15 @@ def test_clone_flags_are_read_as_hex():
               out)
     assert conv.owner[2] == 1                     # CLONE_VM|CLONE_VFORK: runs in 1's mm
     assert out == [{"op": "fork", "pid": 1, "child": 3}]
+
+
+def test_mremap_dontunmap_is_captured_and_the_replay_matches_the_live_counts():
+    """mremap_merge uaf adjacent: the merge takes the anon_vma (61f67c230a5e), so the later
+    write to the absorbing VMA is dropped as irrelevant and the counts agree exactly."""
+    lines = (DATA / "perf" / "script-mremap-merge-uaf-adjacent.txt").read_text().splitlines()
+    events, conv = capture.convert(lines)
+    moves = [e for e in events if e["op"] == "mremap"]
+    assert [e.get("dontunmap", False) for e in moves] == [False, True]
+    live = {**conv.live, **perf.derived({k: conv.live[k] for k in perf.COUNT_NAMES})}
+    rows = capture.validation(events, live, conv.preamble)
+    assert {r["counter"]: r["model"] - r["live"] for r in rows} == {r["counter"]: 0 for r in rows}

@@ -51,6 +51,7 @@ def test_compare_json_on_the_seed_email(seed_file):
                 "p_welch", "p_mannwhitney", "p_permutation", "p_min"):
         assert key in sys_row
     assert sys_row["n_a"] == 3 and sys_row["p_min"] == pytest.approx(0.1)
+    assert sys_row["p_mannwhitney_method"] == "exact" and sys_row["ci_method"] == "fieller-welch"
     assert sys_row["pct_change"] == pytest.approx(-11.68, abs=0.01)
 
 
@@ -70,7 +71,7 @@ def test_compare_two_files(timing_file):
 
 @pytest.mark.parametrize("args, message", [
     (["compare", "/no/such/file"], "no such file"),
-    (["compare", "SEED", "--alpha", "2"], "--alpha must be between 0 and 1"),
+    (["compare", "SEED", "--alpha", "2"], "--alpha must be above 0 and below 0.5"),
     (["compare", "SEED", "--groups", "Origin,Nope"], "no group 'Nope'"),
     (["timings", "EDGE/garbage.txt"], "no timing output recognised"),
     (["compare", "EDGE/one_run_group.txt"], "A has a single real run"),
@@ -85,6 +86,40 @@ def test_errors_exit_2_with_one_line_and_no_traceback(args, message, seed_file, 
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--groups", "Origin,Origin"], "--groups names 'Origin' twice"),
+    (["--groups", "Origin,"], "--groups takes two labels"),
+    (["--metric", "sys", "--metric", "sys"], "--metric sys is given more than once"),
+    (["--margin", "inf"], "--margin must be a percentage above 0 and below 100, got inf"),
+    (["--margin", "0"], "--margin must be a percentage"),
+    (["--target", "nan"], "--target must be a non-zero finite percentage above -100, got nan"),
+    (["--target", "-100"], "--target must be"),
+    (["--alpha", "0.9"], "--alpha must be above 0 and below 0.5, got 0.9"),
+    (["--alpha", "nan"], "--alpha must be above 0"),
+    (["--seed", "-1"], "--seed must be 0 or positive"),
+])
+def test_compare_refuses_bad_parameters_with_one_line(args, message, seed_file, capsys):
+    assert main(["compare", str(seed_file), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_warns_about_failed_runs_and_hyperfine_order(timing_file, capsys):
+    assert main(["compare", str(timing_file("edge/hyperfine_failed_run.json")), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["design"] == "sequential" and "hyperfine" in result["design_note"]
+    assert result["metrics"][0]["n_b"] == 4 and result["metrics"][0]["excluded_b"] == 1
+    assert any("exited with a non-zero status" in w for w in result["warnings"])
+
+
+def test_compare_verbose_shows_every_quantity(seed_file, capsys):
+    assert main(["compare", str(seed_file), "--verbose"]) == 0
+    out = capsys.readouterr().out
+    for text in ("Hodges-Lehmann shift", "bootstrap (BCa)", "drift (Kendall tau",
+                 "runs per side for", "geometric means", "TOST", "[rule R2]"):
+        assert text in out
 
 
 def test_bad_option_is_a_usage_error():

@@ -45,10 +45,11 @@ def test_each_figure_file_is_made_by_exactly_one_notebook():
     assert {n: len(m) for n, m in makers.items()} == {n: 1 for n in MANIFEST}
 
 
-def test_fig1_shows_the_six_published_runs_per_metric():
+def test_fig1_shows_the_three_published_sessions_of_three_runs():
     d = data("fig1_claim_runs")
     runs = d[d.kind == "run"]
     assert runs.groupby(["metric", "group"]).size().eq(3).all()
+    assert set(runs.group) == {"Origin", "Patched v1", "Patched v4"}
     assert set(runs.metric) == {"real", "user", "sys"}
     means = d[d.kind == "mean_t95"]
     assert (means.low < means.seconds).all() and (means.seconds < means.high).all()

@@ -11,7 +11,8 @@ from rmaplab import sweep, traces, workloads
 def cluster():
     from dask.distributed import LocalCluster
 
-    c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                     scheduler_kwargs={"dashboard_address": ":0"})
     yield c.scheduler_address
     c.close()
 

@@ -163,6 +163,20 @@ def test_hyperfine_runs_per_command_and_user_sys_means(timing_file):
     assert set(means["metric"]) == {"user", "sys"} and (means["n"] == 5).all()
 
 
+def test_hyperfine_records_the_line_order_and_exit_code_of_each_run(timing_file):
+    df = frame(timing_file("edge/hyperfine_failed_run.json"))
+    runs = df[df.kind == "run"]
+    # hyperfine runs the commands in turn: the order runs on across results
+    assert runs["order"].tolist() == list(range(1, 11))
+    assert runs["line"].iloc[0] == 13
+    assert runs["exit_status"].tolist() == [0] * 8 + [1, 0]
+
+
+def test_text_formats_take_the_line_as_run_order(seed_file):
+    df = frame(seed_file)
+    assert (df["order"] == df["line"]).all()
+
+
 def test_pyperf_plain_and_gzipped_agree(timing_file):
     plain = frame(timing_file("pyperf_command.json"))
     gz = frame(timing_file("pyperf_command.json.gz"))
@@ -182,6 +196,11 @@ def test_pyperf_plain_and_gzipped_agree(timing_file):
     ("edge/pyperf_wrong_unit.json", r"unit 'byte', not seconds"),
     ("edge/gnu_malformed.txt", r"gnu_malformed.txt:2: malformed GNU time line"),
     ("edge/perf_csv_bad_unit.txt", r"perf_csv_bad_unit.txt:1: duration_time has unit 'furlong'"),
+    ("edge/hyperfine_nan.json", r"hyperfine_nan.json:15: real time nan s is not a finite"),
+    ("edge/hyperfine_negative.json", r"hyperfine_negative.json:15: real time -0.0205\d* s is not"),
+    ("edge/hyperfine_bool.json", r"hyperfine_bool.json:15: results\[0\].times\[2\] is true, not a"),
+    ("edge/pyperf_bool.json", r"pyperf_bool.json:1: benchmarks\[0\].runs\[0\].values\[0\] is false"),
+    ("edge/perf_csv_negative.txt", r"perf_csv_negative.txt:1: real time -0.0305\d* s is not"),
 ])
 def test_bad_input_fails_naming_file_and_line(timing_file, name, message):
     with pytest.raises(RmaplabError, match=message):

@@ -90,4 +90,4 @@ def test_replay_all_policies_table(tmp_path):
 def test_missing_trace_is_a_clear_error():
     out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", "/no/such.jsonl"],
                          capture_output=True, text=True)
-    assert out.returncode == 2 and "no such trace file" in out.stderr
+    assert out.returncode == 2 and "no such file: '/no/such.jsonl'" in out.stderr

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from rmaplab.cli import _args
 from rmaplab.cli._registry import command
 
 
@@ -11,11 +10,12 @@ from rmaplab.cli._registry import command
 def _data(sub) -> None:
     p = sub.add_parser("data", help="check or extend the raw-data manifest",
                        description="data/raw is immutable and checksummed (MANIFEST.sha256).")
-    dsub = p.add_subparsers(dest="data_command", required=True)
+    dsub = p.add_subparsers(dest="data_command", metavar="verify|add", required=True)
     v = dsub.add_parser("verify", help="check every raw file against the manifest")
     v.set_defaults(func=_run_data_verify)
     a = dsub.add_parser("add", help="record new raw files (never changes a recorded one)")
-    a.add_argument("paths", nargs="+", type=Path)
+    a.add_argument("paths", nargs="+", type=_args.existing_path, metavar="PATH",
+                   help="files or directories under data/raw")
     a.set_defaults(func=_run_data_add)
 
 

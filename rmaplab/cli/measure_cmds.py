@@ -3,40 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
+from rmaplab.cli import _args
 from rmaplab.cli._registry import command, json_out
 from rmaplab.errors import RmaplabError
+
+# Bounds that keep the workloads inside vm.max_map_count (65530) and the process table.
+MAX_REGION_VMAS = 10_000
+MAX_FORKS = 1_000
 
 
 @command("measure")
 def _measure(sub) -> None:
     p = sub.add_parser(
         "measure", help="count anon_vma/AVC/VMA allocations and time a command on this kernel",
-        description="Run CMD under perf stat with tracepoint counters: anon_vma allocations at "
+        description="Run CMD with perf stat counting tracepoints: anon_vma allocations at "
                     "anon_vma_fork and __anon_vma_prepare, anon_vma_chains at the three rmap "
                     "call sites (the merged slab cache's other users excluded), vm_area_struct, "
-                    "mm-copying forks, forks, execs, and real/user/sys.  Raw perf output and host "
-                    "metadata go to a new directory under data/raw/measure/ (see --out).",
-        usage="rmaplab measure [--runs N] [--warmups N] [--json] [--out DIR] [--no-record] "
-              "-- CMD [ARG...]",
+                    "mm-copying forks, forks, execs; and CMD's own real/user/sys and exit "
+                    "status.  Raw perf output, CMD's output and host metadata go to a new "
+                    "directory under data/raw/measure/ (see --out), also when CMD fails.  Exit "
+                    "status: 0 if every run of CMD succeeded, else the first failed run's own "
+                    "(128+N if killed by signal N); 2 for bad input or a failure of rmaplab.",
+        usage="rmaplab measure [--runs N] [--warmups N] [--label L] [--out DIR] [--no-record] "
+              "[--json] -- CMD [ARG...]",
     )
-    p.add_argument("--runs", type=int, default=1, help="measured runs (default 1)")
-    p.add_argument("--warmups", type=int, default=0, help="unrecorded-in-stats warm-up runs")
-    p.add_argument("--label", help="name for the measurement directory")
-    p.add_argument("--out", type=Path, help="parent directory (default data/raw/measure)")
+    p.add_argument("--runs", type=_args.runs, default=1, help="measured runs (default 1)")
+    p.add_argument("--warmups", type=_args.warmups, default=0,
+                   help="warm-up runs, recorded but left out of the medians (default 0)")
+    p.add_argument("--label", type=_args.label, help="name for the measurement directory")
+    p.add_argument("--out", type=_args.output_dir, metavar="DIR",
+                   help="parent directory (default data/raw/measure)")
     p.add_argument("--no-record", action="store_true", help="do not write raw data")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     p.set_defaults(func=_run_measure)
 
 
+def command_of(args) -> list[str]:
+    """The CMD after ``--`` (argparse.REMAINDER keeps the ``--``)."""
+    return args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+
+
 def _run_measure(args) -> int:
     from rmaplab.measure import run
 
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd = command_of(args)
     if not cmd:
         raise RmaplabError("no command to measure", hint="rmaplab measure -- CMD [ARG...]")
+    if args.no_record and args.out is not None:
+        raise RmaplabError("--out and --no-record contradict each other")
     runs, where = run.measure(cmd, runs=args.runs, warmups=args.warmups, label=args.label,
                               out_root=args.out, record=not args.no_record)
     result = run.summary(runs)
@@ -46,7 +65,7 @@ def _run_measure(args) -> int:
     result["raw"] = str(where) if where else None
     if args.json:
         json_out(result)
-        return 0
+        return result["exit_status"]
     keys = ["anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
             "avc_clone", "avc_prepare", "vma_alloc", "forks", "mm_forks", "execs"]
     for k in keys:
@@ -57,7 +76,7 @@ def _run_measure(args) -> int:
             print(f"{k:<17} {result[k]:>12.3f} s")
     print(f"runs: {len(runs)}, failed: {result['failed_runs']}" + (f"; raw data: {where}"
                                                                    if where else ""))
-    return 0
+    return result["exit_status"]
 
 
 @command("trace")
@@ -69,34 +88,103 @@ def _trace(sub) -> None:
                     "kmem counters of `rmaplab measure`), then convert it to the JSONL event "
                     "format, keeping only the faults that can change anon_vma state.  Writes "
                     "trace.jsonl.gz, live_counts.json (the same run's kernel counts) and "
-                    "metadata.json to a new directory under data/raw/traces/ (or -o DIR).",
-        usage="rmaplab trace [-o DIR] [--label L] [--perf-data FILE] -- CMD [ARG...]",
+                    "metadata.json to a new directory under data/raw/traces/ (or -o DIR), also "
+                    "when CMD fails; the exit status is then CMD's own.",
+        usage="rmaplab trace [-o DIR] [--label L] [--cwd DIR] -- CMD [ARG...]\n"
+              "       rmaplab trace [-o DIR] [--label L] --perf-data FILE",
     )
-    p.add_argument("-o", "--output", type=Path, help="output directory (must not exist)")
-    p.add_argument("--label", help="name for the default output directory")
-    p.add_argument("--perf-data", type=Path,
+    p.add_argument("-o", "--output", type=_args.new_dir, metavar="DIR",
+                   help="output directory (must not exist)")
+    p.add_argument("--label", type=_args.label, help="name for the default output directory")
+    p.add_argument("--perf-data", type=_args.nonempty_file, metavar="FILE",
                    help="convert this existing perf.data instead of recording CMD")
-    p.add_argument("--cwd", type=Path, help="run CMD in this directory")
+    p.add_argument("--cwd", type=_args.existing_dir, metavar="DIR",
+                   help="run CMD in this directory")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     p.set_defaults(func=_run_trace)
 
 
 def _run_trace(args) -> int:
-    from datetime import UTC, datetime
-
-    from rmaplab.measure import capture
-    from rmaplab.measure.run import slug
+    from rmaplab.measure import perf, record, run
     from rmaplab.paths import raw_dir
 
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd = command_of(args)
+    if args.perf_data is not None and cmd:
+        raise RmaplabError("give either --perf-data FILE or a command to record, not both")
+    if args.perf_data is not None and args.cwd is not None:
+        raise RmaplabError("--cwd applies to a command to record, not to --perf-data")
     if not cmd and args.perf_data is None:
         raise RmaplabError("no command to trace", hint="rmaplab trace -- CMD [ARG...]")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = args.output or raw_dir() / "traces" / f"{stamp}-{slug(args.label or ' '.join(cmd))}"
-    events, conv = capture.trace(cmd, target, cwd=args.cwd, perf_data=args.perf_data)
+    parent = args.output.parent if args.output else raw_dir() / "traces"
+    name = args.output.name if args.output else record.run_name(args.label or " ".join(cmd))
+    record.check_destination(parent)
+    if args.perf_data is None:
+        run.resolve_command(cmd, args.cwd)
+        perf.check()
+    events, conv, where, meta, status = _record_trace(cmd, parent, name, args.cwd,
+                                                      args.perf_data, unique=args.output is None)
     print(f"{len(events):,} events ({conv.stats['faults']:,} faults seen, "
-          f"{conv.stats['faults_dropped']:,} dropped as irrelevant) -> {target}")
-    return 0
+          f"{conv.stats['faults_dropped']:,} dropped as irrelevant) -> {where}")
+    if status:
+        print(f"rmaplab trace: the command failed ({run.status_text(meta['record']['exit_status'])}); "
+              "its trace is recorded all the same", file=sys.stderr)
+    return status
+
+
+
+def _record_trace(cmd: list[str], parent: Path, name: str, cwd: Path | None,
+                  perf_data: Path | None, extra_meta: dict[str, Any] | None = None,
+                  unique: bool = True) -> tuple[list[dict], Any, Path, dict[str, Any], int]:
+    """Record ``cmd`` with perf (or convert ``perf_data``) into the trace directory
+    ``parent/name`` (added to the manifest under data/raw): (events, converter, directory,
+    metadata, the command's exit status as the shell reports it)."""
+    import shutil
+    import tempfile
+
+    from rmaplab import atomic
+    from rmaplab.measure import capture, host, record, run
+    from rmaplab.paths import cache_dir
+
+    meta: dict[str, Any] = {"host": host.describe(), "command": cmd,
+                            "cwd": str(cwd) if cwd else None,
+                            "record_events": capture.RECORD_EVENTS, **(extra_meta or {})}
+    status = 0
+    scratch = None
+    if perf_data is not None:
+        data = perf_data
+    else:
+        cache = cache_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="trace-", dir=cache if atomic.writable_error(
+            cache) is None else None))
+        data = scratch / "perf.data"
+        try:
+            meta["record"] = capture.record(cmd, data, cwd=cwd)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        status = run.shell_status(meta["record"]["exit_status"])
+    meta["perf_data"] = str(data)
+    try:
+        print(f"converting {data} ...", file=sys.stderr, flush=True)
+        events, conv = capture.convert(
+            capture.perf_script_lines(data),
+            progress=lambda n: print(f"  {n:,} perf lines", file=sys.stderr, flush=True))
+        where = record.save(parent, name, lambda d: capture.write_outputs(d, events, conv, meta),
+                            unique=unique)
+    except BaseException as e:
+        if scratch is None:
+            raise
+        # The recording is the measurement: keep it when what follows fails.
+        kept = f"the recording is kept in {data} (convert it with `rmaplab trace --perf-data " \
+               f"{data}`)"
+        if isinstance(e, RmaplabError):
+            raise RmaplabError(f"{e}; {kept}") from None
+        print(f"rmaplab trace: {kept}", file=sys.stderr)
+        raise
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return events, conv, where, meta, status
 
 
 @command("micro")
@@ -108,13 +196,15 @@ def _micro(sub) -> None:
         description="Compile avwork.c, run every micro workload with K and with 0 region VMAs "
                     "under perf (interleaved, repeated), and compare the live (K,N)-(0,N) "
                     "deltas by call site with the v6.0 model's.  --record keeps the raw data "
-                    "in data/raw/micro/.",
+                    "in data/raw/micro/.  Exit status: 0 if every counter agrees, 1 if not.",
     )
-    p.add_argument("-k", type=int, default=16, help="VMAs in the region (16)")
-    p.add_argument("-n", type=int, default=10, help="forks or generations (10)")
+    p.add_argument("-k", type=_args.integer(1, MAX_REGION_VMAS), default=16,
+                   help="VMAs in the region (16)")
+    p.add_argument("-n", type=_args.integer(1, MAX_FORKS), default=10,
+                   help="forks or generations (10)")
     p.add_argument("--mode", action="append", choices=list(WORKLOADS),
                    help="workload(s) (default: all)")
-    p.add_argument("--repeats", type=int, default=3, help="runs per condition (3)")
+    p.add_argument("--repeats", type=_args.runs, default=3, help="runs per condition (3)")
     p.add_argument("--record", action="store_true", help="write raw data to data/raw/micro/")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_micro)
@@ -127,6 +217,9 @@ def _run_micro(args) -> int:
     from rmaplab.paths import raw_dir
 
     modes = tuple(args.mode or micro.MODES)
+    if len(set(modes)) != len(modes):
+        twice = next(m for m in modes if modes.count(m) > 1)
+        raise RmaplabError(f"--mode {twice} is given twice")
     runs, where = run.campaign(micro.conditions(args.k, args.n, modes), runs=args.repeats,
                                record=args.record, label=f"micro-k{args.k}-n{args.n}",
                                out_root=raw_dir() / "micro",
@@ -141,19 +234,60 @@ def _run_micro(args) -> int:
     return 0 if table["match"].all() else 1
 
 
+@command("mremap-probe")
+def _mremap_probe(sub) -> None:
+    p = sub.add_parser(
+        "mremap-probe", help="which 6.18.y mremap() merge behaviour this kernel has",
+        description="Run mremap_merge.c (static) under perf: a faulted VMA moved next to an "
+                    "unfaulted one (61f67c230a5e: the merged VMA takes the anon_vma) and a "
+                    "forked child's VMA moved next to one (3b617fd3d317: no merge), each "
+                    "against a move to a place with no neighbour.  The live deltas and the "
+                    "VMAs the program prints are compared with the model under the rules "
+                    "'uncowed' (v6.19, 6.18.8+) and 'uncowed-6.16' (v6.16..6.18.7).  Raw data "
+                    "go to data/raw/mremap/.",
+    )
+    p.add_argument("--runs", type=_args.runs, default=2, help="runs per condition (2)")
+    p.add_argument("--no-record", action="store_true", help="do not write raw data")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_mremap_probe)
+
+
+def _run_mremap_probe(args) -> int:
+    from rmaplab.measure import mremap_merge
+
+    table, verdict, where = mremap_merge.probe(runs=args.runs, record=not args.no_record)
+    if args.json:
+        json_out({"verdict": verdict, "rows": table.to_dict(orient="records"),
+                  "raw": str(where) if where else None})
+    else:
+        print(table.to_string(index=False))
+        if verdict["rule"] is None:
+            print("no merge rule of the model explains this kernel")
+        else:
+            print(f"this kernel behaves as merge rule {verdict['rule']} "
+                  f"({verdict['kernels']})" + (f"; raw data: {where}" if where else ""))
+    return 0 if verdict["rule"] is not None else 1
+
+
 @command("forkcost")
 def _forkcost(sub) -> None:
     p = sub.add_parser(
         "forkcost", help="measure what one anon_vma costs a fork on this kernel",
         description="Time fork+_exit+waitpid of a process with K one-page VMAs with and without "
                     "an anon_vma (avwork forkcost), interleaved; fit the per-anon_vma cost "
-                    "(OLS interaction term, HC3 95%% CI).  Raw data go to data/raw/cost/.",
+                    "(OLS interaction term, HC3 95% CI).  Raw data go to data/raw/cost/ (see --out).",
     )
-    p.add_argument("--ks", default="0,32,128", help="VMA counts (0,32,128)")
-    p.add_argument("--forks", type=int, default=200, help="forks per run (200)")
-    p.add_argument("--repeats", type=int, default=40, help="runs per (K, state) (40)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-record", action="store_true")
+    p.add_argument("--ks", type=_args.int_list(0, MAX_REGION_VMAS, ranges=False),
+                   default="0,32,128", metavar="K,K,...",
+                   help="VMA counts, at least two different ones (0,32,128)")
+    p.add_argument("--forks", type=_args.integer(1, 1_000_000), default=200,
+                   help="forks per run (200)")
+    p.add_argument("--repeats", type=_args.integer(2, _args.MAX_RUNS), default=40,
+                   help="runs per (K, state), at least 2 (40)")
+    p.add_argument("--seed", type=_args.seed, default=0, help="seed of the run order (0)")
+    p.add_argument("--out", type=_args.output_dir, metavar="DIR",
+                   help="parent directory (default data/raw/cost)")
+    p.add_argument("--no-record", action="store_true", help="do not write raw data")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_forkcost)
 
@@ -161,20 +295,23 @@ def _forkcost(sub) -> None:
 def _run_forkcost(args) -> int:
     from rmaplab.measure import cost
 
-    try:
-        ks = tuple(int(x) for x in args.ks.split(","))
-    except ValueError:
-        raise RmaplabError(f"--ks must be integers separated by commas, got {args.ks!r}") from None
-    df, where = cost.run(ks=ks, forks=args.forks, repeats=args.repeats, seed=args.seed,
-                         record=not args.no_record)
+    if len(args.ks) < 2:
+        raise RmaplabError("--ks needs at least two different VMA counts to fit a cost per VMA")
+    if args.no_record and args.out is not None:
+        raise RmaplabError("--out and --no-record contradict each other")
+    df, where = cost.run(ks=tuple(args.ks), forks=args.forks, repeats=args.repeats,
+                         seed=args.seed, record=not args.no_record, out_root=args.out)
     per = cost.per_anon_vma_cost(df)
+    warnings = cost.fit_warnings(per)
     if args.json:
-        json_out({**per, "raw": str(where) if where else None})
+        json_out({**per, "warnings": warnings, "raw": str(where) if where else None})
     else:
         print(f"per anon_vma at fork+exit: {per['ns_per_anon_vma']:.0f} ns "
               f"[{per['ci_low']:.0f}, {per['ci_high']:.0f}] (95% CI, {per['n']} runs); "
               f"per VMA without anon_vma: {per['ns_per_vma']:.0f} ns"
               + (f"; raw data: {where}" if where else ""))
+    for text in warnings:
+        print(f"rmaplab forkcost: warning: {text}", file=sys.stderr)
     return 0
 
 
@@ -189,60 +326,66 @@ def _kbuild(sub) -> None:
                     "dash2019 = SHELL=dash-2019, built on demand: forks like Debian 10's dash), "
                     "in a seeded random order.  Takes about 80 s per tinyconfig run on 2 cores. "
                     "Results go to data/raw/kbuild/ (raw data: commit them).  --trace records "
-                    "one build per shell with `rmaplab trace` into data/raw/traces/ instead.",
+                    "one build per shell with `rmaplab trace` into data/raw/traces/ instead.  "
+                    "Exit status as for measure.",
     )
-    p.add_argument("--runs", type=int, default=10, help="measured runs per shell (default 10)")
-    p.add_argument("--warmups", type=int, default=1, help="warm-up runs per shell (default 1)")
-    p.add_argument("--jobs", type=int, default=2, help="make -j (default 2)")
-    p.add_argument("--seed", type=int, default=2019, help="seed of the run order")
+    p.add_argument("--runs", type=_args.runs, default=10,
+                   help="measured runs per shell (default 10)")
+    p.add_argument("--warmups", type=_args.warmups, default=1,
+                   help="warm-up runs per shell (default 1)")
+    p.add_argument("--jobs", type=_args.integer(1, 1024), default=2, help="make -j (default 2)")
+    p.add_argument("--seed", type=_args.seed, default=2019, help="seed of the run order")
     p.add_argument("--config", default="tinyconfig",
                    help="make targets that configure the tree (default tinyconfig), e.g. "
-                        "defconfig")
-    p.add_argument("--shells", default="sh,bash",
+                        "'tinyconfig kvm_guest.config'")
+    p.add_argument("--shells", type=_args.choice_list(["sh", "bash", "dash2019"]),
+                   default="sh,bash",
                    help="recipe shells, comma-separated: sh, bash, dash2019 (default sh,bash)")
-    p.add_argument("--label", help="name of the measurement (default CONFIG-jJOBS)")
+    p.add_argument("--label", type=_args.label,
+                   help="name of the measurement (default CONFIG-jJOBS)")
     p.add_argument("--trace", action="store_true",
                    help="record one traced build per shell (data/raw/traces/<time>-kbuild-"
                         "[CONFIG-]SHELL) instead of counting")
-    p.add_argument("--out", type=Path, help="parent directory (default data/raw/kbuild)")
+    p.add_argument("--out", type=_args.output_dir, metavar="DIR",
+                   help="parent directory (default data/raw/kbuild, or data/raw/traces with "
+                        "--trace)")
     p.set_defaults(func=_run_kbuild)
 
 
 def _run_kbuild(args) -> int:
-    from rmaplab.measure import kbuild, run
+    from rmaplab.measure import kbuild, perf, record, run
     from rmaplab.paths import raw_dir
 
-    shells = tuple(s.strip() for s in args.shells.split(",") if s.strip())
-    bad = [s for s in shells if s not in kbuild.SHELLS]
-    if bad or not shells:
-        raise RmaplabError(f"unknown shell {bad[0] if bad else args.shells!r}",
-                           hint="one or more of: " + ", ".join(kbuild.SHELLS))
+    shells = tuple(args.shells)
+    out_root = args.out or raw_dir() / ("traces" if args.trace else "kbuild")
+    record.check_destination(out_root)     # before installing, unpacking or building
+    perf.check()
     tree = kbuild.ensure_source(args.config)
     meta = kbuild.describe(tree, args.config, shells)
     if args.trace:
-        return _trace_kbuild(args, tree, shells, meta)
+        return _trace_kbuild(args, tree, shells, meta, out_root)
     label = args.label or kbuild.config_slug(args.config)
     runs, where = run.campaign(kbuild.conditions(tree, args.jobs, shells), runs=args.runs,
                                warmups=args.warmups, seed=args.seed,
-                               label=f"{label}-j{args.jobs}",
-                               out_root=args.out or raw_dir() / "kbuild", extra_meta=meta)
+                               label=f"{label}-j{args.jobs}", out_root=out_root,
+                               extra_meta=meta)
     failed = sum(1 for r in runs if r.failed)
     print(f"{len(runs)} runs, {failed} failed; raw data: {where}")
-    return 0 if not failed else 1
+    return run.exit_status(runs)
 
 
-def _trace_kbuild(args, tree: Path, shells: tuple[str, ...], meta: dict) -> int:
+def _trace_kbuild(args, tree: Path, shells: tuple[str, ...], meta: dict[str, Any],
+                  out_root: Path) -> int:
     import subprocess
-    from datetime import UTC, datetime
 
-    from rmaplab.measure import capture, kbuild
-    from rmaplab.paths import raw_dir
+    from rmaplab.measure import kbuild, record
 
+    status = 0
     for shell in shells:
         subprocess.run(["make", "-s", "clean"], cwd=tree, check=True, capture_output=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = (args.out or raw_dir() / "traces") / f"{stamp}-{kbuild.trace_label(args.config, shell)}"
-        events, conv = capture.trace(kbuild.build_command(shell, args.jobs), target, cwd=tree,
-                                     extra_meta=meta)
-        print(f"{shell}: {len(events):,} events -> {target}")
-    return 0
+        name = record.run_name(kbuild.trace_label(args.config, shell))
+        events, _, where, _, status_shell = _record_trace(
+            kbuild.build_command(shell, args.jobs), out_root, name, tree, None, extra_meta=meta)
+        print(f"{shell}: {len(events):,} events -> {where}")
+        status = status or status_shell
+    return status

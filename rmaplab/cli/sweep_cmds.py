@@ -2,29 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from rmaplab.cli import _args
 from rmaplab.cli._registry import command, json_out
-from rmaplab.errors import RmaplabError
-
-
-def _list(text: str, cast=str) -> list:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if cast is int and "-" in part[1:]:
-            lo, hi = part.split("-", 1)
-            out += list(range(int(lo), int(hi) + 1))
-        elif cast is bool:
-            if part.lower() not in ("yes", "no", "true", "false", "1", "0"):
-                raise RmaplabError(f"expected yes or no, got {part!r}")
-            out.append(part.lower() in ("yes", "true", "1"))
-        else:
-            try:
-                out.append(cast(part))
-            except ValueError:
-                raise RmaplabError(f"cannot read {part!r} as {cast.__name__}") from None
-    return out
 
 
 @command("sweep")
@@ -37,57 +16,61 @@ def _sweep(sub) -> None:
                     "is recorded with its error.  --kind generated: the synthetic kernel build "
                     "(rmaplab.generator) with --units/--shell/--make-forks/--shell-forks/--jobs/"
                     "--seeds; "
-                    "--kind micro: rmaplab.workloads with --workload/-k/-n.",
+                    "--kind micro: rmaplab.workloads with --workload/-k/-n.  Exit status: 0 if "
+                    "every cell is ok, 1 if a cell failed, 2 for bad input.",
     )
-    p.add_argument("--out", type=Path, required=True, help="result dataset directory")
+    from rmaplab.model import POLICIES
+    from rmaplab.workloads import WORKLOADS
+
+    ints = _args.int_list
+    p.add_argument("--out", type=_args.output_dir, required=True, metavar="DIR",
+                   help="result dataset directory")
     p.add_argument("--kind", default="generated", choices=["generated", "micro"])
-    p.add_argument("--policy", default="all", help="policies, comma-separated, or all")
-    p.add_argument("--units", default="1", help="recipes as multiples of the recorded build")
-    p.add_argument("--shell", default="sh", help="sh and/or bash")
-    p.add_argument("--make-forks", default="no",
+    p.add_argument("--policy", type=_args.choice_list(POLICIES, everything="all"), default="all",
+                   help="policies, comma-separated, or all")
+    p.add_argument("--units", type=_args.float_list(0, 100, above=True), default="1",
+                   help="recipes as multiples of the recorded build, e.g. 1,4")
+    p.add_argument("--shell", type=_args.choice_list(["sh", "bash", "dash2019"]), default="sh",
+                   help="sh, bash and/or dash2019 (a recorded build of each)")
+    p.add_argument("--make-forks", type=_args.bool_list, default="no",
                    help="no (make vforks or posix_spawns: 3.82, 4.2+) and/or yes (make 4.0/4.1 "
                         "fork for every recipe)")
-    p.add_argument("--shell-forks", default="no",
+    p.add_argument("--shell-forks", type=_args.bool_list, default="no",
                    help="no (dash 0.5.11+ vforks commands) and/or yes (dash 0.5.10 and older "
                         "fork every command: Debian 10); yes only with --shell sh")
-    p.add_argument("--jobs", default="2", help="make -j")
-    p.add_argument("--seeds", default="0", help="seeds, e.g. 0-4")
-    p.add_argument("--workload", default="split", help="micro workloads")
-    p.add_argument("-k", default="16", help="micro: region VMAs")
-    p.add_argument("-n", default="10", help="micro: forks")
-    p.add_argument("--scheduler", help="address of an existing dask scheduler")
-    p.add_argument("--workers", type=int, help="LocalCluster workers (default: CPUs)")
+    p.add_argument("--jobs", type=ints(1, 1024), default="2", help="make -j")
+    p.add_argument("--seeds", type=ints(0, _args.MAX_SEED), default="0", help="seeds, e.g. 0-4")
+    p.add_argument("--workload", type=_args.choice_list(WORKLOADS), default="split",
+                   help="micro workloads")
+    p.add_argument("-k", type=ints(0, 10_000), default="16", help="micro: region VMAs")
+    p.add_argument("-n", type=ints(1, 1_000), default="10", help="micro: forks")
+    p.add_argument("--scheduler", type=_args.scheduler_address, metavar="ADDR",
+                   help="address of an existing dask scheduler (tcp://HOST:PORT)")
+    p.add_argument("--workers", type=_args.integer(1, 256),
+                   help="LocalCluster workers (default: CPUs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_sweep)
 
 
 def _run_sweep(args) -> int:
     from rmaplab import sweep
-    from rmaplab.model import POLICIES
+    from rmaplab.errors import RmaplabError
 
-    policies = list(POLICIES) if args.policy == "all" else _list(args.policy)
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown:
-        raise RmaplabError(f"unknown policy {unknown[0]!r}", hint="one of: " + ", ".join(POLICIES))
+    if args.scheduler and args.workers:
+        raise RmaplabError("--workers sizes the local cluster; it cannot apply to --scheduler")
     if args.kind == "generated":
-        shells = _list(args.shell)
-        bad = [s for s in shells if s not in ("sh", "bash", "dash2019")]
-        if bad:
-            raise RmaplabError(f"unknown shell {bad[0]!r}",
-                               hint="sh, bash or dash2019 (a recorded build of each)")
-        shell_forks = _list(args.shell_forks, bool)
-        if True in shell_forks and shells != ["sh"]:
+        if True in args.shell_forks and args.shell != ["sh"]:
             raise RmaplabError("--shell-forks yes models dash's forks: use it with --shell sh")
-        axes = {"kind": ["generated"], "units": _list(args.units, float), "shell": shells,
-                "make_forks": _list(args.make_forks, bool)}
+        axes = {"kind": ["generated"], "units": args.units, "shell": args.shell,
+                "make_forks": args.make_forks}
         cells = []
-        for forks in shell_forks:   # cells without shell_forks: ids as before it existed
+        for forks in args.shell_forks:  # cells without shell_forks: ids as before it existed
             extra = {"shell_forks": [True]} if forks else {}
-            cells += sweep.grid(**axes, **extra, jobs=_list(args.jobs, int),
-                                seed=_list(args.seeds, int), policy=policies)
+            cells += sweep.grid(**axes, **extra, jobs=args.jobs, seed=args.seeds,
+                                policy=args.policy)
     else:
-        cells = sweep.grid(kind=["micro"], workload=_list(args.workload), k=_list(args.k, int),
-                           n=_list(args.n, int), policy=policies)
+        cells = sweep.grid(kind=["micro"], workload=args.workload, k=args.k, n=args.n,
+                           policy=args.policy)
     counts = sweep.sweep(cells, args.out, scheduler=args.scheduler, workers=args.workers)
     if args.json:
         json_out(counts)

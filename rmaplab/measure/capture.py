@@ -50,6 +50,7 @@ MADVICE = {4: "dontneed", 10: "dontfork", 11: "dofork", 18: "wipeonfork", 19: "k
 PROTS = {0: "", 1: "r", 3: "rw", 5: "rx", 7: "rwx", 2: "w", 6: "wx", 4: "x"}
 USER_LIMIT = 0x0000800000000000
 SYSCALLS = ("mmap", "munmap", "mprotect", "brk", "madvise", "mremap")
+MREMAP_DONTUNMAP = 4                             # include/uapi/linux/mman.h
 
 RECORD_EVENTS: list[tuple[str, str | None]] = [
     *[(f"syscalls:sys_{d}_{s}", None) for s in SYSCALLS for d in ("enter", "exit")],
@@ -332,9 +333,12 @@ class Converter:
             self.emit({"op": "madvise", "pid": owner, "start": args["start"],
                        "end": args["start"] + args["len_in"], "advice": advice}, out)
         elif name == "mremap":
-            self.emit({"op": "mremap", "pid": owner, "start": args["addr"],
-                       "end": args["addr"] + args["old_len"], "new_start": ret,
-                       "new_end": ret + args["new_len"]}, out)
+            ev = {"op": "mremap", "pid": owner, "start": args["addr"],
+                  "end": args["addr"] + args["old_len"], "new_start": ret,
+                  "new_end": ret + args["new_len"]}
+            if args.get("flags", 0) & MREMAP_DONTUNMAP:
+                ev["dontunmap"] = True
+            self.emit(ev, out)
 
     def _count_alloc(self, rest: str) -> None:
         fields = dict(kv.split("=", 1) for kv in rest.split() if "=" in kv)
@@ -374,13 +378,18 @@ def perf_script_lines(data: Path) -> Iterable[str]:
         raise RmaplabError(f"perf script failed: {err.strip()[-300:]}")
 
 
-def record(cmd: list[str], data: Path, log=None) -> dict[str, Any]:
-    """perf record CMD into ``data``; returns the command's status, wall time, lost events."""
+def record(cmd: list[str], data: Path, cwd: Path | None = None, log=None) -> dict[str, Any]:
+    """perf record CMD into ``data``; returns the command's status, wall time, lost events.
+
+    perf record waits for CMD with wait() after its loop, so its exit status is CMD's
+    (and it kills itself with CMD's signal): ``exit_status`` is CMD's, as subprocess
+    reports it (-N for signal N).  Call :func:`rmaplab.measure.perf.check` first.
+    """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    perf.check()
     log(f"recording {' '.join(cmd)} ...")
     start = time.perf_counter()
-    proc = subprocess.run(record_argv(cmd, data), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(record_argv(cmd, data), cwd=cwd, stderr=subprocess.PIPE, text=True,
+                          errors="replace")
     wall = time.perf_counter() - start
     lost = re.findall(r"Lost (\d+)", proc.stderr or "")
     if not data.exists():

@@ -12,19 +12,25 @@ per fork on K, STATE and K x STATE, with a heteroskedasticity-robust CI.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from rmaplab import atomic, integrity
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import host, micro
+from rmaplab.measure.record import (
+    check_destination,
+    deferred_interrupt,
+    keep_unfinished,
+    run_name,
+    save,
+)
 from rmaplab.paths import raw_dir
 
 
@@ -32,40 +38,48 @@ def run(ks=(0, 32, 128), states=(0, 1), forks: int = 200, repeats: int = 30, see
         record: bool = True, out_root: Path | None = None, log=None) -> tuple[pd.DataFrame,
                                                                                Path | None]:
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if len(set(ks)) < 2 or repeats < 2 or forks < 1:
+        raise RmaplabError("forkcost needs two or more different K, repeats >= 2 and forks >= 1 "
+                           "for the fit to be defined")
+    out_root = out_root or raw_dir() / "cost"
+    if record:
+        check_destination(out_root)
     exe = str(micro.binary())
     schedule = [(k, s) for k in ks for s in states for _ in range(repeats)]
     random.Random(seed).shuffle(schedule)
-    rows = []
-    for i, (k, state) in enumerate(schedule, 1):
-        proc = subprocess.run([exe, "forkcost", str(k), str(forks), str(state)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RmaplabError(f"avwork forkcost {k} {forks} {state} failed: "
-                               f"{proc.stderr.strip()}")
-        ns, kk, n, st, ut_us, st_us = (int(x) for x in proc.stdout.split())
-        rows.append({"order": i, "k": kk, "state": st, "forks": n, "ns": ns,
-                     "ns_per_fork": ns / n, "utime_us": ut_us, "stime_us": st_us})
-        if i % max(1, len(schedule) // 10) == 0:
-            log(f"  forkcost {i}/{len(schedule)}")
+    meta = {"host": host.describe(), "command": [exe, "forkcost", "K", str(forks), "STATE"],
+            "ks": list(ks), "states": list(states), "forks": forks, "repeats": repeats,
+            "seed": seed, "avwork_sha256": hashlib.sha256(micro.source()).hexdigest()}
+    rows: list[dict] = []
+    name = run_name("forkcost")
+
+    def write(d: Path) -> None:
+        (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
+        buf = io.StringIO()
+        pd.DataFrame(rows).to_csv(buf, index=False)
+        (d / "runs.csv").write_text(buf.getvalue())
+
+    try:
+        for i, (k, state) in enumerate(schedule, 1):
+            proc = subprocess.run([exe, "forkcost", str(k), str(forks), str(state)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RmaplabError(f"avwork forkcost {k} {forks} {state} failed: "
+                                   f"{proc.stderr.strip()}")
+            ns, kk, n, st, ut_us, st_us = (int(x) for x in proc.stdout.split())
+            rows.append({"order": i, "k": kk, "state": st, "forks": n, "ns": ns,
+                         "ns_per_fork": ns / n, "utime_us": ut_us, "stime_us": st_us})
+            if i % max(1, len(schedule) // 10) == 0:
+                log(f"  forkcost {i}/{len(schedule)}")
+    except (RmaplabError, KeyboardInterrupt) as e:
+        if record and rows:
+            keep_unfinished(out_root, name, write, meta, len(rows), len(schedule), e, log)
+        raise
     df = pd.DataFrame(rows)
-    where = None
-    if record:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        where = (out_root or raw_dir() / "cost") / f"{stamp}-forkcost"
-        meta = {"host": host.describe(), "command": [exe, "forkcost", "K", str(forks), "STATE"],
-                "ks": list(ks), "states": list(states), "forks": forks, "repeats": repeats,
-                "seed": seed, "avwork_sha256": __import__("hashlib").sha256(
-                    micro.source()).hexdigest()}
-        with atomic.new_directory(where) as d:
-            (d / "metadata.json").write_text(json.dumps(meta, indent=1) + "\n")
-            buf = io.StringIO()
-            df.to_csv(buf, index=False)
-            (d / "runs.csv").write_text(buf.getvalue())
-        try:
-            where.relative_to(raw_dir())
-            integrity.add([where])
-        except ValueError:
-            pass
+    if not record:
+        return df, None
+    with deferred_interrupt():
+        where = save(out_root, name, write)
     return df, where
 
 
@@ -81,3 +95,16 @@ def per_anon_vma_cost(df: pd.DataFrame, level: float = 0.95) -> dict[str, float]
             "ci_high": float(high), "ns_per_vma": float(fit.params[per_vma]),
             "ns_fork_base": float(fit.params["Intercept"]), "n": int(len(df)),
             "r2": float(fit.rsquared)}
+
+
+def fit_warnings(per: dict[str, float]) -> list[str]:
+    """Why a :func:`per_anon_vma_cost` fit cannot mean what it claims, if it cannot: a cost
+    that is not positive, or an interval that includes zero (too much noise for the runs)."""
+    if per["ns_per_anon_vma"] <= 0 or per["ns_per_vma"] < 0:
+        return [f"the fit is meaningless here: {per['ns_per_anon_vma']:.0f} ns per anon_vma, "
+                f"{per['ns_per_vma']:.0f} ns per VMA (a cost cannot be negative); use more "
+                "--forks and --repeats on a quiet machine"]
+    if per["ci_low"] <= 0:
+        return [f"the CI [{per['ci_low']:.0f}, {per['ci_high']:.0f}] ns includes zero: more "
+                "--forks or --repeats are needed to tell the cost from noise"]
+    return []

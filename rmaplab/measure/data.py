@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,8 @@ def measurement_dirs(kind: str) -> list[Path]:
 
 
 def latest(kind: str) -> Path:
-    dirs = measurement_dirs(kind)
+    """The newest complete measurement (campaigns stopped half-way are named *-incomplete)."""
+    dirs = [d for d in measurement_dirs(kind) if not re.search(r"-incomplete(-\d+)?$", d.name)]
     if not dirs:
         raise RmaplabError(f"no recorded measurements in data/raw/{kind}",
                            hint={"kbuild": "make kbuild-campaign",

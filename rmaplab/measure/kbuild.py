@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -76,23 +77,51 @@ def ensure_source(config: str = DEFAULT_CONFIG,
     for tool in ("flex", "bison", "bc", "make", "gcc"):
         if shutil.which(tool) is None:
             raise RmaplabError(f"{tool} is missing", hint="apt-get install " + " ".join(BUILD_DEPS))
-    if not (tree / "Makefile").exists():
-        log(f"unpacking {TARBALL} into {tree} ...")
-        tree.parent.mkdir(parents=True, exist_ok=True)
-        staging = tree.parent / f".{tree.name}.unpack"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(staging)], check=True)
-        (staging / SOURCE_PACKAGE).rename(tree)
-        staging.rmdir()
+    if not (tree / UNPACKED).exists():
+        if (tree / ".config").exists():
+            # Unpacked by an rmaplab without the marker: it ran `make CONFIG` only after a
+            # complete unpack, so a tree with a .config is complete.
+            (tree / UNPACKED).write_text("unpacked before the marker existed\n")
+        else:
+            unpack(TARBALL, tree, log, top=SOURCE_PACKAGE)
     if not (tree / ".config").exists():
         log(f"make {config} ...")
-        proc = subprocess.run(["make", "-s", *config.split()], cwd=tree, capture_output=True,
-                              text=True)
+        proc = subprocess.run(["make", "-s", *config.split()], cwd=tree,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              errors="replace")
         if proc.returncode != 0:
-            raise RmaplabError(f"make {config} failed: {proc.stderr.strip()[-300:]}",
-                               path=tree)
+            tail = proc.stderr.strip().splitlines()[-1:] or [""]
+            raise RmaplabError(f"make {config} failed in {tree}: {tail[0]}")
     return tree
+
+
+# Written last into an unpacked tree: a tree without it (or a .config) is incomplete,
+# an interrupted unpack, and is unpacked again.
+UNPACKED = ".rmaplab-unpacked"
+
+
+def unpack(tarball: Path, tree: Path, log=lambda s: None, top: str | None = None) -> None:
+    """Unpack ``tarball`` (one top directory, ``top``, by default named like ``tree``) into
+    ``tree``, atomically: into a temporary sibling, renamed when complete, so an
+    interrupted unpack never leaves a tree that looks finished."""
+    log(f"unpacking {tarball} into {tree} ...")
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}.", suffix=".unpacking"))
+    try:
+        proc = subprocess.run(["tar", "-xJf", str(tarball), "-C", str(tmp)],
+                              stderr=subprocess.PIPE, text=True, errors="replace")
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or [""]
+            raise RmaplabError(f"tar could not unpack {tarball}: {tail[0]}")
+        unpacked = tmp / (top or tree.name)
+        if not unpacked.is_dir():
+            raise RmaplabError(f"{tarball} holds no {top or tree.name}/ directory")
+        (unpacked / UNPACKED).write_text(f"unpacked from {tarball}\n")
+        if tree.exists():            # an incomplete tree left by an interrupted unpack
+            shutil.rmtree(tree)
+        os.rename(unpacked, tree)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def shell_args(shell: str) -> list[str]:

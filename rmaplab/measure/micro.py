@@ -26,28 +26,31 @@ COMPARED = ("anon_vma_fork", "anon_vma_prepare", "avc_fork", "avc_clone", "avc_p
 MODES = tuple(workloads.WORKLOADS)
 
 
-def source() -> bytes:
-    return resources.files("rmaplab.measure").joinpath("workloads/avwork.c").read_bytes()
+def source(name: str = "avwork") -> bytes:
+    """The C source of one of the package's workloads (rmaplab/measure/workloads/NAME.c)."""
+    return resources.files("rmaplab.measure").joinpath(f"workloads/{name}.c").read_bytes()
 
 
-def binary() -> Path:
-    """avwork compiled from the package's source (cached by the source's hash)."""
-    src = source()
-    digest = hashlib.sha256(src).hexdigest()[:12]
-    exe = cache_dir() / f"avwork-{digest}" / "avwork"
+def binary(name: str = "avwork", static: bool = False) -> Path:
+    """A workload compiled from the package's source (cached by the source's hash)."""
+    src = source(name)
+    digest = hashlib.sha256(src + (b"static" if static else b"")).hexdigest()[:12]
+    exe = cache_dir() / f"{name}-{digest}" / name
     if exe.exists():
         return exe
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise RmaplabError("gcc not found (needed to build the micro workloads)",
-                           hint="apt-get install gcc")
+        raise RmaplabError(f"gcc not found (needed to build {name}.c)",
+                           hint="apt-get install gcc libc6-dev")
     exe.parent.mkdir(parents=True, exist_ok=True)
-    c_file = exe.parent / "avwork.c"
+    c_file = exe.parent / f"{name}.c"
     c_file.write_bytes(src)
-    proc = subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(c_file)],
-                          capture_output=True, text=True)
+    flags = ["-O2", "-Wall", *(["-static"] if static else [])]
+    proc = subprocess.run([gcc, *flags, "-o", str(exe), str(c_file)], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
-        raise RmaplabError(f"gcc failed on avwork.c: {proc.stderr.strip()[-400:]}")
+        raise RmaplabError(f"gcc failed on {name}.c: {proc.stderr.strip()[-400:]}",
+                           hint="a static link needs libc6-dev (libc.a)" if static else None)
     return exe
 
 
@@ -66,11 +69,17 @@ def conditions(k: int, n: int, modes=MODES) -> list[Condition]:
     return out
 
 
-def model_delta(mode: str, k: int, n: int, policy: str = "v6.0") -> dict[str, int]:
+def model_delta(mode: str, k: int, n: int, policy: str = "v6.0", merge_rule: str = "uncowed",
+                counters: tuple[str, ...] = COMPARED, exit_at_end: bool = False
+                ) -> dict[str, int]:
+    """The model's (K, N) - (0, N) difference.  ``exit_at_end`` adds the program's own exit
+    (pid 1), which the traces leave out: needed to compare frees."""
     make = workloads.WORKLOADS[mode]
-    full = traces.replay(workloads.numbered(make(k, n)), policy=policy, check="off").counters
-    base = traces.replay(workloads.numbered(make(0, n)), policy=policy, check="off").counters
-    return {c: full[c] - base[c] for c in COMPARED}
+    tail = [{"op": "exit", "pid": 1}] if exit_at_end else []
+    full, base = (traces.replay(workloads.numbered(make(kk, n) + tail), policy=policy,
+                                merge_rule=merge_rule, check="off").counters
+                  for kk in (k, 0))
+    return {c: full[c] - base[c] for c in counters}
 
 
 def compare(runs: pd.DataFrame, k: int, n: int, modes=MODES) -> pd.DataFrame:

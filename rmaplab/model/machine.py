@@ -199,7 +199,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             mm = self._mm(pid)
             self._remember_range(mm, ev["start"], ev["end"])
             self._remember_range(mm, ev["new_start"], ev["new_end"])
-            self.do_mremap(mm, ev["start"], ev["end"], ev["new_start"], ev["new_end"])
+            self.do_mremap(mm, ev["start"], ev["end"], ev["new_start"], ev["new_end"],
+                           ev.get("dontunmap", False))
         elif op == "fork":
             self.fork(pid, ev["child"])
         elif op == "exit":

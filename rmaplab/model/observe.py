@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from rmaplab.model.structs import AnonVma, Mm
+from rmaplab.model.structs import VM_EXEC, VM_READ, VM_WRITE, AnonVma, Mm
 
 
 def depth(av: AnonVma) -> int:
@@ -61,6 +61,23 @@ def snapshot(mms: dict[int, Mm]) -> dict[str, float]:
     }
 
 
+def trace_prot(flags: int) -> str:
+    """A VMA's access bits in the trace format's spelling ("", "r", "rw", "rx", "rwx")."""
+    return "".join(c for c, bit in (("r", VM_READ), ("w", VM_WRITE), ("x", VM_EXEC))
+                   if flags & bit)
+
+
+def vma_state(mm: Mm) -> list[dict]:
+    """The mm's VMAs in address order, as the kernel's VMA tests look at them.
+
+    One dict per VMA: ``start``, ``end``, ``pgoff``, ``prot``, ``vma`` (the VMA object,
+    so that callers can follow one VMA through merges, as the tests compare pointers),
+    ``anon_vma`` (the object or None) and ``chain`` (the length of its anon_vma_chain).
+    """
+    return [{"start": v.start, "end": v.end, "pgoff": v.pgoff, "prot": trace_prot(v.flags),
+             "vma": v, "anon_vma": v.anon_vma, "chain": len(v.chain)} for v in mm.vmas]
+
+
 def anon_vma_names(mms: dict[int, Mm]) -> dict[AnonVma, str]:
     """AV1, AV2, ... for the anon_vmas linked now, in order of creation."""
     avs = {avc.anon_vma for mm in mms.values() for vma in mm.vmas for avc in vma.chain}
@@ -70,8 +87,6 @@ def anon_vma_names(mms: dict[int, Mm]) -> dict[AnonVma, str]:
 
 def describe_mm(mm: Mm, names: dict[AnonVma, str]) -> list[dict]:
     """One row per VMA: range, prot, its anon_vma and its chain (oldest first)."""
-    from rmaplab.model.structs import VM_EXEC, VM_READ, VM_WRITE
-
     def name(av):
         return names.get(av, f"AV?{av.id}") if av is not None else "-"
 

@@ -11,11 +11,16 @@ Nothing here knows the CVE's sequence: the search finds one on its own.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rmaplab.model.machine import EventError, Kernel
 from rmaplab.model.structs import AnonVma
+from rmaplab.paths import cache_dir
 
 BASE = 0x10000000
 PAGES = 2
@@ -121,6 +126,25 @@ def danger(kernel: Kernel) -> float:
             if len(owners) > 1:
                 score += 5.0 + (10.0 if av.degree < 2 else 0.0)
     return score
+
+
+@contextmanager
+def _hypothesis_storage() -> Iterator[None]:
+    """Keep Hypothesis's files (it caches constants even without an example database) in
+    rmaplab's cache instead of ./.hypothesis/ wherever the search was started."""
+    from hypothesis import configuration
+
+    from rmaplab.atomic import writable_error
+
+    home = cache_dir() / "hypothesis"
+    if writable_error(home) is not None:
+        home = Path(tempfile.gettempdir()) / "rmaplab-hypothesis"
+    before = configuration.storage_directory(intent_to_write=False).home_directory
+    configuration.set_hypothesis_home_dir(home)
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(before)
 
 
 @dataclass
@@ -249,21 +273,22 @@ def find_violation(policy: str = "v5.4", invariant: str = "same-anon_vma-same-ch
 
     spent = 0
     seed = 0
-    while spent < budget:
-        state.clear()
-        state["count"] = 0
-        run = hseed(seed)(settings(
-            max_examples=min(examples_per_seed, budget - spent), deadline=None, database=None,
-            phases=[Phase.generate, Phase.target, Phase.shrink],
-            suppress_health_check=list(HealthCheck))(make_probe()))
-        try:
-            run()
-        except Found:
-            pass
-        spent += state["count"]
-        if "events" in state:
-            events = shrink(state["events"], policy, invariant)
-            violation = first_violation(replay_events(events, policy), invariant)
-            return Finding(policy, invariant, events, violation.as_dict(), spent, seed)
-        seed += 1
+    with _hypothesis_storage():
+        while spent < budget:
+            state.clear()
+            state["count"] = 0
+            run = hseed(seed)(settings(
+                max_examples=min(examples_per_seed, budget - spent), deadline=None, database=None,
+                phases=[Phase.generate, Phase.target, Phase.shrink],
+                suppress_health_check=list(HealthCheck))(make_probe()))
+            try:
+                run()
+            except Found:
+                pass
+            spent += state["count"]
+            if "events" in state:
+                events = shrink(state["events"], policy, invariant)
+                violation = first_violation(replay_events(events, policy), invariant)
+                return Finding(policy, invariant, events, violation.as_dict(), spent, seed)
+            seed += 1
     return None

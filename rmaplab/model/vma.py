@@ -4,8 +4,11 @@ Mirrors 6.12's mm/vma.c (vma_merge_new_range, vma_merge_existing_range,
 vma_expand, commit_merge, dup_anon_vma, __split_vma, vma_modify) with the merge
 rule selectable: ``singular`` is 965f55dea0e3 ("mmap: avoid merging cloned VMAs",
 v3.0 .. v6.15: list_is_singular() on the target), ``uncowed`` is 879bca0a2c4f
-("mm/vma: fix incorrectly disallowed anonymous VMA merges", v6.16, in this machine's
-6.18: the fork check is made on the VMA whose anon_vma survives).
+("mm/vma: fix incorrectly disallowed anonymous VMA merges", v6.16: the fork check is
+made on the VMA whose anon_vma survives) with the two mremap fixes of Jan 2026 (v6.19,
+6.18.8): 61f67c230a5e (a VMA that absorbs a moved faulted VMA takes its anon_vma) and
+3b617fd3d317 (a moved VMA that was forked does not merge into an unfaulted one).
+``uncowed-6.16`` is 879bca0a2c4f without them, as released in v6.16 .. 6.18.7.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from rmaplab.model.structs import (
     Vma,
 )
 
-MERGE_RULES = ("uncowed", "singular")
+MERGE_RULES = ("uncowed", "singular", "uncowed-6.16")
 
 
 class Vmg:
@@ -141,9 +144,13 @@ class VmaMixin:
             if (src_anon is None or tgt_anon is None) and len(tgt.chain) == 1:
                 return True
             return src_anon is tgt_anon
-        # 879bca0a2c4f (+ "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge")
+        # 879bca0a2c4f
         if tgt_anon is None and src_anon is not None:     # we will dup_anon_vma() from src
-            return not (vma_is_fork_child(vmg.middle) or vma_is_fork_child(vmg.copied_from))
+            if vma_is_fork_child(vmg.middle):
+                return False
+            # 3b617fd3d317 "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge
+            # too" (6.18.8: e96ecd36c329): vmg->middle is NULL for mremap's copy.
+            return self.merge_rule == "uncowed-6.16" or not vma_is_fork_child(vmg.copied_from)
         if tgt_anon is not None and src_anon is None:     # we will simply use tgt's
             return not vma_is_fork_child(tgt)
         return src_anon is tgt_anon
@@ -267,11 +274,22 @@ class VmaMixin:
         return vmg.vma
 
     def vma_expand(self, vmg: Vmg) -> None:
-        """vma_expand(): grow vmg.vma over [start, end), absorbing next when it ends there."""
+        """vma_expand(): grow vmg.vma over [start, end), absorbing next when it ends there.
+
+        "If we are removing the next VMA or copying from a VMA (e.g. mremap()'ing), we
+        must propagate anon_vma state": the copied-from half is 61f67c230a5e ("mm/vma:
+        fix anon_vma UAF on mremap() faulted, unfaulted merge", v6.19, 6.18.8 as
+        33465280669d; not under the ``uncowed-6.16`` rule).  Without it an unfaulted neighbour that absorbs a moved faulted
+        VMA keeps no anon_vma while the moved pages point at the source's, which is freed
+        when the source is unmapped.  Under the singular rule (965f55dea0e3) such a merge
+        is refused earlier, so the copied-from step never finds work there.
+        """
         vma, nxt = vmg.vma, vmg.next
         remove_next = nxt is not None and vma is not nxt and vmg.end == nxt.end
         if remove_next:
             self.dup_anon_vma(vma, nxt)
+        if vmg.copied_from is not None and self.merge_rule != "uncowed-6.16":
+            self.dup_anon_vma(vma, vmg.copied_from)
         self.commit_merge(vmg, None, nxt if remove_next else None, None, 0)
 
     # ------------------------------------------------------------ splitting
@@ -460,11 +478,26 @@ class VmaMixin:
         vma = self.vm_area_alloc(mm, addr, addr + length, addr >> PAGE_SHIFT, flags, None)
         self.vma_link(mm, vma)
 
+    def vma_merge_extend(self, vma: Vma, delta: int) -> Vma | None:
+        """vma_merge_extend(): grow vma by delta bytes, merging the next VMA if it now abuts.
+
+        mremap()'s in-place growth (expand_vma_in_place): a new range [vm_end, vm_end +
+        delta) with vma as prev, so vma_merge_new_range() expands vma and, when the next
+        VMA starts exactly at the new end and is compatible, absorbs it too.
+        """
+        _, nxt = self.neighbours(vma)
+        vmg = Vmg(vma.mm, vma, None, vma.end, vma.end + delta, vma.pgoff + vma.pages,
+                  vma.flags, vma.file, vma.anon_vma)
+        vmg.next = nxt
+        return self.vma_merge_new_range(vmg)
+
     def copy_vma(self, vma: Vma, start: int, end: int, pgoff: int) -> Vma:
         """copy_vma() (mremap move): merge into a neighbour at the destination, else a copy.
 
         An unfaulted anonymous VMA takes the destination's pgoff "to increase its chance of
-        merging"; a faulted one keeps its pgoff and its anon_vmas (anon_vma_clone).
+        merging"; a faulted one keeps its pgoff and its anon_vmas (anon_vma_clone).  The
+        merge is vma_merge_copied_range() (61f67c230a5e): a new-range merge that knows the
+        VMA it copies from, for the fork check (3b617fd3d317) and for dup_anon_vma().
         """
         mm = vma.mm
         if vma.file is None and not vma.flags & VM_SHARED and vma.anon_vma is None:
@@ -482,39 +515,74 @@ class VmaMixin:
         self.vma_link(mm, new)
         return new
 
-    def do_mremap(self, mm: Mm, old_start: int, old_end: int, new_start: int, new_end: int
-                  ) -> None:
-        """mremap(): shrink or grow in place, or move (copy_vma, move pages, unmap the old)."""
+    def do_mremap(self, mm: Mm, old_start: int, old_end: int, new_start: int, new_end: int,
+                  dontunmap: bool = False) -> None:
+        """mremap() (mm/mremap.c, 6.18): shrink or grow in place, or move.
+
+        A range at the same address is resized in place: a shrink unmaps the tail, a
+        growth is expand_vma_in_place() (vma_merge_extend).  Any other target is a move
+        with MREMAP_MAYMOVE | MREMAP_FIXED (plus MREMAP_DONTUNMAP if asked): the target is
+        unmapped, a shrinking move drops the tail first, then move_vma().  Errors are
+        counted, not raised, as the kernel returns them to the caller.
+        """
         vma = self.find_vma(mm, old_start)
-        if vma is None or vma.end < old_end:
-            self.counters.syscall_errors += 1     # -EFAULT: not one mapping
+        old_len, new_len = old_end - old_start, new_end - new_start
+        in_place = new_start == old_start and not dontunmap
+        # The range must lie in one VMA (a shrink may drop more: its check is on new_len).
+        if vma is None or min(old_len, new_len) > vma.end - old_start:
+            self.counters.syscall_errors += 1          # -EFAULT
             return
-        if new_start == old_start:
-            if new_end < old_end:
-                self.do_munmap(mm, new_end, old_end)
-            elif new_end > old_end:
-                # vma_merge_extend(): only from the VMA's end, into free space
-                _, nxt = self.neighbours(vma)
-                if old_end != vma.end or (nxt is not None and nxt.start < new_end):
+        if not in_place and (
+                (old_end > new_start and new_end > old_start)          # vrm_overlaps()
+                or dontunmap and (old_len != new_len or vma.flags & VM_SPECIAL)):
+            self.counters.syscall_errors += 1          # -EINVAL (check_mremap_params)
+            return
+        if not in_place:
+            self.do_munmap(mm, new_start, new_end)     # mremap_to(): MREMAP_FIXED
+        if new_len < old_len:
+            self.do_munmap(mm, old_start + new_len, old_end)   # shrink_vma()
+            if in_place:
+                return
+            old_end = old_start + new_len
+        if in_place:
+            if new_len > old_len:
+                # vrm_can_expand_in_place(): the range ends at vm_end and nothing is mapped
+                # in [vm_end, vm_end + delta); the trace asks for this address: no move.
+                delta = new_len - old_len
+                i = self.vmas_from(mm, vma.end)
+                blocked = i < len(mm.vmas) and mm.vmas[i].start < vma.end + delta
+                if old_end != vma.end or blocked or self.vma_merge_extend(vma, delta) is None:
                     self.counters.syscall_errors += 1
-                    return
-                vma.end = new_end
             return
-        if vma.start < old_start:
-            self.split_vma(vma, old_start, True)
-        if vma.end > old_end:
-            self.split_vma(vma, old_end, False)
-        self.do_munmap(mm, new_start, new_end)           # MREMAP_FIXED replaces what is there
-        new = self.copy_vma(vma, new_start, new_end, vma.pgoff)
+        vma = self.find_vma(mm, old_start)             # the unmaps may have split it
+        self.move_vma(vma, old_start, old_end, new_start, new_end, dontunmap)
+
+    def move_vma(self, vma: Vma, old_start: int, old_end: int, new_start: int, new_end: int,
+                 dontunmap: bool) -> None:
+        """move_vma(): copy_vma_and_data(), then unmap_source_vma() or dontunmap_complete().
+
+        copy_vma() is given the whole source VMA (the unmap of the old range splits it
+        afterwards); if the source itself was merged into the copy (only possible while
+        unfaulted), the merged VMA is the source from then on.
+        """
+        mm = vma.mm
+        pgoff = vma.pgoff + ((old_start - vma.start) >> PAGE_SHIFT)
+        new = self.copy_vma(vma, new_start, new_end, pgoff)
+        if new.start <= old_start < new.end:
+            vma = new                                   # "Source vma may have been merged"
         shift = (new_start - old_start) >> PAGE_SHIFT
         lo, hi = old_start >> PAGE_SHIFT, old_end >> PAGE_SHIFT
         moved = [(v, p) for v, p in mm.pages.items() if lo <= v < hi]
         for v, _ in moved:
             del mm.pages[v]
         for v, p in moved:
-            mm.pages[v + shift] = p                       # move_page_tables()
-        self.do_munmap(mm, old_start, old_end)
-        del new
+            mm.pages[v + shift] = p                     # move_page_tables()
+        if not dontunmap:
+            self.do_munmap(mm, old_start, old_end)      # unmap_source_vma()
+        elif new is not vma and vma.start == old_start and vma.end == old_end:
+            # dontunmap_complete(): "anon_vma links of the old vma is no longer needed
+            # after its page table has been moved"; a partly moved VMA keeps them.
+            self.unlink_anon_vmas(vma)
 
     def expand_downwards(self, vma: Vma, addr: int) -> None:
         """expand_downwards(): a fault below a VM_GROWSDOWN stack extends it (anon_vma first)."""

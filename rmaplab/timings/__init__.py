@@ -9,7 +9,9 @@ records of one schema (:mod:`rmaplab.timings._schema`).
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -83,11 +85,29 @@ def load(path: str | Path, format: str = "auto", time_format: str | None = None
     if time_format is not None:
         if format not in ("auto", gnu_time.NAME):
             raise RmaplabError(f"--time-format applies to {gnu_time.NAME}, not {format}")
-        return gnu_time.parse(text, source, time_format=time_format)
+        return _checked(gnu_time.parse(text, source, time_format=time_format), source)
     name = detect(text, source) if format == "auto" else format
     if name not in FORMATS:
         raise RmaplabError(f"unknown format {name!r}", hint="one of: auto, " + ", ".join(FORMATS))
-    return FORMATS[name].parse(text, source)
+    return _checked(FORMATS[name].parse(text, source), source)
+
+
+def _checked(records: list[TimingRecord], source: str) -> list[TimingRecord]:
+    """Refuse impossible times (NaN, infinite, negative) and give every run its order.
+
+    ``order`` is the run's position in time as far as the file tells it: the line
+    for the text formats (tools append their output as runs finish); the JSON
+    formats set it themselves.
+    """
+    out = []
+    for r in records:
+        if not (math.isfinite(r.seconds) and r.seconds >= 0):
+            raise RmaplabError(f"{r.metric} time {r.seconds!r} s is not a finite, non-negative "
+                               "number", path=source, line=r.line or None)
+        if r.kind == "run" and "order" not in r.extra:
+            r = dataclasses.replace(r, extra={**r.extra, "order": r.line})
+        out.append(r)
+    return out
 
 
 def load_many(paths: Iterable[str | Path], format: str = "auto",

@@ -5,6 +5,11 @@ clock), ``user`` or ``sys``.  ``kind`` is ``run`` for a single measured run and
 ``mean`` for a summary a tool printed instead of runs (``perf stat -r N`` without
 ``--table``, hyperfine's user/system means): summaries are kept, labelled, and
 refused by the statistics, never mistaken for runs.
+
+Extras every loader sets on runs: ``order`` (the run's position in time as far as
+the file shows it, see :func:`rmaplab.timings.load`).  Where the tool records it,
+``exit_status``: the statistics leave out runs whose status is not 0, and say so.
+Times must be finite and non-negative; anything else is refused with its line.
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ Accepted per line (whitespace or a colon after the name)::
     real: 12.345s           LKP-style TIMEFORMAT ('real: %Rs')
 
 A block is a run of consecutive metric lines with no metric repeated.  A line
-of its own ending in ':' (``Origin:``) labels the blocks after it.  Other text
-(an email's prose) is not timing data and is passed over; a line that starts
-with real/user/sys but does not parse is an error.
+of its own ending in ':' (``Origin:``) labels the blocks after it, and so does a
+bare label of at most four words (``Origin``, ``Patched kernel``) when the next
+non-blank line starts a block, as in Wei Yang's v1 email.  Other text (an email's
+prose) is not timing data and is passed over; a line that starts with
+real/user/sys but does not parse is an error.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ DESCRIPTION = "bash `time` keyword output (default, -p, decimal comma, labelled 
 _METRIC_LINE = re.compile(r"^\s*(?P<metric>real|user|sys)\b[ \t:]*(?P<value>.*?)\s*$")
 _LONG = re.compile(r"^(?P<min>\d+)m(?P<sec>\d+(?:[.,]\d+)?)s$")
 _PLAIN = re.compile(r"^(?P<sec>\d+(?:[.,]\d+)?)s?$")
+_BARE_LABEL = re.compile(r"^\s*(?P<label>[A-Za-z][\w.+-]*(?: [\w.+-]+){0,3})\s*$")
 
 
 def _timing_value(line: str) -> re.Match[str] | None:
@@ -71,6 +74,7 @@ def parse(text: str, source: str) -> list[TimingRecord]:
     block_start: int | None = None
     block_metrics: set[str] = set()
 
+    bare: str | None = None     # a bare label waiting for the block it may head
     for i, line in enumerate(text.splitlines(), 1):
         m = _timing_value(line)
         if m is None:
@@ -78,8 +82,12 @@ def parse(text: str, source: str) -> list[TimingRecord]:
                 blocks.append((block_start, block_metrics))
                 block_start, block_metrics = None, set()
             if (label := heading(line)) is not None:
-                group = label
+                group, bare = label, None
+            elif line.strip():
+                bare = b["label"] if (b := _BARE_LABEL.match(line)) else None
             continue
+        if bare is not None:
+            group, bare = bare, None
         metric = m["metric"]
         seconds = _seconds(m["value"], source=source, line=i)
         if block_start is None or metric in block_metrics:

@@ -6,12 +6,14 @@
 value becomes a run of ``real`` (pyperf measures wall-clock time); the worker
 process it came from is kept as ``process`` because values within one process are
 correlated.  Calibration runs (no ``values``) are skipped: they hold no samples.
+pyperf runs its worker processes one after another, so ``order`` numbers the
+values in the file's order; ``line`` is the line of each value.
 """
 
 from __future__ import annotations
 
 from rmaplab.errors import RmaplabError
-from rmaplab.timings._json import load_object, maybe_object
+from rmaplab.timings._json import check_time, load_object, maybe_object, scalar_lines
 from rmaplab.timings._schema import TimingRecord
 
 NAME = "pyperf"
@@ -28,7 +30,9 @@ def parse(text: str, source: str) -> list[TimingRecord]:
     if not isinstance(obj.get("benchmarks"), list):
         raise RmaplabError("pyperf JSON has no 'benchmarks' list", path=source)
     common = obj.get("metadata", {})
+    lines = scalar_lines(text)
     records: list[TimingRecord] = []
+    order = 0
     for b, bench in enumerate(obj["benchmarks"]):
         meta = {**common, **bench.get("metadata", {})}
         name = meta.get("name")
@@ -43,13 +47,14 @@ def parse(text: str, source: str) -> list[TimingRecord]:
             values = run.get("values")
             if not values:
                 continue
-            for v in values:
-                if not isinstance(v, (int, float)):
-                    raise RmaplabError(f"benchmarks[{b}].runs[{p}] has a non-number value {v!r}",
-                                       path=source)
+            for i, v in enumerate(values):
+                line = lines.get(("benchmarks", b, "runs", p, "values", i), 0)
+                seconds = check_time(v, source=source, line=line,
+                                     where=f"benchmarks[{b}].runs[{p}].values[{i}]")
                 run_no += 1
-                records.append(TimingRecord(source, 0, name, run_no, "real", float(v),
-                                            format=NAME, extra={"process": p + 1,
+                order += 1
+                records.append(TimingRecord(source, line, name, run_no, "real", seconds,
+                                            format=NAME, extra={"process": p + 1, "order": order,
                                                                 "command": meta.get("command")}))
     if not records:
         raise RmaplabError("pyperf JSON holds no values (only calibration runs?)", path=source)

@@ -2,6 +2,7 @@
  * avwork: micro workloads for the anon_vma model, one per rmaplab.workloads function.
  *
  *   avwork MODE K N      MODE: split sep chainw chainx dontfork wipeonfork brk mprotect-merge
+ *                              wipeonfork-split dontfork-middle
  *   avwork forkcost K N STATE
  *                        time N fork+_exit+waitpid of a process with K one-page VMAs
  *                        (STATE 0: never written, no anon_vma; 1: written then
@@ -31,7 +32,8 @@
 #include <unistd.h>
 
 #define PAGE 4096UL
-#define BASE ((char *)0x7F0000000000UL)
+/* Free on an x86-64 host and below UML's 512 GiB user address space. */
+#define BASE ((char *)0x7000000000UL)
 
 static void die(const char *what)
 {
@@ -177,7 +179,8 @@ int main(int argc, char **argv)
 		return forkcost(atol(argv[2]), atol(argv[3]), atoi(argv[4]));
 	if (argc != 4) {
 		static const char usage[] =
-			"usage: avwork MODE K N  (split sep chainw chainx dontfork wipeonfork brk mprotect-merge)\n";
+			"usage: avwork MODE K N  (split sep chainw chainx dontfork wipeonfork brk mprotect-merge"
+			" wipeonfork-split dontfork-middle)\n";
 		if (write(2, usage, sizeof(usage) - 1) < 0)
 			return 3;
 		return 2;
@@ -215,6 +218,26 @@ int main(int argc, char **argv)
 			}
 			wait_child(pid);
 		}
+	} else if (!strcmp(mode, "wipeonfork-split")) {
+		split_region(k);
+		if (k)
+			madvise_range(1, k, MADV_WIPEONFORK);
+		for (long j = 0; j < n; j++) {
+			pid_t pid = fork();
+			if (pid < 0)
+				die("fork");
+			if (!pid) {
+				for (long i = 1; i <= k; i += 2)
+					touch(page(i));
+				_exit(0);
+			}
+			wait_child(pid);
+		}
+	} else if (!strcmp(mode, "dontfork-middle")) {
+		split_region(k);
+		if (k >= 2)
+			madvise_range(2, 1, MADV_DONTFORK);
+		forks(n);
 	} else if (!strcmp(mode, "brk")) {
 		char *heap = (char *)syscall(SYS_brk, 0);
 		for (long s = 1; s <= k; s++) {
