@@ -161,3 +161,16 @@ def test_notebook_03_writes_no_fig03_figure_without_a_recorded_campaign():
         kind, key = (("ceiling", "ceiling_dir") if "ceiling" in prov["parameters"]
                      else ("objects", "objects_dir"))
         assert (raw_dir() / kind / prov["parameters"][key]).is_dir(), name
+
+
+def test_fig6_a_dash_that_forks_leaves_the_patches_more_to_save():
+    """Fig. 6: both patches for every build; with dash forking every command (dash 0.5.10)
+    each patch saves a larger share than with today's vforking dash, at the same size."""
+    d = data("fig6_sweep_savings")
+    assert d.groupby("build").patch.nunique().eq(2).all()
+    sh = d[(d.shell == "sh") & ~d.make_forks.astype(bool)]
+    for units in (1, 4):
+        at = sh[sh.units == units]
+        forks = at[at.shell_forks.astype(bool)].set_index("patch").all_pct
+        vforks = at[~at.shell_forks.astype(bool)].set_index("patch").all_pct
+        assert (forks > vforks).all(), units
