@@ -270,13 +270,22 @@ def fork_cost(runs: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     return fig, pd.DataFrame(rows)
 
 
+def build_label(shell: str, shell_forks: bool, make_forks: bool, units: float) -> str:
+    """How a generated build is named in figures: recipe shell, make, size."""
+    who = {"sh": "dash forks" if shell_forks else "dash vforks"}.get(shell, shell)
+    return f"{who}, make {'forks' if make_forks else 'spawns'}, x{units:g}"
+
+
 def sweep_savings(savings: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     """Figure 6: share of all anon_vma allocations each patch saves, by kind of build."""
     use_style()
     d = savings.copy()
-    d["build"] = (d["shell"] + ", make " + np.where(d["make_forks"], "forks", "spawns")
-                  + ", x" + d["units"].map(lambda u: f"{u:g}"))
-    builds = list(dict.fromkeys(d.sort_values(["units", "shell", "make_forks"])["build"]))
+    if "shell_forks" not in d:
+        d["shell_forks"] = False
+    d["build"] = [build_label(r.shell, r.shell_forks, r.make_forks, r.units)
+                  for r in d.itertuples()]
+    builds = list(dict.fromkeys(
+        d.sort_values(["units", "shell", "shell_forks", "make_forks"])["build"]))
     fig, ax = plt.subplots(figsize=(6.2, 3.2))
     width = 0.38
     for j, patch in enumerate(("v5.5", "wei-intended")):
@@ -287,8 +296,8 @@ def sweep_savings(savings: pd.DataFrame) -> tuple[plt.Figure, pd.DataFrame]:
     ax.set_ylabel("% of anon_vma allocations saved\n(vs v5.4; mean, SD over seeds)")
     ax.legend(frameon=False, fontsize=8, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout()
-    return fig, d[["patch", "build", "shell", "make_forks", "units", "mm_forks", "saved",
-                   "fork_pct", "all_pct", "all_pct_sd", "walk"]]
+    return fig, d[["patch", "build", "shell", "shell_forks", "make_forks", "units", "mm_forks",
+                   "saved", "fork_pct", "all_pct", "all_pct_sd", "walk"]]
 
 
 def ceiling_components(table: pd.DataFrame, claim_pct: float) -> tuple[plt.Figure, pd.DataFrame]:

@@ -10,9 +10,13 @@ is given.  Measurements never run here: replays only.
 
 Cell kinds:
 ``{"kind": "micro", "workload": "split", "k": 16, "n": 10, "policy": ...}``
-``{"kind": "generated", "units": 2.0, "shell": "bash", "make_forks": true, "jobs": 2,
-   "seed": 0, "policy": ...}``
-``{"kind": "trace", "trace": "path/to/trace.jsonl.gz", "policy": ...}``
+``{"kind": "generated", "units": 2.0, "shell": "sh", "make_forks": true,
+   "shell_forks": true, "jobs": 2, "seed": 0, "policy": ...}`` (rmaplab.generator.Params;
+   a cell without ``shell_forks`` has it false, so cells recorded before it existed keep
+   their ids)
+``{"kind": "trace", "trace": "data/raw/traces/<dir>/trace.jsonl.gz", "policy": ...}`` (a
+   path relative to the repository, so the cell id does not depend on the checkout; a
+   raw trace is checked against the manifest before it is read)
 
 Optional keys of any cell: ``"merge_rule"`` (default: the policy's own), ``"walks": true``
 (the result's ``walks`` column holds the rmap-walk-length histogram as JSON rows), and
@@ -73,11 +77,25 @@ def _events(cell: dict[str, Any]):
         from rmaplab.generator import Params, generate
 
         return generate(Params(units=float(cell["units"]), shell=cell["shell"],
-                               make_forks=bool(cell["make_forks"]), jobs=int(cell["jobs"]),
-                               seed=int(cell["seed"]), identity=bool(cell.get("identity"))))
+                               make_forks=bool(cell["make_forks"]),
+                               shell_forks=bool(cell.get("shell_forks", False)),
+                               jobs=int(cell["jobs"]), seed=int(cell["seed"]),
+                               identity=bool(cell.get("identity"))))
     if kind == "trace":
-        return traces.read(cell["trace"])
+        return traces.read(_trace_path(cell["trace"]))
     raise RmaplabError(f"unknown cell kind {kind!r}")
+
+
+def _trace_path(name: str) -> Path:
+    from rmaplab import integrity
+    from rmaplab.paths import repo_root
+
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    if path.parts[:2] == ("data", "raw"):
+        return integrity.raw_path(str(Path(*path.parts[2:])))
+    return repo_root() / path
 
 
 def run_cell(cell: dict[str, Any], plugin_sources: dict[str, str] | None = None
@@ -192,7 +210,7 @@ def sweep(cells: list[dict[str, Any]], out: Path, scheduler: str | None = None,
             counts[row["status"]] += 1
             what = ", ".join(f"{k}={v}" for k, v in row.items()
                              if k in ("kind", "workload", "units", "shell", "make_forks",
-                                      "seed", "policy"))
+                                      "shell_forks", "seed", "policy"))
             log(f"  [{i}/{len(todo)}] {row['status']} in {row['elapsed_s']:.1f} s: {what}"
                 + (f" ({row['error']})" if row["status"] == "failed" else ""))
     finally:
@@ -217,4 +235,11 @@ def load(out: Path) -> pd.DataFrame:
         frame = pd.read_parquet(f)
         frame["policy"] = f.parent.name.split("=", 1)[1]
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    if "make_forks" in out:             # generated cells; other kinds have NA here
+        out["make_forks"] = out["make_forks"].astype("boolean")
+        if "shell_forks" not in out:
+            out["shell_forks"] = pd.NA
+        out["shell_forks"] = out["shell_forks"].astype("boolean").mask(
+            out["make_forks"].notna() & out["shell_forks"].isna(), False)
+    return out

@@ -283,6 +283,18 @@ def label(text: str) -> str:
     return text
 
 
+def make_targets(text: str) -> str:
+    """Make targets that configure a kernel tree ("tinyconfig kvm_guest.config"): at least
+    one, each a plain name (no variable assignments or options)."""
+    targets = text.split()
+    if not targets:
+        raise Invalid("needs at least one make target, e.g. tinyconfig")
+    for target in targets:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", target):
+            raise Invalid(f"{target!r} is not a make target name")
+    return " ".join(targets)
+
+
 def scheduler_address(text: str, timeout: float = 5.0) -> str:
     """A dask scheduler that answers on TCP now (dask itself retries for 30 s)."""
     url = urlsplit(text if "://" in text else "tcp://" + text)

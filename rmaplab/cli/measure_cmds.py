@@ -205,12 +205,8 @@ def _trace(sub) -> None:
 
 
 def _run_trace(args) -> int:
-    import shutil
-    import tempfile
-
-    from rmaplab import atomic
-    from rmaplab.measure import capture, host, perf, record, run
-    from rmaplab.paths import cache_dir, raw_dir
+    from rmaplab.measure import perf, record, run
+    from rmaplab.paths import raw_dir
 
     cmd = command_of(args)
     if args.perf_data is not None and cmd:
@@ -222,23 +218,48 @@ def _run_trace(args) -> int:
     parent = args.output.parent if args.output else raw_dir() / "traces"
     name = args.output.name if args.output else record.run_name(args.label or " ".join(cmd))
     record.check_destination(parent)
-    meta: dict[str, Any] = {"host": host.describe(), "command": cmd,
-                            "cwd": str(args.cwd) if args.cwd else None,
-                            "record_events": capture.RECORD_EVENTS}
-    status = 0
-    scratch = None
-    if args.perf_data is not None:
-        data = args.perf_data
-    else:
+    if args.perf_data is None:
         run.resolve_command(cmd, args.cwd)
         perf.check()
+    events, conv, where, meta, status = _record_trace(cmd, parent, name, args.cwd,
+                                                      args.perf_data, unique=args.output is None)
+    print(f"{len(events):,} events ({conv.stats['faults']:,} faults seen, "
+          f"{conv.stats['faults_dropped']:,} dropped as irrelevant) -> {where}")
+    if status:
+        print(f"rmaplab trace: the command failed ({run.status_text(meta['record']['exit_status'])}); "
+              "its trace is recorded all the same", file=sys.stderr)
+    return status
+
+
+
+def _record_trace(cmd: list[str], parent: Path, name: str, cwd: Path | None,
+                  perf_data: Path | None, extra_meta: dict[str, Any] | None = None,
+                  unique: bool = True) -> tuple[list[dict], Any, Path, dict[str, Any], int]:
+    """Record ``cmd`` with perf (or convert ``perf_data``) into the trace directory
+    ``parent/name`` (added to the manifest under data/raw): (events, converter, directory,
+    metadata, the command's exit status as the shell reports it)."""
+    import shutil
+    import tempfile
+
+    from rmaplab import atomic
+    from rmaplab.measure import capture, host, record, run
+    from rmaplab.paths import cache_dir
+
+    meta: dict[str, Any] = {"host": host.describe(), "command": cmd,
+                            "cwd": str(cwd) if cwd else None,
+                            "record_events": capture.RECORD_EVENTS, **(extra_meta or {})}
+    status = 0
+    scratch = None
+    if perf_data is not None:
+        data = perf_data
+    else:
         cache = cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="trace-", dir=cache if atomic.writable_error(
             cache) is None else None))
         data = scratch / "perf.data"
         try:
-            meta["record"] = capture.record(cmd, data, cwd=args.cwd)
+            meta["record"] = capture.record(cmd, data, cwd=cwd)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -250,7 +271,7 @@ def _run_trace(args) -> int:
             capture.perf_script_lines(data),
             progress=lambda n: print(f"  {n:,} perf lines", file=sys.stderr, flush=True))
         where = record.save(parent, name, lambda d: capture.write_outputs(d, events, conv, meta),
-                            unique=args.output is None)
+                            unique=unique)
     except BaseException as e:
         if scratch is None:
             raise
@@ -263,12 +284,7 @@ def _run_trace(args) -> int:
         raise
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"{len(events):,} events ({conv.stats['faults']:,} faults seen, "
-          f"{conv.stats['faults_dropped']:,} dropped as irrelevant) -> {where}")
-    if status:
-        print(f"rmaplab trace: the command failed ({run.status_text(meta['record']['exit_status'])}); "
-              "its trace is recorded all the same", file=sys.stderr)
-    return status
+    return events, conv, where, meta, status
 
 
 @command("micro")
@@ -440,18 +456,21 @@ def _run_forkcost(args) -> int:
 @command("kbuild")
 def _kbuild(sub) -> None:
     p = sub.add_parser(
-        "kbuild", help="kernel-build campaign: tinyconfig builds with sh and bash, with and "
-                       "without perf, interleaved",
+        "kbuild", help="kernel-build campaign: builds with each recipe shell, with and without "
+                       "perf, interleaved",
         description="Install Debian's linux-source-6.12 and its build dependencies if missing "
-                    "(root), unpack it into $RMAPLAB_CACHE (default ~/.cache/rmaplab), make "
-                    "tinyconfig, then measure `make -s -jJOBS` after an unmeasured `make -s "
-                    "clean`, with the default /bin/sh and with SHELL=/bin/bash, each under perf "
-                    "stat (counts) and without perf (wait4 rusage, as `time` reports it), in a "
-                    "seeded random order.  About 70 s per run on 2 quiet cores: the defaults "
-                    "(10 runs x 4 conditions + 4 warm-ups) take about 50 min.  Finished runs "
-                    "are staged; rerunning the same command resumes an interrupted campaign.  "
-                    "Results go to data/raw/kbuild/ (raw data: commit them).  Exit status as "
-                    "for measure.",
+                    "(root), unpack it into $RMAPLAB_CACHE (default ~/.cache/rmaplab), `make "
+                    "CONFIG` (tinyconfig), then measure `make -s -jJOBS` after an unmeasured "
+                    "`make -s clean`, once per shell (sh = /bin/sh, bash = SHELL=/bin/bash, "
+                    "dash2019 = SHELL=dash-2019, built on demand: forks like Debian 10's dash), "
+                    "each under perf stat (counts) and without perf (wait4 rusage, as `time` "
+                    "reports it), in a seeded random order.  About 70 s per tinyconfig run on 2 "
+                    "quiet cores: the defaults (10 runs x 4 conditions + 4 warm-ups) take about "
+                    "50 min.  Finished runs are staged; rerunning the same command resumes an "
+                    "interrupted campaign.  Results go to data/raw/kbuild/ (raw data: commit "
+                    "them).  --trace records one build per shell with `rmaplab trace` into "
+                    "data/raw/traces/ instead (its live counts come with it).  Exit status as for "
+                    "measure.",
     )
     p.add_argument("--runs", type=_args.runs, default=10,
                    help="measured runs per shell and instrumentation (default 10)")
@@ -461,11 +480,23 @@ def _kbuild(sub) -> None:
     p.add_argument("--no-plain", action="store_true",
                    help="only the runs under perf stat (no uninstrumented runs)")
     p.add_argument("--seed", type=_args.seed, default=2019, help="seed of the run order")
+    p.add_argument("--config", type=_args.make_targets, default="tinyconfig",
+                   help="make targets that configure the tree (default tinyconfig), e.g. "
+                        "'tinyconfig kvm_guest.config'")
+    p.add_argument("--shells", type=_args.choice_list(["sh", "bash", "dash2019"]),
+                   default="sh,bash",
+                   help="recipe shells, comma-separated: sh, bash, dash2019 (default sh,bash)")
+    p.add_argument("--label", type=_args.label,
+                   help="name of the measurement (default CONFIG-jJOBS)")
+    p.add_argument("--trace", action="store_true",
+                   help="record one traced build per shell (data/raw/traces/<time>-kbuild-"
+                        "[CONFIG-]SHELL) instead of counting")
     p.add_argument("--out", type=_args.output_dir, metavar="DIR",
-                   help="parent directory (default data/raw/kbuild)")
+                   help="parent directory (default data/raw/kbuild, or data/raw/traces with "
+                        "--trace)")
     p.add_argument("--tree", type=_args.existing_dir, metavar="DIR",
-                   help="build this tree instead (any Makefile with a clean target; tests use a "
-                        "tiny one)")
+                   help="build this tree instead of CONFIG's (any Makefile with a clean target; "
+                        "tests use a tiny one)")
     p.set_defaults(func=_run_kbuild)
 
 
@@ -473,20 +504,44 @@ def _run_kbuild(args) -> int:
     from rmaplab.measure import kbuild, perf, record, run
     from rmaplab.paths import raw_dir
 
-    out_root = args.out or raw_dir() / "kbuild"
+    shells = tuple(args.shells)
+    out_root = args.out or raw_dir() / ("traces" if args.trace else "kbuild")
     record.check_destination(out_root)     # before installing, unpacking or building
     perf.check()
-    tree = args.tree or kbuild.ensure_source()
+    tree = args.tree or kbuild.ensure_source(args.config)
     if not (tree / "Makefile").exists():
         raise RmaplabError("no Makefile in the tree to build", path=tree)
-    runs, where = run.campaign(kbuild.conditions(tree, args.jobs, plain=not args.no_plain),
-                               runs=args.runs, warmups=args.warmups, seed=args.seed,
-                               label=f"{'tinyconfig' if args.tree is None else tree.name}"
-                                     f"-j{args.jobs}",
-                               out_root=out_root)
+    meta = kbuild.describe(tree, args.config if args.tree is None else f"none (--tree {tree})",
+                           shells)
+    if args.trace:
+        return _trace_kbuild(args, tree, shells, meta, out_root)
+    label = args.label or (kbuild.config_slug(args.config) if args.tree is None else tree.name)
+    conditions = kbuild.conditions(tree, args.jobs, shells, plain=not args.no_plain)
+    runs, where = run.campaign(conditions, runs=args.runs, warmups=args.warmups, seed=args.seed,
+                               label=f"{label}-j{args.jobs}", out_root=out_root,
+                               extra_meta=meta)
     failed = sum(1 for r in runs if r.failed)
     print(f"{len(runs)} runs, {failed} failed; raw data: {where}")
     return run.exit_status(runs)
+
+
+def _trace_kbuild(args, tree: Path, shells: tuple[str, ...], meta: dict[str, Any],
+                  out_root: Path) -> int:
+    import subprocess
+
+    from rmaplab.measure import kbuild, record
+
+    status = 0
+    for shell in shells:
+        subprocess.run(["make", "-s", "clean"], cwd=tree, check=True, capture_output=True)
+        label = (kbuild.trace_label(args.config, shell) if args.tree is None
+                 else f"kbuild-{tree.name}-{shell}")
+        name = record.run_name(label)
+        events, _, where, _, status_shell = _record_trace(
+            kbuild.build_command(shell, args.jobs), out_root, name, tree, None, extra_meta=meta)
+        print(f"{shell}: {len(events):,} events -> {where}")
+        status = status or status_shell
+    return status
 
 
 @command("ceiling")
@@ -512,8 +567,9 @@ def _ceiling(sub) -> None:
               "[--validate K,FORKS,REPEATS | --no-validate] [--seed N] [--tree DIR] [--out DIR] "
               "[--no-record] [-- CMD ...]",
     )
-    p.add_argument("--shells", type=_args.choice_list(("sh", "bash")), default=["sh", "bash"],
-                   metavar="SHELL,...", help="recipe shells (default sh,bash)")
+    p.add_argument("--shells", type=_args.choice_list(("sh", "bash", "dash2019")),
+                   default=["sh", "bash"], metavar="SHELL,...",
+                   help="recipe shells: sh, bash, dash2019 (default sh,bash)")
     p.add_argument("--passes", type=_args.choice_list(("plain", "trace", "sample", "locks")),
                    default=["plain", "trace", "sample", "locks"], metavar="PASS,...",
                    help="passes at -jJOBS (default all four)")
@@ -563,7 +619,7 @@ def _run_ceiling(args) -> int:
         tree = args.tree or kbuild.ensure_source()
         if not (tree / "Makefile").exists():
             raise RmaplabError("no Makefile in the tree to build", path=tree)
-        builds = {s: (lambda j, s=s: ["make", "-s", f"-j{j}", *kbuild.SHELLS[s]]) for s in shells}
+        builds = {s: (lambda j, s=s: kbuild.build_command(s, j)) for s in shells}
         cwd, before = tree, ["make", "-s", "clean"]
     passes = args.passes
     conds = ceiling.build_conditions(builds, cwd, before, passes, args.jobs,

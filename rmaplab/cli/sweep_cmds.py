@@ -14,7 +14,8 @@ def _sweep(sub) -> None:
                     "--scheduler is given) and write one Parquet file per cell to OUT, "
                     "partitioned by policy.  A rerun skips cells already done; a failed cell "
                     "is recorded with its error.  --kind generated: the synthetic kernel build "
-                    "(rmaplab.generator) with --units/--shell/--make-forks/--jobs/--seeds; "
+                    "(rmaplab.generator) with --units/--shell/--make-forks/--shell-forks/--jobs/"
+                    "--seeds; "
                     "--kind micro: rmaplab.workloads with --workload/-k/-n; --kind trace: the "
                     "event traces given with --trace.  Plug-in policies (PATH.py:Class) are "
                     "shipped to the workers as source.  Exit status: 0 if "
@@ -33,10 +34,14 @@ def _sweep(sub) -> None:
                    help="--kind trace: event traces (.jsonl or .jsonl.gz) to replay")
     p.add_argument("--units", type=_args.float_list(0, 100, above=True), default="1",
                    help="recipes as multiples of the recorded build, e.g. 1,4")
-    p.add_argument("--shell", type=_args.choice_list(["sh", "bash"]), default="sh",
-                   help="sh and/or bash")
+    p.add_argument("--shell", type=_args.choice_list(["sh", "bash", "dash2019"]), default="sh",
+                   help="sh, bash and/or dash2019 (a recorded build of each)")
     p.add_argument("--make-forks", type=_args.bool_list, default="no",
-                   help="no (make 4.3+) and/or yes (make 4.2)")
+                   help="no (make vforks or posix_spawns: 3.82, 4.2+) and/or yes (make 4.0/4.1 "
+                        "fork for every recipe)")
+    p.add_argument("--shell-forks", type=_args.bool_list, default="no",
+                   help="no (dash 0.5.11+ vforks commands) and/or yes (dash 0.5.10 and older "
+                        "fork every command: Debian 10); yes only with --shell sh")
     p.add_argument("--jobs", type=ints(1, 1024), default="2", help="make -j")
     p.add_argument("--seeds", type=ints(0, _args.MAX_SEED), default="0", help="seeds, e.g. 0-4")
     p.add_argument("--workload", type=_args.choice_list(WORKLOADS), default="split",
@@ -63,9 +68,15 @@ def _run_sweep(args) -> int:
         cells = sweep.grid(kind=["trace"], trace=[str(p.resolve()) for p in args.trace],
                            policy=args.policy)
     elif args.kind == "generated":
-        cells = sweep.grid(kind=["generated"], units=args.units, shell=args.shell,
-                           make_forks=args.make_forks, jobs=args.jobs, seed=args.seeds,
-                           policy=args.policy)
+        if True in args.shell_forks and args.shell != ["sh"]:
+            raise RmaplabError("--shell-forks yes models dash's forks: use it with --shell sh")
+        axes = {"kind": ["generated"], "units": args.units, "shell": args.shell,
+                "make_forks": args.make_forks}
+        cells = []
+        for forks in args.shell_forks:  # cells without shell_forks: ids as before it existed
+            extra = {"shell_forks": [True]} if forks else {}
+            cells += sweep.grid(**axes, **extra, jobs=args.jobs, seed=args.seeds,
+                                policy=args.policy)
     else:
         cells = sweep.grid(kind=["micro"], workload=args.workload, k=args.k, n=args.n,
                            policy=args.policy)

@@ -417,6 +417,52 @@ def write_outputs(directory: Path, events: list[dict], conv: Converter, meta: di
     (directory / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
+def trace(cmd: list[str], target: Path, cwd: Path | None = None,
+          perf_data: Path | None = None, extra_meta: dict[str, Any] | None = None,
+          log: Callable[[str], None] | None = None) -> tuple[list[dict], Converter]:
+    """Record ``cmd`` (or convert an existing ``perf_data``) into a new trace directory
+    ``target``, written atomically and added to the raw-data manifest if it is in data/raw."""
+    import os
+    import tempfile
+
+    from rmaplab import atomic, integrity
+    from rmaplab.measure import host
+    from rmaplab.paths import cache_dir, raw_dir
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if target.exists():
+        raise RmaplabError("output directory exists; traces are never overwritten", path=target)
+    meta: dict[str, Any] = {"host": host.describe(), "command": cmd,
+                            "cwd": str(cwd) if cwd else None, "record_events": RECORD_EVENTS,
+                            **(extra_meta or {})}
+    if perf_data is not None:
+        data = perf_data
+        if not data.exists():
+            raise RmaplabError("no such perf.data", path=data)
+    else:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        data = Path(tempfile.mkdtemp(dir=cache_dir(), prefix="trace-")) / "perf.data"
+        here = os.getcwd()
+        if cwd:
+            os.chdir(cwd)
+        try:
+            meta["record"] = record(cmd, data, log=log)
+        finally:
+            os.chdir(here)
+    meta["perf_data"] = str(data)
+    log(f"converting {data} ...")
+    events, conv = convert(perf_script_lines(data),
+                           progress=lambda n: log(f"  {n:,} perf lines"))
+    with atomic.new_directory(target) as d:
+        write_outputs(d, events, conv, meta)
+    try:
+        target.resolve().relative_to(raw_dir().resolve())
+        integrity.add([target])
+    except ValueError:
+        pass
+    return events, conv
+
+
 VALIDATED = ("anon_vma_fork", "anon_vma_prepare", "anon_vma_alloc", "avc_fork", "avc_clone",
              "avc_prepare", "avc_alloc", "vma_alloc", "mm_forks")
 

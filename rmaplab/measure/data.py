@@ -60,6 +60,21 @@ def not_recorded(kind: str) -> str:
             "section has no results; nothing from it goes to paper/numbers.json.")
 
 
+def latest_named(kind: str, suffix: str) -> Path:
+    """The newest measurement directory under data/raw/<kind>/ whose name ends with
+    ``suffix`` (names are ``<UTC time>-<label>``)."""
+    dirs = [d for d in measurement_dirs(kind) if d.name.endswith(suffix)]
+    if not dirs:
+        raise RmaplabError(f"no recorded measurement named *{suffix} in data/raw/{kind}")
+    return dirs[-1]
+
+
+def live_counts(trace_dir: Path) -> dict[str, int]:
+    """The kernel's counts of a traced run (live_counts.json), checked against the manifest."""
+    rel = trace_dir.resolve().relative_to(raw_dir().resolve())
+    return json.loads(integrity.raw_path(str(rel / "live_counts.json")).read_text())
+
+
 def load(directory: Path) -> tuple[pd.DataFrame, dict]:
     """runs.csv and metadata.json of one measurement, after checking their sha256."""
     rel = directory.resolve().relative_to(raw_dir().resolve())

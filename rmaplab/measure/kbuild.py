@@ -1,18 +1,30 @@
-"""The kernel-build workload: Debian's linux-source-6.12, tinyconfig, `make -j2`.
+"""The kernel-build workload: Debian's linux-source-6.12, a config (tinyconfig), `make -j2`.
 
-The tree is unpacked once into a cache outside the repository
-(``$RMAPLAB_CACHE``, default ~/.cache/rmaplab).  Each measured run is preceded by an
-unmeasured ``make -s clean``.  Two shells: the default /bin/sh (dash on Debian) and
-``SHELL=/bin/bash`` for make's recipes (bash forks where dash vforks, closer to a
-2019 userland).  Each shell is built under perf stat (counts, labels ``sh``/``bash``)
-and, interleaved with those, without perf (labels ``sh-plain``/``bash-plain``: wait4
-rusage, what `time` reports).  The uninstrumented runs are the builds' true times:
+The tree is unpacked once per config into a cache outside the repository
+(``$RMAPLAB_CACHE``, default ~/.cache/rmaplab): ``linux-source-6.12`` for
+tinyconfig, ``linux-source-6.12-<config>`` for any other.  Each measured run is
+preceded by an unmeasured ``make -s clean``.  The recipes' shell is a condition:
+
+* ``sh``: the default /bin/sh (dash 0.5.12 on Debian 12: vfork for external commands);
+* ``bash``: ``SHELL=/bin/bash`` (forks every external command but the last of a
+  ``-c`` string);
+* ``dash2019``: ``SHELL=<dash-2019> CONFIG_SHELL=<dash-2019>``
+  (rmaplab.measure.dash2019: forks every external command, as Debian 10's dash 0.5.10.2
+  did).  CONFIG_SHELL is the shell kbuild runs its helper scripts with
+  (``$(CONFIG_SHELL) mkcapflags.sh``; ``sh`` in the top Makefile), so every shell the
+  build starts by name is dash-2019; only scripts exec'd through ``#!/bin/sh`` still
+  get the system's dash.
+
+Each shell is built under perf stat (counts, labels ``sh``/``bash``/``dash2019``) and,
+interleaved with those, without perf (labels ``<shell>-plain``: wait4 rusage, what
+`time` reports).  The uninstrumented runs are the builds' true times:
 :func:`sys_seconds` serves them wherever sys time divides something.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,12 +41,36 @@ from rmaplab.paths import cache_dir
 
 SOURCE_PACKAGE = "linux-source-6.12"
 TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
-BUILD_DEPS = ["linux-source-6.12", "flex", "bison", "libelf-dev", "cpio", "bc", "make", "gcc"]
+BUILD_DEPS = ["linux-source-6.12", "flex", "bison", "libelf-dev", "cpio", "bc", "make", "gcc",
+              "libssl-dev"]
+SHELLS = ("sh", "bash", "dash2019")
+DEFAULT_CONFIG = "tinyconfig"
 
 
-def ensure_source(log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
-    """The unpacked, tinyconfig'd tree; installs and unpacks it if needed."""
-    tree = cache_dir() / SOURCE_PACKAGE
+def config_slug(config: str) -> str:
+    """``config`` (make targets, e.g. "tinyconfig kvm_guest.config") as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", config).strip("-")
+
+
+def tree_name(config: str) -> str:
+    """Cache directory of the tree for ``config``."""
+    if config == DEFAULT_CONFIG:
+        return SOURCE_PACKAGE
+    return f"{SOURCE_PACKAGE}-{config_slug(config)}"
+
+
+def trace_label(config: str, shell: str) -> str:
+    """Label of a traced build: ``kbuild-SHELL`` for tinyconfig (what rmaplab.generator
+    loads), ``kbuild-CONFIG-SHELL`` otherwise."""
+    if config == DEFAULT_CONFIG:
+        return f"kbuild-{shell}"
+    return f"kbuild-{config_slug(config)}-{shell}"
+
+
+def ensure_source(config: str = DEFAULT_CONFIG,
+                  log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
+    """The unpacked tree configured with ``make <config>``; installs and unpacks it if needed."""
+    tree = cache_dir() / tree_name(config)
     if not TARBALL.exists():
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             raise RmaplabError(f"{TARBALL} is missing",
@@ -51,18 +87,19 @@ def ensure_source(log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
             raise RmaplabError(f"{tool} is missing", hint="apt-get install " + " ".join(BUILD_DEPS))
     if not (tree / UNPACKED).exists():
         if (tree / ".config").exists():
-            # Unpacked by an rmaplab without the marker: it ran tinyconfig only after a
+            # Unpacked by an rmaplab without the marker: it ran `make CONFIG` only after a
             # complete unpack, so a tree with a .config is complete.
             (tree / UNPACKED).write_text("unpacked before the marker existed\n")
         else:
-            unpack(TARBALL, tree, log)
+            unpack(TARBALL, tree, log, top=SOURCE_PACKAGE)
     if not (tree / ".config").exists():
-        log("make tinyconfig ...")
-        proc = subprocess.run(["make", "-s", "tinyconfig"], cwd=tree, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, errors="replace")
+        log(f"make {config} ...")
+        proc = subprocess.run(["make", "-s", *config.split()], cwd=tree,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              errors="replace")
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or [""]
-            raise RmaplabError(f"make tinyconfig failed in {tree}: {tail[0]}")
+            raise RmaplabError(f"make {config} failed in {tree}: {tail[0]}")
     return tree
 
 
@@ -71,11 +108,11 @@ def ensure_source(log=lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
 UNPACKED = ".rmaplab-unpacked"
 
 
-def unpack(tarball: Path, tree: Path, log=lambda s: None) -> None:
-    """Unpack ``tarball`` (one top directory named like ``tree``) into ``tree``, atomically:
-    into a temporary sibling, renamed when complete, so an interrupted unpack never
-    leaves a tree that looks finished."""
-    log(f"unpacking {tarball} into {tree.parent} ...")
+def unpack(tarball: Path, tree: Path, log=lambda s: None, top: str | None = None) -> None:
+    """Unpack ``tarball`` (one top directory, ``top``, by default named like ``tree``) into
+    ``tree``, atomically: into a temporary sibling, renamed when complete, so an
+    interrupted unpack never leaves a tree that looks finished."""
+    log(f"unpacking {tarball} into {tree} ...")
     tree.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}.", suffix=".unpacking"))
     try:
@@ -84,9 +121,9 @@ def unpack(tarball: Path, tree: Path, log=lambda s: None) -> None:
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or [""]
             raise RmaplabError(f"tar could not unpack {tarball}: {tail[0]}")
-        unpacked = tmp / tree.name
+        unpacked = tmp / (top or tree.name)
         if not unpacked.is_dir():
-            raise RmaplabError(f"{tarball} holds no {tree.name}/ directory")
+            raise RmaplabError(f"{tarball} holds no {top or tree.name}/ directory")
         (unpacked / UNPACKED).write_text(f"unpacked from {tarball}\n")
         if tree.exists():            # an incomplete tree left by an interrupted unpack
             shutil.rmtree(tree)
@@ -95,19 +132,37 @@ def unpack(tarball: Path, tree: Path, log=lambda s: None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-SHELLS = {"sh": [], "bash": ["SHELL=/bin/bash"]}
+def shell_args(shell: str) -> list[str]:
+    """make's command-line variables that select the recipes' shell."""
+    if shell == "sh":
+        return []
+    if shell == "bash":
+        return ["SHELL=/bin/bash"]
+    if shell == "dash2019":
+        from rmaplab.measure import dash2019
+
+        exe = dash2019.binary()
+        return [f"SHELL={exe}", f"CONFIG_SHELL={exe}"]
+    raise RmaplabError(f"unknown shell {shell!r}", hint="one of: " + ", ".join(SHELLS))
+
+
+def build_command(shell: str, jobs: int = 2) -> list[str]:
+    return ["make", "-s", f"-j{jobs}", *shell_args(shell)]
+
+
 PLAIN = "-plain"
 
 
-def conditions(tree: Path, jobs: int = 2, plain: bool = True) -> list[Condition]:
-    """Each shell under perf stat and, with ``plain``, without perf."""
+def conditions(tree: Path, jobs: int = 2, shells: tuple[str, ...] = ("sh", "bash"),
+               plain: bool = True) -> list[Condition]:
+    """Each shell under perf stat and, with ``plain``, without perf (``<shell>-plain``)."""
     clean = ["make", "-s", "clean"]
-    build = ["make", "-s", f"-j{jobs}"]
     out = []
-    for shell, extra in SHELLS.items():
-        out.append(Condition(shell, [*build, *extra], cwd=str(tree), before=clean))
+    for shell in shells:
+        build = build_command(shell, jobs)
+        out.append(Condition(shell, build, cwd=str(tree), before=clean))
         if plain:
-            out.append(Condition(shell + PLAIN, [*build, *extra], cwd=str(tree), before=clean,
+            out.append(Condition(shell + PLAIN, build, cwd=str(tree), before=clean,
                                  instrumented=False))
     return out
 
@@ -181,3 +236,27 @@ def sys_seconds(shell: str, runs: pd.DataFrame | None = None, source: str | None
             "instrumented": plain.empty, "source": source,
             "what": ("median sys of uninstrumented builds (wait4 rusage)" if not plain.empty
                      else "median sys of builds under perf stat (no uninstrumented runs yet)")}
+
+
+def _package_version(package: str) -> str | None:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def describe(tree: Path, config: str, shells: tuple[str, ...]) -> dict[str, Any]:
+    """What a kernel-build measurement records besides the host: tree, config, shells."""
+    config_file = tree / ".config"
+    options = sum(1 for line in config_file.read_text().splitlines()
+                  if re.match(r"CONFIG_\w+=[ym]", line)) if config_file.exists() else None
+    meta: dict[str, Any] = {"kbuild": {
+        "source_package": SOURCE_PACKAGE, "source_version": _package_version(SOURCE_PACKAGE),
+        "config": config, "config_options_set": options, "shells": list(shells)}}
+    if "dash2019" in shells:
+        from rmaplab.measure import dash2019
+
+        meta["dash2019"] = dash2019.describe()
+    return meta
