@@ -497,3 +497,18 @@ def test_as_merged_a_forked_child_shares_one_vma_less_per_run(policy, shares):
     c = kern.counters
     assert (c.mm_forks, c.mm_forks_by_forked) == (2, 1)
     assert (c.share_at_fork - c.share_at_fork_by_forked, c.share_at_fork_by_forked) == shares
+
+
+def test_mremap_dontunmap_of_part_of_a_vma_moves_it_once():
+    """remap_move() walks the VMAs of [start, end) once: with MREMAP_DONTUNMAP the source
+    stays mapped, so the walk must stop at end, not find the source again (found as a hang
+    on the recorded tests/data/perf/script-mremap-merge-uaf-adjacent.txt)."""
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": _page(20), "end": _page(26), "prot": "rw"},
+              {"op": "mremap", "pid": 1, "start": _page(20), "end": _page(23),
+               "new_start": _page(4), "new_end": _page(7), "dontunmap": True}]
+    k = kernel_after(events)
+    layout = _layout(k)
+    assert layout[0] == (4, 7)                          # moved once
+    assert (layout[1][0], layout[-1][1]) == (20, 26)    # the source stays mapped
+    assert k.counters.syscall_errors == 0

@@ -588,7 +588,7 @@ class VmaMixin:
         at the destination; a gap at the start is -EFAULT.  (vma_multi_allowed() refuses
         only uffd-armed VMAs and files with their own get_unmapped_area: not modelled.)"""
         target, last_end, seen = new_start, 0, False
-        while True:
+        while start < end:
             i = self.vmas_from(mm, start)              # for_each_vma_range()
             if i == len(mm.vmas) or mm.vmas[i].start >= end:
                 return
