@@ -201,7 +201,8 @@ def test_kbuild_campaign_interleaves_plain_runs_and_resumes_after_a_crash(live_k
     out = tmp_path / "raw"
     with pytest.raises(RmaplabError, match="preparation"):
         run.campaign(conds, runs=2, seed=1, label="tiny", out_root=out, log=lambda s: None)
-    assert not out.exists() or not list(out.iterdir())       # nothing published yet
+    # only the runs finished before the failure are kept, as an -incomplete record
+    assert not out.exists() or all("-incomplete" in d.name for d in out.iterdir())
     runs, where = run.campaign(conds, runs=2, seed=1, label="tiny", out_root=out,
                                log=lambda s: None)
     table = pd.read_csv(where / "runs.csv")
