@@ -23,7 +23,7 @@ from rmaplab.errors import RmaplabError
 from rmaplab.kernel import build, config, micro, series, source
 from rmaplab.kernel import run as krun
 from rmaplab.model.counters import EVENT_COUNTERS
-from rmaplab.model.policies import POLICIES
+from rmaplab.model.policies import KERNEL_POLICIES as POLICIES  # the five in the kernel
 
 MEASURE_KEYS = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_alloc", "avc_fork",
                 "avc_clone", "avc_prepare", "vma_alloc", "forks", "mm_forks", "execs")

@@ -24,7 +24,7 @@ FINER_KEYS = ("avc_clone_fork", "avc_clone_split", "avc_clone_merge", "avc_clone
 def _policy_list(text: str) -> list[str]:
     """Built-in policies only: a plug-in is Python run by the model, not C in the kernel."""
     from rmaplab.model import plugins
-    from rmaplab.model.policies import POLICIES
+    from rmaplab.model.policies import KERNEL_POLICIES as POLICIES  # what the UML patches implement
 
     for part in (p.strip() for p in text.split(",")):
         if part not in POLICIES and (":" in part or part in plugins.installed()):

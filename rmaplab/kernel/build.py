@@ -153,7 +153,9 @@ def _compile(tree: Path, obj: Path, jobs: int, log_file: Path, log: Log) -> None
 
 def _smoke_test(kernel: Kernel) -> None:
     from rmaplab.kernel.run import run_batch
-    from rmaplab.model.policies import POLICIES
+    from rmaplab.model.policies import (
+        KERNEL_POLICIES as POLICIES,  # the five patched into the kernel
+    )
 
     busybox = "/rmaplab/busybox"
     results = run_batch([(p, [busybox, "true"]) for p in POLICIES], kernel=kernel)

@@ -23,7 +23,7 @@ import pandas as pd
 from rmaplab.errors import RmaplabError
 from rmaplab.kernel.run import Job, run_jobs
 from rmaplab.measure import host, micro, record
-from rmaplab.model.policies import POLICIES
+from rmaplab.model.policies import KERNEL_POLICIES as POLICIES  # the five patched into the kernel
 from rmaplab.paths import raw_dir
 
 # Every counter the guest kernel and the model both keep, by call site.

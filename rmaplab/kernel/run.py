@@ -67,7 +67,7 @@ from rmaplab.errors import RmaplabError
 from rmaplab.kernel import guest
 from rmaplab.kernel.build import Kernel, ensure
 from rmaplab.kernel.source import uml_dir
-from rmaplab.model.policies import POLICIES
+from rmaplab.model.policies import KERNEL_POLICIES as POLICIES  # the five patched into the kernel
 
 SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 DEFAULT_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/tmp",
