@@ -72,16 +72,9 @@ def ensure_source(config: str = DEFAULT_CONFIG,
     """The unpacked tree configured with ``make <config>``; installs and unpacks it if needed."""
     tree = cache_dir() / tree_name(config)
     if not TARBALL.exists():
-        if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            raise RmaplabError(f"{TARBALL} is missing",
-                               hint="apt-get install " + " ".join(BUILD_DEPS))
-        log(f"installing {' '.join(BUILD_DEPS)} with apt-get ...")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for argv in (["apt-get", "update", "-qq"],
-                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *BUILD_DEPS]):
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RmaplabError(f"{' '.join(argv)} failed: {proc.stderr.strip()[-300:]}")
+        from rmaplab.kernel.source import apt_install  # imports this module: not at the top
+
+        apt_install(BUILD_DEPS, log)
     for tool in ("flex", "bison", "bc", "make", "gcc"):
         if shutil.which(tool) is None:
             raise RmaplabError(f"{tool} is missing", hint="apt-get install " + " ".join(BUILD_DEPS))
