@@ -29,9 +29,10 @@ MEASURE_KEYS = ("anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "avc_allo
                 "avc_clone", "avc_prepare", "vma_alloc", "forks", "mm_forks", "execs")
 
 
-def _rmaplab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def _rmaplab(*args: str, env: dict | None = None, cwd: str | None = None
+             ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rmaplab", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})})
+                          text=True, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 # ------------------------------------------------------------------ the patch series
@@ -299,9 +300,10 @@ def test_a_guest_that_stops_is_reported_and_the_batch_goes_on(uml_kernel):
 
 @pytest.mark.uml
 def test_host_paths_are_read_only_unless_mounted_writable(uml_kernel, tmp_path):
-    from rmaplab.paths import repo_root
+    from rmaplab.paths import cache_dir
 
-    probe = repo_root() / "uml-read-only-probe"
+    # a host path the guest sees (the checkout may sit under /tmp, which it does not)
+    probe = cache_dir() / "uml-read-only-probe"
     ro = krun.run_batch([("v6.0", ["/bin/sh", "-c", f"echo hi > {probe}"])], kernel=uml_kernel)[0]
     assert ro["failed"] and "Read-only file system" in ro["stderr"] and not probe.exists()
     # tmp_path is under /tmp, which the guest otherwise has its own of.
@@ -312,14 +314,16 @@ def test_host_paths_are_read_only_unless_mounted_writable(uml_kernel, tmp_path):
 
 @pytest.mark.uml
 def test_kernel_run_json_has_the_measure_keys(uml_kernel):
-    out = _rmaplab("kernel", "run", "--policy", "v5.5", "--json", "--", "sh", "-c", "x=$(true)")
+    # cwd "/": the guest has it whatever the checkout's path (/tmp is the guest's own)
+    out = _rmaplab("kernel", "run", "--policy", "v5.5", "--json", "--", "sh", "-c", "x=$(true)",
+                   cwd="/")
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert set(MEASURE_KEYS) <= set(res) and res["policy"] == "v5.5"
     assert res["mm_forks"] == 1 and res["exit_status"] == 0
     assert (res["real"], res["user"], res["sys"]) == (None, None, None)
     assert res["kernel"]["key"] == uml_kernel.key and len(res["kernel"]["patches"]) >= 9
-    fail = _rmaplab("kernel", "run", "--policy", "all", "--json", "--", "false")
+    fail = _rmaplab("kernel", "run", "--policy", "all", "--json", "--", "false", cwd="/")
     assert fail.returncode == 1
     runs = json.loads(fail.stdout)["runs"]
     assert [r["policy"] for r in runs] == list(POLICIES) and all(r["failed"] for r in runs)
