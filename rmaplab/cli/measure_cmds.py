@@ -491,6 +491,11 @@ def _kbuild(sub) -> None:
     p.add_argument("--trace", action="store_true",
                    help="record one traced build per shell (data/raw/traces/<time>-kbuild-"
                         "[CONFIG-]SHELL) instead of counting")
+    p.add_argument("--mmap-layout", choices=("default", "legacy"), default="default",
+                   help="with --trace: 'legacy' runs the build under `setarch -L -R` (bottom-up "
+                        "mmap placement from TASK_UNMAPPED_BASE, no randomisation), the layout "
+                        "a User-Mode Linux guest gives every process, so that a host trace can "
+                        "be replayed against builds measured inside the UML policy kernels")
     p.add_argument("--out", type=_args.output_dir, metavar="DIR",
                    help="parent directory (default data/raw/kbuild, or data/raw/traces with "
                         "--trace)")
@@ -505,6 +510,10 @@ def _run_kbuild(args) -> int:
     from rmaplab.paths import raw_dir
 
     shells = tuple(args.shells)
+    if args.mmap_layout != "default" and not args.trace:
+        raise RmaplabError("--mmap-layout applies to traced builds only",
+                           hint="add --trace, and --out DIR: a legacy-layout trace must not "
+                                "become the recorded build that notebook 04 replays")
     out_root = args.out or raw_dir() / ("traces" if args.trace else "kbuild")
     record.check_destination(out_root)     # before installing, unpacking or building
     perf.check()
@@ -537,8 +546,13 @@ def _trace_kbuild(args, tree: Path, shells: tuple[str, ...], meta: dict[str, Any
         label = (kbuild.trace_label(args.config, shell) if args.tree is None
                  else f"kbuild-{tree.name}-{shell}")
         name = record.run_name(label)
+        cmd = kbuild.build_command(shell, args.jobs)
+        shell_meta = meta
+        if args.mmap_layout == "legacy":
+            cmd = kbuild.legacy_layout(cmd)
+            shell_meta = {**meta, "mmap_layout": kbuild.LEGACY_LAYOUT_NOTE}
         events, _, where, _, status_shell = _record_trace(
-            kbuild.build_command(shell, args.jobs), out_root, name, tree, None, extra_meta=meta)
+            cmd, out_root, name, tree, None, extra_meta=shell_meta)
         print(f"{shell}: {len(events):,} events -> {where}")
         status = status or status_shell
     return status

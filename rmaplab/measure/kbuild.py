@@ -24,6 +24,7 @@ interleaved with those, without perf (labels ``<shell>-plain``: wait4 rusage, wh
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -141,6 +142,24 @@ def shell_args(shell: str) -> list[str]:
 
 def build_command(shell: str, jobs: int = 2) -> list[str]:
     return ["make", "-s", f"-j{jobs}", *shell_args(shell)]
+
+
+# User-Mode Linux does not select ARCH_WANT_DEFAULT_TOPDOWN_MMAP_LAYOUT, so mm/util.c's
+# generic arch_pick_mmap_layout() places every guest mmap bottom-up from TASK_UNMAPPED_BASE
+# without randomisation.  x86-64 places them top-down below the stack.  The reuse rules of
+# v5.5 and wei-intended look at the neighbouring VMA, so the order matters: a host build run
+# under the legacy layout (personality ADDR_COMPAT_LAYOUT, which x86's mmap_is_legacy()
+# honours, plus ADDR_NO_RANDOMIZE) is the host-side twin of a build inside the UML kernel.
+LEGACY_LAYOUT_NOTE = ("legacy: setarch -L -R (ADDR_COMPAT_LAYOUT | ADDR_NO_RANDOMIZE), "
+                      "bottom-up from TASK_UNMAPPED_BASE as in a User-Mode Linux guest")
+
+
+def legacy_layout(cmd: list[str]) -> list[str]:
+    """``cmd`` run under the legacy (bottom-up, unrandomised) mmap layout, inherited by
+    every process it forks and execs."""
+    if shutil.which("setarch") is None:
+        raise RmaplabError("setarch is missing", hint="apt-get install util-linux")
+    return ["setarch", platform.machine(), "--addr-compat-layout", "--addr-no-randomize", *cmd]
 
 
 PLAIN = "-plain"
