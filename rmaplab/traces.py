@@ -90,6 +90,17 @@ def _address(value: Any, name: str, source: str, line: int) -> int:
     return n
 
 
+def align_ranges(ev: dict[str, Any]) -> dict[str, Any]:
+    """Page-align a range event's end(s) in place, as the kernel's PAGE_ALIGN(len) does
+    (syscalls report unaligned lengths); start addresses must already be aligned."""
+    op = ev["op"]
+    if "start" in SCHEMA[op][0] and isinstance(ev.get("end"), int):
+        ev["end"] = (ev["end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    if op == "mremap" and isinstance(ev.get("new_end"), int):
+        ev["new_end"] = (ev["new_end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+    return ev
+
+
 def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
     """Check one event and normalise it (addresses to ints, ranges page-aligned, defaults)."""
     if not isinstance(obj, dict):
@@ -123,13 +134,12 @@ def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
         if ev["start"] % PAGE_SIZE:
             raise TraceError(f"{op}: start {ev['start']:#x} is not page-aligned", path=source,
                              line=line)
-        ev["end"] = (ev["end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)   # the kernel's PAGE_ALIGN(len)
+        align_ranges(ev)
         if ev["end"] <= ev["start"]:
             raise TraceError(f"{op}: empty or inverted range", path=source, line=line)
     if op == "mremap":
         if ev["new_start"] % PAGE_SIZE:
             raise TraceError("mremap: new_start is not page-aligned", path=source, line=line)
-        ev["new_end"] = (ev["new_end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         if ev["new_end"] <= ev["new_start"]:
             raise TraceError("mremap: empty or inverted new range", path=source, line=line)
         if not isinstance(ev["dontunmap"], bool):

@@ -174,6 +174,29 @@ def test_brk_heap_expands_in_place_until_forked():
     assert r.counters["vma_alloc"] == 1 + 1 + 1
 
 
+def test_unrandomised_heap_is_not_merged_into_the_bss_but_takes_its_anon_vma():
+    """brk() expands only a VMA reaching start_brk (vma_prev_limit(&vmi, mm->start_brk)):
+    with brk not randomised the heap starts right after the ELF loader's bss, stays a VMA of
+    its own, and its first write fault reuses the bss's anon_vma (find_mergeable_anon_vma).
+    Hand-computed: 2 VMAs, 1 anon_vma, 2 AVCs at prepare.  The live kernel does the same
+    (tests/test_capture.py, legacy-layout fixture)."""
+    bss = workloads.HEAP - 2 * workloads.PAGE
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": bss, "end": workloads.HEAP, "prot": "rw"},
+              {"op": "brk", "pid": 1, "end": workloads.HEAP},
+              {"op": "brk", "pid": 1, "end": workloads.HEAP + 4 * workloads.PAGE},
+              {"op": "touch", "pid": 1, "addr": bss, "write": True},
+              {"op": "touch", "pid": 1, "addr": workloads.HEAP, "write": True}]
+    kern = kernel_after(events)
+    vmas = kern.mms[1].vmas
+    assert [(v.start, v.end) for v in vmas] == [(bss, workloads.HEAP),
+                                                (workloads.HEAP, workloads.HEAP + 4 * workloads.PAGE)]
+    assert vmas[0].anon_vma is vmas[1].anon_vma is not None
+    c = kern.counters
+    assert (c.vma_alloc, c.anon_vma_prepare, c.avc_prepare) == (2, 1, 2)
+    assert not kern.violations
+
+
 def test_mprotect_back_merges_the_split_vmas():
     k = 8
     kern = kernel_after(workloads.mprotect_merge(k, 0))

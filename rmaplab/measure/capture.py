@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from rmaplab.errors import RmaplabError
 from rmaplab.measure import perf
 from rmaplab.model.machine import EventError, Kernel
+from rmaplab.traces import align_ranges
 
 if TYPE_CHECKING:
     from rmaplab.model.policies import Policy
@@ -124,6 +125,9 @@ class Converter:
         if self.reduce and ev["op"] == "touch" and not self._relevant(ev):
             self.stats["faults_dropped"] += 1
             return
+        # The model sees what a loaded trace holds: ends page-aligned as the kernel aligns
+        # lengths (an unaligned anonymous end would keep the next mmap from merging with it).
+        align_ranges(ev)
         try:
             self.kernel.apply(ev)
         except EventError as e:

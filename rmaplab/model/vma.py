@@ -482,10 +482,19 @@ class VmaMixin:
         mm.brk = new_brk
 
     def do_brk_flags(self, mm: Mm, addr: int, length: int) -> None:
-        """do_brk_flags(): expand the brk VMA if it ends at addr (VMG_FLAG_JUST_EXPAND)."""
+        """do_brk_flags(): expand the brk VMA if it ends at addr (VMG_FLAG_JUST_EXPAND).
+
+        The brk VMA is what brk() finds with vma_prev_limit(&vmi, mm->start_brk): only a
+        VMA reaching start_brk or beyond.  A VMA that merely ends at start_brk -- the ELF
+        loader's bss when brk is not randomised (ADDR_NO_RANDOMIZE, or any User-Mode Linux
+        guest) -- is not expanded: the heap becomes a VMA of its own, and its first write
+        fault then gives it the bss's anon_vma (find_mergeable_anon_vma).  Since the maple
+        tree rework of brk in v6.1 ("mm/mmap: change do_brk_flags() to expand existing VMA
+        and add do_brk_munmap()"); 2019's do_brk_flags() called vma_merge() on any prev.
+        """
         flags = VM_READ | VM_WRITE | VM_ACCOUNT    # VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
         prev, nxt = self.prev_of_range(mm, addr)
-        if prev is not None and prev.end == addr:
+        if prev is not None and prev.end == addr and prev.end > mm.start_brk:
             vmg = Vmg(mm, prev, None, addr, addr + length, addr >> PAGE_SHIFT, flags, None, None)
             vmg.next = nxt
             if self.vma_merge_new_range(vmg, just_expand=True) is not None:
