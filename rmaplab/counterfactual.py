@@ -253,6 +253,14 @@ def uml_kbuild_counts(campaign: str | Path | None = "latest") -> pd.DataFrame | 
                 .sort_values("_order").drop(columns="_order").reset_index(drop=True))
 
 
+def savings_side_by_side(*tables: pd.DataFrame) -> pd.DataFrame:
+    """Savings tables (:func:`savings`, one ``source`` each) side by side: per shell and
+    patch, the % of all anon_vma and of all AVC each source saves against ``v5.4``."""
+    both = pd.concat([t for t in tables if t is not None and len(t)], ignore_index=True)
+    return both.pivot_table(index=["shell", "patch"], columns="source",
+                            values=["% of all anon_vma", "% of all AVC"], sort=False)
+
+
 def model_vs_kernel(model: pd.DataFrame, measured: pd.DataFrame | None) -> pd.DataFrame:
     """The model's replay under 965f55dea0e3's merge rule (which 6.12 runs) beside the
     policy kernels' counts, per shell, kernel policy and counter; "not yet measured" when

@@ -73,18 +73,12 @@ def test_fig4_holds_all_aa_splits_for_both_shells_and_metrics():
     assert d.groupby(["shell", "metric"]).size().nunique() == 1
 
 
-def test_fig5_cost_grows_faster_with_anon_vmas():
-    d = data("fig5_fork_cost").set_index(["state", "k"])["median_us_per_fork"]
-    kmax = d.index.get_level_values("k").max()
-    assert d.loc[(1, kmax)] > d.loc[(0, kmax)]
-
-
-# The fig03_* figures exist only once their campaigns are recorded (notebook 03 writes no
-# figure from the test fixtures).  Their data are checked as committed when they exist,
+# Figures 5-8 (notebook 03's campaigns) exist only once their campaigns are recorded
+# (notebook 03 writes no figure from the test fixtures).  Their data are checked as committed when they exist,
 # and always as the plot functions make them from the recorded test fixtures.
 
 
-def fig03(name: str, source: str) -> pd.DataFrame:
+def campaign_figure(name: str, source: str) -> pd.DataFrame:
     """The data of figure ``name``: committed (skipped while its campaign is not
     recorded), or made by its plot function from the tests/data fixtures."""
     if source == "committed":
@@ -96,13 +90,13 @@ def fig03(name: str, source: str) -> pd.DataFrame:
     from rmaplab.measure import ceiling, cost, kbuild
 
     tiny_ceiling, tiny_cost = DATA / "ceiling" / "tiny", DATA / "cost" / "tiny"
-    if name == "fig03_ceiling":
+    if name == "fig5_ceiling":
         return plots.ceiling_components(ceiling.ceiling_table(tiny_ceiling, "cmd", 2), -11.6)[1]
-    if name == "fig03_sampling_validation":
+    if name == "fig6_sampling_validation":
         return plots.sampling_validation(ceiling.validation_table(tiny_ceiling))[1]
     runs, counts = pd.read_csv(tiny_cost / "runs.csv"), pd.read_csv(tiny_cost / "counts.csv")
     fit = cost.object_costs(runs, counts)
-    if name == "fig03_object_costs":
+    if name == "fig7_object_costs":
         return plots.object_costs(cost.coefficients(fit), cost.teardown_effect(runs))[1]
     kb = pd.read_csv(DATA / "kbuild" / "tiny" / "runs.csv")
     sys_s = {s: kbuild.sys_seconds(s, kb, "tiny")["sys_s"] for s in ("sh", "bash")}
@@ -114,8 +108,8 @@ SOURCES = pytest.mark.parametrize("source", ["fixture", "committed"])
 
 
 @SOURCES
-def test_fig03_ceiling_shares_are_seconds_over_the_uninstrumented_denominator(source):
-    d = fig03("fig03_ceiling", source)
+def test_fig5_ceiling_shares_are_seconds_over_the_uninstrumented_denominator(source):
+    d = campaign_figure("fig5_ceiling", source)
     assert {"brackets (on-CPU)", "sampling"} <= set(d.source)
     share = 100 * d.seconds / d.denominator_sys_s
     assert (share - d.pct_of_sys).abs().max() < 1e-6 * max(1, share.abs().max())
@@ -126,15 +120,15 @@ def test_fig03_ceiling_shares_are_seconds_over_the_uninstrumented_denominator(so
 
 
 @SOURCES
-def test_fig03_sampling_validation_has_four_quantities_per_contrast(source):
-    d = fig03("fig03_sampling_validation", source)
+def test_fig6_sampling_validation_has_four_quantities_per_contrast(source):
+    d = campaign_figure("fig6_sampling_validation", source)
     assert d.groupby("contrast").quantity.nunique().eq(4).all()
     assert d.contrast.nunique() == 2
 
 
 @SOURCES
-def test_fig03_object_costs_has_each_price_and_a_teardown_ratio_per_layout(source):
-    d = fig03("fig03_object_costs", source)
+def test_fig7_object_costs_has_each_price_and_a_teardown_ratio_per_layout(source):
+    d = campaign_figure("fig7_object_costs", source)
     prices = d[d.panel == "price"]
     assert set(prices.term) == {"per anon_vma", "per anon_vma_chain", "per VMA with an anon_vma",
                                 "per VMA"}
@@ -143,26 +137,27 @@ def test_fig03_object_costs_has_each_price_and_a_teardown_ratio_per_layout(sourc
 
 
 @SOURCES
-def test_fig03_break_even_factor_is_claimed_over_measured_seconds(source):
-    d = fig03("fig03_break_even", source)
+def test_fig8_break_even_factor_is_claimed_over_measured_seconds(source):
+    d = campaign_figure("fig8_break_even", source)
     assert (d.claimed_s / d.measured_s - d.break_even_factor).abs().max() < 1e-6 * \
         d.break_even_factor.max()
     assert (d.break_even_factor_low <= d.break_even_factor).all()
     assert set(d.patch) == {"v5.5", "wei-intended"} and set(d.shell) == {"sh", "bash"}
 
 
-def test_notebook_03_writes_no_fig03_figure_without_a_recorded_campaign():
-    """A fig03_* figure in the manifest must name a recorded data/raw directory."""
+def test_notebook_03_writes_no_campaign_figure_without_a_recorded_campaign():
+    """A notebook-03 figure in the manifest must name a recorded data/raw directory."""
     from rmaplab.paths import raw_dir
 
     for name, prov in MANIFEST.items():
-        if not name.startswith("fig03_"):
+        if prov.get("notebook") != "03_hardware.ipynb" or not (
+                {"ceiling_dir", "objects_dir"} & set(prov["parameters"])):
             continue
-        kind, key = (("ceiling", "ceiling_dir") if "ceiling" in prov["parameters"]
+        kind, key = (("ceiling", "ceiling_dir") if "ceiling_dir" in prov["parameters"]
                      else ("objects", "objects_dir"))
         assert (raw_dir() / kind / prov["parameters"][key]).is_dir(), name
-def test_fig7_walk_shares_never_rise_and_jobs_has_several_points():
-    d = data("fig7_walk_lengths")
+def test_fig10_walk_shares_never_rise_and_jobs_has_several_points():
+    d = data("fig10_walk_lengths")
     shares = d[d.panel != "jobs"]
     assert set(shares.policy) == {"no-reuse", "v5.4", "v5.5", "wei-intended", "v6.0"}
     assert shares.x.min() == 2 and shares.share_at_least.between(0, 1).all()
@@ -173,10 +168,10 @@ def test_fig7_walk_shares_never_rise_and_jobs_has_several_points():
     assert (jobs["mean"] >= 1.0).all()
 
 
-def test_fig6_a_dash_that_forks_leaves_the_patches_more_to_save():
-    """Fig. 6: both patches for every build; with dash forking every command (dash 0.5.10)
+def test_fig9_a_dash_that_forks_leaves_the_patches_more_to_save():
+    """Fig. 9: both patches for every build; with dash forking every command (dash 0.5.10)
     each patch saves a larger share than with today's vforking dash, at the same size."""
-    d = data("fig6_sweep_savings")
+    d = data("fig9_sweep_savings")
     assert d.groupby("build").patch.nunique().eq(2).all()
     sh = d[(d.shell == "sh") & ~d.make_forks.astype(bool)]
     for units in (1, 4):
