@@ -214,3 +214,25 @@ def test_kbuild_campaign_interleaves_plain_runs_and_resumes_after_a_crash(live_k
     perf_runs = table[table["instrumented"]]
     assert perf_runs["mm_forks"].notna().all()
     assert json.loads((where / "metadata.json").read_text())["resumed"] is True
+
+
+def test_newest_campaign_skips_campaigns_too_short_for_the_splits():
+    """A/A needs 2 x 3 runs of one condition: a campaign with fewer of some condition is
+    passed over for an older one that has them (counted here from runs.csv directly)."""
+    import pandas as pd
+
+    from rmaplab.measure import data, kbuild
+
+    def fewest(d):
+        r = pd.read_csv(d / "runs.csv")
+        r = r[~r.warmup.astype(bool) & ~r.failed.astype(bool)]
+        return int(r.groupby("label").size().min())
+
+    dirs = data.campaigns("kbuild")
+    for need in (1, 6):
+        want = [d for d in dirs if fewest(d) >= need]
+        if not want:
+            continue
+        assert kbuild.newest_campaign(need) == want[-1]
+    with pytest.raises(RmaplabError):
+        kbuild.newest_campaign(10_000)

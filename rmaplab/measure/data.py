@@ -32,6 +32,11 @@ def _complete(dirs: list[Path]) -> list[Path]:
     return [d for d in dirs if not re.search(r"-incomplete(-\d+)?$", d.name)]
 
 
+def campaigns(kind: str) -> list[Path]:
+    """Every complete measurement of ``kind``, oldest first."""
+    return _complete(measurement_dirs(kind))
+
+
 def latest(kind: str) -> Path:
     """The newest complete measurement."""
     dirs = _complete(measurement_dirs(kind))

@@ -226,6 +226,19 @@ def overhead(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def newest_campaign(min_runs: int) -> Path:
+    """The newest recorded kbuild campaign with at least ``min_runs`` measured, successful
+    runs of every condition (shell x instrumentation): A/B and A/A splits need many runs of
+    one condition, and the newest campaign may be a short one."""
+    for directory in reversed(data.campaigns("kbuild")):
+        runs, _ = data.load(directory)
+        good = with_shell(runs)
+        if len(good) and int(good.groupby(["shell", "instrumented"]).size().min()) >= min_runs:
+            return directory
+    raise RmaplabError(f"no kbuild campaign has {min_runs} runs of every condition",
+                       hint=f"make kbuild-campaign ARGS='--runs {min_runs}'")
+
+
 def sys_seconds(shell: str, runs: pd.DataFrame | None = None, source: str | None = None
                 ) -> dict[str, Any]:
     """This machine's build sys time for ``shell``: the denominator of every sys share.
