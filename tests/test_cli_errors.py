@@ -442,10 +442,11 @@ def test_interrupted_measure_keeps_its_finished_runs_and_nothing_else(live_kerne
     (tmp_path / "tmp").mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "rmaplab", "measure", "--runs", "3", "--out", str(tmp_path / "m"),
-         "--", "sleep", "0.5"], cwd=tmp_path, env={**os.environ, **live_env,
+         "--", "sleep", "2"], cwd=tmp_path, env={**os.environ, **live_env,
                                                   "TMPDIR": str(tmp_path / "tmp")},
         stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen = []
+    # 2 s runs: after the first finishes, the signal has 4 s to land even on a loaded machine
     for line in proc.stderr:              # wait until the first run is done
         seen.append(line)
         if "run 1: " in line or "run 2: " in line or "run 3: " in line:

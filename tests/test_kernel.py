@@ -364,3 +364,39 @@ def test_recorded_campaigns_load_as_one_table(tmp_path):
     assert set(t["kernel_key"]) == {"k1"}
     with pytest.raises(RmaplabError, match="no kbuild campaigns"):
         kbuild.load([])
+
+
+def test_kbuild_campaign_warms_a_tree_once_in_the_guest_and_counts_only_later_builds(
+        tmp_path, monkeypatch):
+    """The first guest build of a tree also rebuilds kbuild's host tools: it runs first,
+    uncounted, once per tree (a marker file); the recorded rows are the counted builds."""
+    from types import SimpleNamespace
+
+    from rmaplab.kernel import kbuild
+
+    seen = []
+
+    def fake_run_jobs(todo, **_):
+        seen.append([" ".join(j.argv) if hasattr(j, "argv") else str(j) for j in todo])
+        res = [{"failed": False, "error": None, "stderr": "", "stdout": "", "exit_status": 0,
+                "strays": 0, "slab": {}, **{k: 100 + i for k in kbuild.COUNTED}}
+               for i in range(len(todo))]
+        return SimpleNamespace(results=res, boots=1,
+                               kernel=SimpleNamespace(describe=lambda: {}))
+
+    monkeypatch.setattr(kbuild, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(kbuild.host, "describe", lambda: {})
+    monkeypatch.setattr(kbuild.source, "kernel_version", lambda t: "6.12")
+    monkeypatch.setattr(kbuild.source, "package_version", lambda: "x")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    first, _ = kbuild._campaign(["v5.4", "v6.0"], ["sh"], 2, "1G", tmp_path / "out", tree,
+                                lambda s: None)
+    assert len(seen[0]) == 6                               # warm-up clean+build, then 2 x 2
+    assert [r["policy"] for r in first["runs"]] == ["v5.4", "v6.0"]
+    assert first["runs"][0]["anon_vma_alloc"] == 103      # result 3: not the warm-up's
+    assert first["metadata"]["warm_up_build"] and (tree / kbuild.WARMED).exists()
+    second, _ = kbuild._campaign(["v5.4"], ["sh"], 2, "1G", tmp_path / "out", tree,
+                                 lambda s: None)
+    assert len(seen[1]) == 2 and not second["metadata"]["warm_up_build"]
+    assert second["runs"][0]["anon_vma_alloc"] == 101
