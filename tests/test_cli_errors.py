@@ -444,7 +444,10 @@ def test_interrupted_measure_keeps_its_finished_runs_and_nothing_else(live_kerne
         [sys.executable, "-m", "rmaplab", "measure", "--runs", "3", "--out", str(tmp_path / "m"),
          "--", "sleep", "2"], cwd=tmp_path, env={**os.environ, **live_env,
                                                   "TMPDIR": str(tmp_path / "tmp")},
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # a shell's background job inherits SIGINT ignored, and Python then never installs
+        # its handler: give the child the default disposition, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     # 2 s runs: after the first finishes, the signal has 4 s to land even on a loaded machine
     for line in proc.stderr:              # wait until the first run is done
