@@ -236,3 +236,13 @@ def test_newest_campaign_skips_campaigns_too_short_for_the_splits():
         assert kbuild.newest_campaign(need) == want[-1]
     with pytest.raises(RmaplabError):
         kbuild.newest_campaign(10_000)
+
+
+def test_every_kbuild_trace_label_survives_into_its_run_name():
+    # A long label (config fragments and a shell) cut short in the directory name would
+    # not be found again by its suffix: the larger build's trace once was.
+    from rmaplab.measure import kbuild, record
+
+    for config in ("tinyconfig", "tinyconfig kvm_guest.config", "defconfig kvm_guest.config"):
+        label = kbuild.trace_label(config, "dash2019")
+        assert record.run_name(label).endswith("-" + label)

@@ -26,8 +26,13 @@ from rmaplab.errors import RmaplabError
 from rmaplab.paths import cache_dir, raw_dir
 
 
+# Long enough for every label rmaplab makes (a config's fragments and a shell); a label cut
+# short would no longer be found by its suffix (rmaplab.measure.data.latest_named).
+SLUG_MAX = 100
+
+
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:40] or "run"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:SLUG_MAX] or "run"
 
 
 def run_name(label: str) -> str:
