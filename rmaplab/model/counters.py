@@ -57,32 +57,49 @@ class Counters:
         for name in self.__slots__:
             setattr(self, name, 0)
 
-    # One method per object type: this runs for every allocation of a replay.
+    # One method per object type: this runs for every allocation of a replay, so each
+    # updates its live/peak count and both byte totals itself (no helper call).
     def alloc_anon_vma(self) -> None:
-        self.live_anon_vma += 1
-        if self.live_anon_vma > self.peak_anon_vma:
-            self.peak_anon_vma = self.live_anon_vma
-        self._grow(_V54_AV, _K618_AV)
+        live = self.live_anon_vma + 1
+        self.live_anon_vma = live
+        if live > self.peak_anon_vma:
+            self.peak_anon_vma = live
+        v54 = self.live_bytes_v54 + _V54_AV
+        k618 = self.live_bytes_618 + _K618_AV
+        self.live_bytes_v54 = v54
+        self.live_bytes_618 = k618
+        if v54 > self.peak_bytes_v54:
+            self.peak_bytes_v54 = v54
+        if k618 > self.peak_bytes_618:
+            self.peak_bytes_618 = k618
 
     def alloc_avc(self) -> None:
-        self.live_avc += 1
-        if self.live_avc > self.peak_avc:
-            self.peak_avc = self.live_avc
-        self._grow(_V54_AVC, _K618_AVC)
+        live = self.live_avc + 1
+        self.live_avc = live
+        if live > self.peak_avc:
+            self.peak_avc = live
+        v54 = self.live_bytes_v54 + _V54_AVC
+        k618 = self.live_bytes_618 + _K618_AVC
+        self.live_bytes_v54 = v54
+        self.live_bytes_618 = k618
+        if v54 > self.peak_bytes_v54:
+            self.peak_bytes_v54 = v54
+        if k618 > self.peak_bytes_618:
+            self.peak_bytes_618 = k618
 
     def alloc_vma(self) -> None:
-        self.live_vma += 1
-        if self.live_vma > self.peak_vma:
-            self.peak_vma = self.live_vma
-        self._grow(_V54_VMA, _K618_VMA)
-
-    def _grow(self, v54: int, k618: int) -> None:
-        self.live_bytes_v54 += v54
-        self.live_bytes_618 += k618
-        if self.live_bytes_v54 > self.peak_bytes_v54:
-            self.peak_bytes_v54 = self.live_bytes_v54
-        if self.live_bytes_618 > self.peak_bytes_618:
-            self.peak_bytes_618 = self.live_bytes_618
+        live = self.live_vma + 1
+        self.live_vma = live
+        if live > self.peak_vma:
+            self.peak_vma = live
+        v54 = self.live_bytes_v54 + _V54_VMA
+        k618 = self.live_bytes_618 + _K618_VMA
+        self.live_bytes_v54 = v54
+        self.live_bytes_618 = k618
+        if v54 > self.peak_bytes_v54:
+            self.peak_bytes_v54 = v54
+        if k618 > self.peak_bytes_618:
+            self.peak_bytes_618 = k618
 
     def free_anon_vma(self) -> None:
         self.anon_vma_free += 1

@@ -13,6 +13,9 @@ made on the VMA whose anon_vma survives) with the two mremap fixes of Jan 2026 (
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from operator import attrgetter
+
 from rmaplab.model.structs import (
     PAGE_SHIFT,
     VM_ACCESS_FLAGS,
@@ -28,6 +31,10 @@ from rmaplab.model.structs import (
 )
 
 MERGE_RULES = ("uncowed", "singular", "uncowed-6.16")
+
+# Sort keys of an mm's VMA list (kept in address order): binary search by start or end.
+_START = attrgetter("start")
+_END = attrgetter("end")
 
 
 class Vmg:
@@ -61,14 +68,8 @@ class VmaMixin:
     # ------------------------------------------------------------ the VMA list of an mm
     @staticmethod
     def _index(mm: Mm, vma: Vma) -> int:
-        lo, hi = 0, len(mm.vmas)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if mm.vmas[mid].start < vma.start:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        """Index of the first VMA starting at or after vma.start (vma's own, if linked)."""
+        return bisect_left(mm.vmas, vma.start, key=_START)
 
     def neighbours(self, vma: Vma) -> tuple[Vma | None, Vma | None]:
         mm = vma.mm
@@ -88,15 +89,7 @@ class VmaMixin:
     @staticmethod
     def vmas_from(mm: Mm, addr: int) -> int:
         """Index of the first VMA ending after addr."""
-        vmas = mm.vmas
-        lo, hi = 0, len(vmas)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if vmas[mid].end <= addr:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return bisect_right(mm.vmas, addr, key=_END)
 
     def prev_of_range(self, mm: Mm, start: int) -> tuple[Vma | None, Vma | None]:
         """(last VMA ending at or before start, first VMA starting at or after start)."""
