@@ -256,9 +256,9 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
                      for avc in vma.chain} | self._roots
         else:
             for pid in self._dirty:
-                mm = self.mms.get(pid)
-                if mm is not None:
-                    invariants.check_mm(mm, report)
+                dirty = self.mms.get(pid)
+                if dirty is not None:
+                    invariants.check_mm(dirty, report)
             roots = self._roots
         for root in roots:
             invariants.check_family(root, report)

@@ -8,11 +8,17 @@ are not modelled: they do not change which objects exist.
 
 from __future__ import annotations
 
+from typing import cast
+
+from mypy_extensions import trait
+
+from rmaplab.model.base import KernelBase
 from rmaplab.model.policies import ForkLinks
 from rmaplab.model.structs import PAGE_SHIFT, VM_ACCESS_FLAGS, AnonVma, AnonVmaChain, Vma
 
 
-class RmapMixin:
+@trait
+class RmapMixin(KernelBase):
     # ------------------------------------------------------------ allocation
     def anon_vma_alloc(self, site: str, vma: Vma) -> AnonVma:
         """anon_vma_alloc(): refcount 1, its own root and parent, counters zero.
@@ -260,7 +266,8 @@ class RmapMixin:
             anon_vma = self.anon_vma_alloc("anon_vma_fork", vma)
             avc = self.anon_vma_chain_alloc(vma, anon_vma, "anon_vma_fork")
         self.anon_vma_clone(vma, pvma, "fork", links)
-        if vma.anon_vma is not None:              # an existing anon_vma has been reused
+        # anon_vma_clone may have set it (a type checker still sees the None set above).
+        if cast("AnonVma | None", vma.anon_vma) is not None:   # an existing one was reused
             if policy.fork_allocates_first:
                 self.put_anon_vma(anon_vma)
                 self.anon_vma_chain_free(avc)

@@ -16,6 +16,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from operator import attrgetter
 
+from mypy_extensions import trait
+
+from rmaplab.model.base import KernelBase
 from rmaplab.model.structs import (
     PAGE_SHIFT,
     VM_ACCESS_FLAGS,
@@ -64,7 +67,8 @@ def vma_is_fork_child(vma: Vma | None) -> bool:
     return vma is not None and vma.anon_vma is not None and len(vma.chain) != 1
 
 
-class VmaMixin:
+@trait
+class VmaMixin(KernelBase):
     # ------------------------------------------------------------ the VMA list of an mm
     @staticmethod
     def _index(mm: Mm, vma: Vma) -> int:
@@ -78,10 +82,9 @@ class VmaMixin:
         nxt = mm.vmas[i + 1] if i + 1 < len(mm.vmas) else None
         return prev, nxt
 
-    @classmethod
-    def find_vma(cls, mm: Mm, addr: int) -> Vma | None:
+    def find_vma(self, mm: Mm, addr: int) -> Vma | None:
         """The VMA containing addr, or None."""
-        i = cls.vmas_from(mm, addr)
+        i = self.vmas_from(mm, addr)
         if i < len(mm.vmas) and mm.vmas[i].start <= addr:
             return mm.vmas[i]
         return None
