@@ -23,7 +23,8 @@ from rmaplab.model import fastpath as _fastpath
 
 _fastpath.select()
 
-from rmaplab.model.machine import Kernel, ReplayResult, Violation
-from rmaplab.model.policies import LIVE_POLICY, POLICIES, get_policy
+# Compiled or interpreted is decided above, before the first model module is imported.
+from rmaplab.model.machine import Kernel, ReplayResult, Violation  # noqa: E402
+from rmaplab.model.policies import LIVE_POLICY, POLICIES, get_policy  # noqa: E402
 
 __all__ = ["LIVE_POLICY", "POLICIES", "Kernel", "ReplayResult", "Violation", "get_policy"]

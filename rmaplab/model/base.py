@@ -22,8 +22,8 @@ from mypy_extensions import trait
 if TYPE_CHECKING:
     from rmaplab.model.counters import Counters
     from rmaplab.model.observe import WalkSamples
-    from rmaplab.model.policies import ForkLinks, Policy
-    from rmaplab.model.structs import AnonVma, Mm, Page, Vma
+    from rmaplab.model.policies import Policy
+    from rmaplab.model.structs import AnonVma, ForkLinks, Mm, Page, Vma
 
 
 @trait

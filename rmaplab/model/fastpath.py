@@ -204,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed {path}")
         return 0
     if args.action == "status":
-        from rmaplab.model import fastpath      # the module rmaplab.model selected with
-
-        print(json.dumps(fastpath.status()))
+        print(json.dumps(status()))
         return 0
     ok = build(quiet=not args.verbose)
     if ok:

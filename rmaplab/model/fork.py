@@ -17,8 +17,7 @@ from __future__ import annotations
 from mypy_extensions import trait
 
 from rmaplab.model.base import KernelBase
-from rmaplab.model.policies import ForkLinks
-from rmaplab.model.structs import PAGE_SHIFT, VM_DONTCOPY, VM_WIPEONFORK, Mm, Vma
+from rmaplab.model.structs import PAGE_SHIFT, VM_DONTCOPY, VM_WIPEONFORK, ForkLinks, Mm, Vma
 
 
 @trait

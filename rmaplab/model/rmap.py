@@ -8,13 +8,18 @@ are not modelled: they do not change which objects exist.
 
 from __future__ import annotations
 
-from typing import cast
-
 from mypy_extensions import trait
 
 from rmaplab.model.base import KernelBase
-from rmaplab.model.policies import ForkLinks
-from rmaplab.model.structs import PAGE_SHIFT, VM_ACCESS_FLAGS, AnonVma, AnonVmaChain, Vma
+from rmaplab.model.structs import (
+    NULL_ANON_VMA,
+    PAGE_SHIFT,
+    VM_ACCESS_FLAGS,
+    AnonVma,
+    AnonVmaChain,
+    ForkLinks,
+    Vma,
+)
 
 
 @trait
@@ -251,7 +256,7 @@ class RmapMixin(KernelBase):
             return
         policy = self.policy
         policy.before_fork(self, vma, pvma)
-        vma.anon_vma = None                       # "we'll reuse existing or allocate new"
+        vma.anon_vma = NULL_ANON_VMA              # "we'll reuse existing or allocate new"
         shared = policy.fork_share(vma, pvma, links)
         if shared is not None:
             vma.anon_vma = shared
@@ -266,8 +271,7 @@ class RmapMixin(KernelBase):
             anon_vma = self.anon_vma_alloc("anon_vma_fork", vma)
             avc = self.anon_vma_chain_alloc(vma, anon_vma, "anon_vma_fork")
         self.anon_vma_clone(vma, pvma, "fork", links)
-        # anon_vma_clone may have set it (a type checker still sees the None set above).
-        if cast("AnonVma | None", vma.anon_vma) is not None:   # an existing one was reused
+        if vma.anon_vma is not None:              # an existing anon_vma has been reused
             if policy.fork_allocates_first:
                 self.put_anon_vma(anon_vma)
                 self.anon_vma_chain_free(avc)

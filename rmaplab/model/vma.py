@@ -13,9 +13,6 @@ made on the VMA whose anon_vma survives) with the two mremap fixes of Jan 2026 (
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from operator import attrgetter
-
 from mypy_extensions import trait
 
 from rmaplab.model.base import KernelBase
@@ -34,10 +31,6 @@ from rmaplab.model.structs import (
 )
 
 MERGE_RULES = ("uncowed", "singular", "uncowed-6.16")
-
-# Sort keys of an mm's VMA list (kept in address order): binary search by start or end.
-_START = attrgetter("start")
-_END = attrgetter("end")
 
 
 class Vmg:
@@ -73,7 +66,15 @@ class VmaMixin(KernelBase):
     @staticmethod
     def _index(mm: Mm, vma: Vma) -> int:
         """Index of the first VMA starting at or after vma.start (vma's own, if linked)."""
-        return bisect_left(mm.vmas, vma.start, key=_START)
+        vmas, start = mm.vmas, vma.start
+        lo, hi = 0, len(vmas)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if vmas[mid].start < start:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def neighbours(self, vma: Vma) -> tuple[Vma | None, Vma | None]:
         mm = vma.mm
@@ -92,7 +93,15 @@ class VmaMixin(KernelBase):
     @staticmethod
     def vmas_from(mm: Mm, addr: int) -> int:
         """Index of the first VMA ending after addr."""
-        return bisect_right(mm.vmas, addr, key=_END)
+        vmas = mm.vmas
+        lo, hi = 0, len(vmas)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if vmas[mid].end <= addr:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def prev_of_range(self, mm: Mm, start: int) -> tuple[Vma | None, Vma | None]:
         """(last VMA ending at or before start, first VMA starting at or after start)."""
