@@ -101,6 +101,19 @@ def replay_speed(path: Path, policy: str, pure: bool = False) -> dict:
     return res
 
 
+def replay_all_wall(path: Path, pure: bool = False) -> dict:
+    """``rmaplab replay TRACE --policy all --json`` (default checks, every policy on the
+    CPUs) in a fresh process: wall seconds from start-up to the printed result."""
+    code = ("import contextlib, io, sys\n"
+            "from rmaplab.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    rc = main(['replay', {str(path)!r}, '--policy', 'all', '--json'])\n"
+            "print(rc)\n")
+    start = time.perf_counter()
+    rc = int(_python(code, pure).split()[-1])
+    return {"trace": str(path), "wall_s": time.perf_counter() - start, "exit_status": rc}
+
+
 def sweep_speedup(cells: int = 16, units: float = 0.5) -> dict:
     import tempfile
 
@@ -174,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", type=Path, help="trace to replay (default: the recorded build)")
     p.add_argument("--policy", default="v6.0")
     p.add_argument("--no-sweep", action="store_true", help="skip the sweep-scaling benchmark")
+    p.add_argument("--replay-all", action="store_true",
+                   help="also time `rmaplab replay TRACE --policy all` (fast path, and the "
+                        "reference unless --no-reference: minutes)")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the interpreted reference (RMAPLAB_PURE=1) runs")
     p.add_argument("--only-compare", action="store_true",
@@ -216,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_reference:
             results["replay_reference"] = {"trace": str(trace),
                                            **replay_speed(trace, args.policy, pure=True)}
+        if args.replay_all:
+            results["replay_all"] = replay_all_wall(trace)
+            if not args.no_reference:
+                results["replay_all_reference"] = replay_all_wall(trace, pure=True)
     if not args.no_sweep:
         results["sweep"] = sweep_speedup()
     results["compare"] = compare_speed(args.compare_runs)
@@ -251,6 +271,11 @@ def _print(results: dict, args) -> None:
             print(f"replay ({args.policy}, {label}): {r['events']:,} events in "
                   f"{r['replay_s']:.2f} s = {r['events_per_s']:,.0f} events/s, "
                   f"load {r['load_s']:.2f} s, peak RSS {r['maxrss_mb']:.0f} MB")
+    for key, label in (("replay_all", "model"), ("replay_all_reference", "reference")):
+        if key in results:
+            r = results[key]
+            print(f"replay --policy all ({label}): {r['wall_s']:.1f} s wall "
+                  f"(exit status {r['exit_status']})")
     if "sweep" in results:
         w = results["sweep"]
         print(f"sweep of {w['cells']} cells: {w['seconds_1_worker']:.1f} s on 1 worker, "
