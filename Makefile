@@ -6,11 +6,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rmaplab-installed
+# The compiled model (README: the fast path): rebuilt when a model source changes.
+FAST   := rmaplab/model/_fast_build.json
+MODEL  := $(wildcard rmaplab/model/*.py)
 
 .PHONY: reproduce test bench lint lab venv kbuild-campaign ceiling-campaign cost-campaign \
         searches clean-venv
 
-venv: $(STAMP)
+venv: $(STAMP) $(FAST)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,13 +21,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-reproduce: $(STAMP)
+# mypyc compiles the model's hot modules in place (a minute or two).  Without a C
+# compiler or Python's headers it warns and the interpreted model runs (same results).
+$(FAST): $(STAMP) $(MODEL)
+	$(BIN)/python -m rmaplab.model build
+
+reproduce: $(STAMP) $(FAST)
 	$(BIN)/rmaplab reproduce $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(FAST)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(FAST)
 	$(BIN)/python -m rmaplab.bench $(ARGS)
 
 # JupyterLab on notebooks/.  The stored notebooks ARE the study: saving one replaces
@@ -38,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check rmaplab tests examples
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(FAST) rmaplab/model/*.so build/mypyc
 
 # Live-kernel campaigns (root, quiet machine; rerunning resumes an interrupted one).
 # kbuild (~50 min): tinyconfig builds, sh vs bash, under perf stat and uninstrumented.
@@ -61,7 +69,7 @@ SEARCH = $(BIN)/rmaplab search --summary $(T)/search-summary.json
 UAF    = --invariant page-mapping-freed --with-writes --budget 30000 \
          --prefix $(T)/search-v5.4-same-chain.jsonl --drop-last 1
 ALL_POLICIES = no-reuse v5.4 v5.5 wei-intended v6.0 v6.0+4e4a9eb v6.0+wei-intended
-searches: $(STAMP)
+searches: $(STAMP) $(FAST)
 	$(SEARCH) --policy v5.4 -o $(T)/search-v5.4-same-chain.jsonl
 	$(SEARCH) --policy v5.4 $(UAF) -o $(T)/search-v5.4-uaf.jsonl
 	$(SEARCH) --policy v5.5 -o $(T)/search-v5.5-same-chain.jsonl

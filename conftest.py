@@ -29,6 +29,20 @@ def pytest_configure(config):
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """interpreted_only tests patch model classes, which a compiled model does not allow."""
+    marked = [item for item in items if item.get_closest_marker("interpreted_only")]
+    if not marked:
+        return
+    from rmaplab.model import fastpath
+
+    if fastpath.is_compiled():
+        skip = pytest.mark.skip(reason="patches model classes: runs on the interpreted "
+                                       "reference in tests/test_fastpath.py (RMAPLAB_PURE=1)")
+        for item in marked:
+            item.add_marker(skip)
+
+
 def pytest_unconfigure(config):
     if _OWN_OUTPUT_DIR is not None:
         shutil.rmtree(_OWN_OUTPUT_DIR, ignore_errors=True)

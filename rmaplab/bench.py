@@ -2,9 +2,13 @@
 
 1. Model vs kernel per fork: the model simulates fork + exit of a process with 64
    faulted one-page anon VMAs; the live kernel does fork + _exit + waitpid for a C
-   process with the same layout (``avwork forkcost 64 N 2``).  Reports the ratio.
+   process with the same layout (``avwork forkcost 64 N 2``).  Reports the ratio
+   (target: at most 1.0), for the model as it runs here (``model_*``: the compiled fast
+   path when built) and for the interpreted reference (``reference_*``, RMAPLAB_PURE=1),
+   each in a fresh process, interleaved with the kernel's runs.
 2. Replay speed: events per second for one policy over a trace (the recorded kernel
-   build when present), with peak memory (ru_maxrss of a fresh process).
+   build when present), with peak memory (ru_maxrss of a fresh process), for the
+   model as it runs (``replay``) and for the reference (``replay_reference``).
 3. Sweep scaling: the same sweep of generated builds on a LocalCluster with 1 and
    with 2 workers (target: at least 1.7x faster on 2).
 4. ``rmaplab compare`` on 1,000 vs 1,000 runs of real/user/sys (times at 10 ms
@@ -26,6 +30,35 @@ from pathlib import Path
 
 from rmaplab import workloads
 from rmaplab.model import Kernel
+
+
+def fastpath_status() -> dict:
+    """Whether the compiled model runs in a fresh process here (rmaplab.model.fastpath)."""
+    code = ("import json; from rmaplab.model import fastpath; "
+            "print(json.dumps({**fastpath.status(), 'compiled': fastpath.is_compiled()}))")
+    return json.loads(_python(code, pure=False).splitlines()[-1])
+
+
+def _python(code: str, pure: bool) -> str:
+    """Run ``code`` in a fresh interpreter, with the interpreted reference if ``pure``."""
+    import os
+
+    env = dict(os.environ)
+    env.pop("RMAPLAB_PURE", None)
+    if pure:
+        env["RMAPLAB_PURE"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed: {out.stderr.strip()[-2000:]}")
+    return out.stdout
+
+
+def model_fork_ns_in(vmas: int, forks: int, pure: bool) -> float:
+    """:func:`model_fork_ns` in a fresh process (the reference if ``pure``)."""
+    code = (f"from rmaplab.bench import model_fork_ns; "
+            f"print(model_fork_ns({vmas}, {forks}))")
+    return float(_python(code, pure).split()[-1])
 
 
 def model_fork_ns(vmas: int, forks: int) -> float:
@@ -53,8 +86,9 @@ def kernel_fork_ns(vmas: int, forks: int, repeats: int = 11) -> tuple[float, flo
     return runs[len(runs) // 2], runs[0], runs[-1]
 
 
-def replay_speed(path: Path, policy: str) -> dict:
-    """Replay in a fresh process so its peak RSS is the replay's own."""
+def replay_speed(path: Path, policy: str, pure: bool = False) -> dict:
+    """Replay in a fresh process so its peak RSS is the replay's own (``pure``: the
+    interpreted reference)."""
     code = (
         "import json,resource,sys,time\n"
         "from rmaplab import traces\n"
@@ -62,10 +96,22 @@ def replay_speed(path: Path, policy: str) -> dict:
         f"r=traces.replay(ev, policy={policy!r}, check='off'); t2=time.perf_counter()\n"
         "print(json.dumps({'events': len(ev), 'load_s': t1-t0, 'replay_s': t2-t1,"
         " 'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    res = json.loads(out.stdout)
+    res = json.loads(_python(code, pure).strip().splitlines()[-1])
     res["events_per_s"] = res["events"] / res["replay_s"]
     return res
+
+
+def replay_all_wall(path: Path, pure: bool = False) -> dict:
+    """``rmaplab replay TRACE --policy all --json`` (default checks, every policy on the
+    CPUs) in a fresh process: wall seconds from start-up to the printed result."""
+    code = ("import contextlib, io, sys\n"
+            "from rmaplab.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    rc = main(['replay', {str(path)!r}, '--policy', 'all', '--json'])\n"
+            "print(rc)\n")
+    start = time.perf_counter()
+    rc = int(_python(code, pure).split()[-1])
+    return {"trace": str(path), "wall_s": time.perf_counter() - start, "exit_status": rc}
 
 
 def sweep_speedup(cells: int = 16, units: float = 0.5) -> dict:
@@ -141,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", type=Path, help="trace to replay (default: the recorded build)")
     p.add_argument("--policy", default="v6.0")
     p.add_argument("--no-sweep", action="store_true", help="skip the sweep-scaling benchmark")
+    p.add_argument("--replay-all", action="store_true",
+                   help="also time `rmaplab replay TRACE --policy all` (fast path, and the "
+                        "reference unless --no-reference: minutes)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the interpreted reference (RMAPLAB_PURE=1) runs")
     p.add_argument("--only-compare", action="store_true",
                    help="run only the `rmaplab compare` benchmark")
     p.add_argument("--compare-runs", type=int, default=1000, metavar="N",
@@ -154,11 +205,20 @@ def main(argv: list[str] | None = None) -> int:
         _print(results, args)
         return 0
     results: dict = {"vmas": args.vmas, "forks": args.forks}
-    results["model_ns_per_fork"] = model_fork_ns(args.vmas, args.forks)
+    status = fastpath_status()
+    results["fastpath"] = {"compiled": status["compiled"], "reason": status["reason"]}
+    # Model (as it runs: compiled if built), reference and kernel, each measured in turn
+    # over the same minutes: the ratios share the machine's load.
+    results["model_ns_per_fork"] = model_fork_ns_in(args.vmas, args.forks, pure=False)
+    if not args.no_reference:
+        results["reference_ns_per_fork"] = model_fork_ns_in(args.vmas, args.forks, pure=True)
     try:
         (results["kernel_ns_per_fork"], results["kernel_ns_min"],
          results["kernel_ns_max"]) = kernel_fork_ns(args.vmas, args.forks)
         results["model_over_kernel"] = results["model_ns_per_fork"] / results["kernel_ns_per_fork"]
+        if "reference_ns_per_fork" in results:
+            results["reference_over_kernel"] = (results["reference_ns_per_fork"]
+                                                / results["kernel_ns_per_fork"])
     except Exception as e:  # no gcc here: report, do not hide
         results["kernel_error"] = str(e)
     trace = args.trace
@@ -169,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         trace = dirs[-1] / "trace.jsonl.gz" if dirs else None
     if trace is not None:
         results["replay"] = {"trace": str(trace), **replay_speed(trace, args.policy)}
+        if not args.no_reference:
+            results["replay_reference"] = {"trace": str(trace),
+                                           **replay_speed(trace, args.policy, pure=True)}
+        if args.replay_all:
+            results["replay_all"] = replay_all_wall(trace)
+            if not args.no_reference:
+                results["replay_all_reference"] = replay_all_wall(trace, pure=True)
     if not args.no_sweep:
         results["sweep"] = sweep_speedup()
     results["compare"] = compare_speed(args.compare_runs)
@@ -182,19 +249,33 @@ def _print(results: dict, args) -> None:
     if args.json:
         print(json.dumps(results, indent=1))
         return
+    if "fastpath" in results:
+        fp = results["fastpath"]
+        print(f"model runs: {'compiled (fast path)' if fp['compiled'] else 'interpreted'}"
+              f" ({fp['reason']}); reference = interpreted sources (RMAPLAB_PURE=1)")
     if "model_ns_per_fork" in results:
-        print(f"model : {results['model_ns_per_fork'] / 1000:8.1f} µs per fork+exit "
+        print(f"model    : {results['model_ns_per_fork'] / 1000:8.1f} µs per fork+exit "
               f"({args.vmas} faulted VMAs)")
+        if "reference_ns_per_fork" in results:
+            print(f"reference: {results['reference_ns_per_fork'] / 1000:8.1f} µs per fork+exit")
         if "kernel_ns_per_fork" in results:
-            print(f"kernel: {results['kernel_ns_per_fork'] / 1000:8.1f} µs per fork+_exit+wait "
-                  f"(median of 11; {results['kernel_ns_min'] / 1000:.1f} to "
+            print(f"kernel   : {results['kernel_ns_per_fork'] / 1000:8.1f} µs per "
+                  f"fork+_exit+wait (median of 11; {results['kernel_ns_min'] / 1000:.1f} to "
                   f"{results['kernel_ns_max'] / 1000:.1f})")
-            print(f"ratio model/kernel: {results['model_over_kernel']:.2f}")
-    if "replay" in results:
-        r = results["replay"]
-        print(f"replay ({args.policy}): {r['events']:,} events in {r['replay_s']:.2f} s "
-              f"({r['events_per_s']:,.0f}/s), load {r['load_s']:.2f} s, "
-              f"peak RSS {r['maxrss_mb']:.0f} MB")
+            print(f"ratio model/kernel: {results['model_over_kernel']:.2f} (target <= 1.0)"
+                  + (f"; reference/kernel: {results['reference_over_kernel']:.2f}"
+                     if "reference_over_kernel" in results else ""))
+    for key, label in (("replay", "model"), ("replay_reference", "reference")):
+        if key in results:
+            r = results[key]
+            print(f"replay ({args.policy}, {label}): {r['events']:,} events in "
+                  f"{r['replay_s']:.2f} s = {r['events_per_s']:,.0f} events/s, "
+                  f"load {r['load_s']:.2f} s, peak RSS {r['maxrss_mb']:.0f} MB")
+    for key, label in (("replay_all", "model"), ("replay_all_reference", "reference")):
+        if key in results:
+            r = results[key]
+            print(f"replay --policy all ({label}): {r['wall_s']:.1f} s wall "
+                  f"(exit status {r['exit_status']})")
     if "sweep" in results:
         w = results["sweep"]
         print(f"sweep of {w['cells']} cells: {w['seconds_1_worker']:.1f} s on 1 worker, "

@@ -99,6 +99,7 @@ def test_without_3b617fd3d317_a_forked_source_merges():
                for m in mismatches), mismatches
 
 
+@pytest.mark.interpreted_only
 def test_in_place_mremap_growth_merges_with_the_next_vma(monkeypatch):
     """Planted regression: growing the VMA without vma_merge_extend() (the model before this
     translation) leaves test_merge_extend's two VMAs apart."""

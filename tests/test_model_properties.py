@@ -134,6 +134,7 @@ def _unlink_forgets_num_active_vmas(self, vma):
 ORIGINAL_UNLINK = Kernel.unlink_anon_vmas
 
 
+@pytest.mark.interpreted_only
 @pytest.mark.parametrize("name, where, attr, bug", [
     ("merge clones no chain", "rmaplab.model.vma.VmaMixin", "dup_anon_vma",
      _dup_anon_vma_without_clone),

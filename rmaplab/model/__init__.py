@@ -10,10 +10,21 @@
 ``invariants`` the rules checked after every event
 ``observe``    chain lengths, hierarchy depth, rmap-walk cost
 ``machine``    processes and events: :class:`Kernel`
+``base``       what the per-file parts of Kernel share
+``fastpath``   the compiled build of these modules (README: the fast path)
 =============  ==================================================================
+
+The modules run compiled (mypyc) when ``make venv`` could build them and their sources
+are unchanged since, else interpreted; ``RMAPLAB_PURE=1`` forces the interpreted
+sources, the reference (:mod:`rmaplab.model.fastpath`).
 """
 
-from rmaplab.model.machine import Kernel, ReplayResult, Violation
-from rmaplab.model.policies import LIVE_POLICY, POLICIES, get_policy
+from rmaplab.model import fastpath as _fastpath
+
+_fastpath.select()
+
+# Compiled or interpreted is decided above, before the first model module is imported.
+from rmaplab.model.machine import Kernel, ReplayResult, Violation  # noqa: E402
+from rmaplab.model.policies import LIVE_POLICY, POLICIES, get_policy  # noqa: E402
 
 __all__ = ["LIVE_POLICY", "POLICIES", "Kernel", "ReplayResult", "Violation", "get_policy"]

@@ -47,42 +47,118 @@ _V54_AV, _V54_AVC, _V54_VMA = (SIZES["v5.4"][k] for k in ("anon_vma", "avc", "vm
 _K618_AV, _K618_AVC, _K618_VMA = (SIZES["6.18"][k] for k in ("anon_vma", "avc", "vma"))
 
 
+# Every counter, in the order as_dict() gives them.
+FIELDS = (*EVENT_COUNTERS,
+          "live_anon_vma", "live_avc", "live_vma",
+          "peak_anon_vma", "peak_avc", "peak_vma",
+          "live_bytes_v54", "live_bytes_618", "peak_bytes_v54", "peak_bytes_618")
+
+
 class Counters:
-    __slots__ = (*EVENT_COUNTERS,
-                 "live_anon_vma", "live_avc", "live_vma",
-                 "peak_anon_vma", "peak_avc", "peak_vma",
-                 "live_bytes_v54", "live_bytes_618", "peak_bytes_v54", "peak_bytes_618")
+    __slots__ = FIELDS
+    # One int per name of FIELDS (declared for the type checker and the compiler).
+    anon_vma_alloc: int
+    anon_vma_fork: int
+    anon_vma_prepare: int
+    anon_vma_free: int
+    avc_alloc: int
+    avc_fork: int
+    avc_clone: int
+    avc_clone_fork: int
+    avc_clone_split: int
+    avc_clone_merge: int
+    avc_clone_copy_vma: int
+    avc_prepare: int
+    avc_free: int
+    vma_alloc: int
+    vma_free: int
+    forks: int
+    mm_forks: int
+    execs: int
+    exits: int
+    spawns: int
+    reuse_at_fork: int
+    share_at_fork: int
+    prepare_reused_neighbour: int
+    mm_forks_by_forked: int
+    share_at_fork_by_forked: int
+    reuse_test_src_null: int
+    merge_anon_vma_checks: int
+    merge_rules_disagree: int
+    pages_new: int
+    pages_cow: int
+    pages_reused: int
+    faults_outside_vma: int
+    faults_not_writable: int
+    syscall_errors: int
+    anon_vma_lock: int
+    avc_alloc_locked: int
+    anon_vma_deferred: int
+    anon_vma_materialized: int
+    fork_anon_vmas: int
+    fork_chain_sum: int
+    fork_chain_max: int
+    fork_walk_sum: int
+    fork_walk_max: int
+    depth_max: int
+    live_anon_vma: int
+    live_avc: int
+    live_vma: int
+    peak_anon_vma: int
+    peak_avc: int
+    peak_vma: int
+    live_bytes_v54: int
+    live_bytes_618: int
+    peak_bytes_v54: int
+    peak_bytes_618: int
 
     def __init__(self) -> None:
-        for name in self.__slots__:
+        for name in FIELDS:
             setattr(self, name, 0)
 
-    # One method per object type: this runs for every allocation of a replay.
+    # One method per object type: this runs for every allocation of a replay, so each
+    # updates its live/peak count and both byte totals itself (no helper call).
     def alloc_anon_vma(self) -> None:
-        self.live_anon_vma += 1
-        if self.live_anon_vma > self.peak_anon_vma:
-            self.peak_anon_vma = self.live_anon_vma
-        self._grow(_V54_AV, _K618_AV)
+        live = self.live_anon_vma + 1
+        self.live_anon_vma = live
+        if live > self.peak_anon_vma:
+            self.peak_anon_vma = live
+        v54 = self.live_bytes_v54 + _V54_AV
+        k618 = self.live_bytes_618 + _K618_AV
+        self.live_bytes_v54 = v54
+        self.live_bytes_618 = k618
+        if v54 > self.peak_bytes_v54:
+            self.peak_bytes_v54 = v54
+        if k618 > self.peak_bytes_618:
+            self.peak_bytes_618 = k618
 
     def alloc_avc(self) -> None:
-        self.live_avc += 1
-        if self.live_avc > self.peak_avc:
-            self.peak_avc = self.live_avc
-        self._grow(_V54_AVC, _K618_AVC)
+        live = self.live_avc + 1
+        self.live_avc = live
+        if live > self.peak_avc:
+            self.peak_avc = live
+        v54 = self.live_bytes_v54 + _V54_AVC
+        k618 = self.live_bytes_618 + _K618_AVC
+        self.live_bytes_v54 = v54
+        self.live_bytes_618 = k618
+        if v54 > self.peak_bytes_v54:
+            self.peak_bytes_v54 = v54
+        if k618 > self.peak_bytes_618:
+            self.peak_bytes_618 = k618
 
     def alloc_vma(self) -> None:
-        self.live_vma += 1
-        if self.live_vma > self.peak_vma:
-            self.peak_vma = self.live_vma
-        self._grow(_V54_VMA, _K618_VMA)
-
-    def _grow(self, v54: int, k618: int) -> None:
-        self.live_bytes_v54 += v54
-        self.live_bytes_618 += k618
-        if self.live_bytes_v54 > self.peak_bytes_v54:
-            self.peak_bytes_v54 = self.live_bytes_v54
-        if self.live_bytes_618 > self.peak_bytes_618:
-            self.peak_bytes_618 = self.live_bytes_618
+        live = self.live_vma + 1
+        self.live_vma = live
+        if live > self.peak_vma:
+            self.peak_vma = live
+        v54 = self.live_bytes_v54 + _V54_VMA
+        k618 = self.live_bytes_618 + _K618_VMA
+        self.live_bytes_v54 = v54
+        self.live_bytes_618 = k618
+        if v54 > self.peak_bytes_v54:
+            self.peak_bytes_v54 = v54
+        if k618 > self.peak_bytes_618:
+            self.peak_bytes_618 = k618
 
     def free_anon_vma(self) -> None:
         self.anon_vma_free += 1
@@ -103,4 +179,4 @@ class Counters:
         self.live_bytes_618 -= _K618_VMA
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in FIELDS}

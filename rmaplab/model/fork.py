@@ -14,11 +14,14 @@ path prepare an anon_vma next to the parent's neighbours.
 
 from __future__ import annotations
 
-from rmaplab.model.policies import ForkLinks
-from rmaplab.model.structs import PAGE_SHIFT, VM_DONTCOPY, VM_WIPEONFORK, Mm, Vma
+from mypy_extensions import trait
+
+from rmaplab.model.base import KernelBase
+from rmaplab.model.structs import PAGE_SHIFT, VM_DONTCOPY, VM_WIPEONFORK, ForkLinks, Mm, Vma
 
 
-class ForkMixin:
+@trait
+class ForkMixin(KernelBase):
     def dup_mmap(self, mm: Mm, oldmm: Mm) -> None:
         policy = self.policy
         child_prev: Vma | None = None

@@ -70,18 +70,18 @@ def check_mm(mm: Mm, report: Report) -> None:
         addr = vpn << PAGE_SHIFT
         while j < len(vmas) and vmas[j].end <= addr:
             j += 1
-        vma = vmas[j] if j < len(vmas) and vmas[j].start <= addr else None
+        at = vmas[j] if j < len(vmas) and vmas[j].start <= addr else None
         if page.mapping.freed:
             report("page-mapping-freed",
                    f"pid {mm.pid}: page at {addr:#x} maps freed {page.mapping!r}")
             continue
-        if vma is None:
+        if at is None:
             report("page-unreachable", f"pid {mm.pid}: page at {addr:#x} is outside every VMA")
             continue
-        if page.mapping not in chain_sets[vma]:
+        if page.mapping not in chain_sets[at]:
             report("page-unreachable",
-                   f"pid {mm.pid}: page at {addr:#x} maps {page.mapping!r}, not on {vma!r}'s "
-                   f"chain {_ids(chain_sets[vma])}: an rmap walk cannot find this mapping")
+                   f"pid {mm.pid}: page at {addr:#x} maps {page.mapping!r}, not on {at!r}'s "
+                   f"chain {_ids(chain_sets[at])}: an rmap walk cannot find this mapping")
 
 
 def family(root: AnonVma) -> tuple[set, set]:

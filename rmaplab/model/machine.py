@@ -37,10 +37,6 @@ MADVISE = {
 MMAP_FLAGS = {"growsdown": VM_GROWSDOWN, "noreserve": VM_NORESERVE, "special": VM_PFNMAP}
 
 
-def _ignore(anon_vma) -> None:
-    return None
-
-
 class EventError(Exception):
     """An event that cannot apply to the current state (the caller adds file and line)."""
 
@@ -111,12 +107,13 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self._roots: set = set()
         self._dirty: set[int] = set()
         self.event_index = 0
-        if check == "off":
-            self.touched = _ignore           # no checking: skip the bookkeeping call too
+        # Whether the invariants run after each event: with check="off" nothing records
+        # what an event touched.
+        self.checking = check != "off"
 
     # ------------------------------------------------------------ bookkeeping
     def touched(self, anon_vma) -> None:
-        if self.check != "off":
+        if self.checking:
             self._roots.add(anon_vma.root)
 
     def violation(self, invariant: str, detail: str) -> None:
@@ -162,7 +159,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.counters.mm_forks += 1
         if parent.forked:
             self.counters.mm_forks_by_forked += 1
-        self._dirty.add(child)
+        if self.checking:
+            self._dirty.add(child)
 
     def exit(self, pid: int) -> None:
         mm = self._mm(pid)
@@ -175,7 +173,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.counters.exits += 1
 
     def _remember_roots(self, mm: Mm) -> None:
-        if self.check != "off":
+        if self.checking:
             for vma in mm.vmas:
                 if vma.anon_vma is not None:
                     self._roots.add(vma.anon_vma.root)
@@ -184,7 +182,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
     def apply(self, ev: dict) -> None:
         op = ev["op"]
         pid = ev["pid"]
-        self._dirty.add(pid)
+        if self.checking:
+            self._dirty.add(pid)
         if op == "touch":
             self.handle_mm_fault(self._mm(pid), ev["addr"], ev["write"])
         elif op == "mmap":
@@ -233,13 +232,13 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             self.spawn(pid)
         else:
             raise EventError(f"unknown op {op!r}")
-        if self.check != "off":
+        if self.checking:
             self.check_invariants()
         self.event_index += 1
 
     def _remember_range(self, mm: Mm, start: int, end: int) -> None:
         """Roots of VMAs an event may unmap or merge away: check their families after it."""
-        if self.check == "off":
+        if not self.checking:
             return
         i = self.vmas_from(mm, start - 1)
         while i < len(mm.vmas) and mm.vmas[i].start <= end:
@@ -257,9 +256,9 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
                      for avc in vma.chain} | self._roots
         else:
             for pid in self._dirty:
-                mm = self.mms.get(pid)
-                if mm is not None:
-                    invariants.check_mm(mm, report)
+                dirty = self.mms.get(pid)
+                if dirty is not None:
+                    invariants.check_mm(dirty, report)
             roots = self._roots
         for root in roots:
             invariants.check_family(root, report)

@@ -11,6 +11,9 @@ or file pages: nothing anonymous happens.
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
+from rmaplab.model.base import KernelBase
 from rmaplab.model.structs import (
     PAGE_SHIFT,
     VM_GROWSDOWN,
@@ -25,7 +28,8 @@ from rmaplab.model.structs import (
 STACK_GUARD_GAP = 256 << PAGE_SHIFT
 
 
-class FaultMixin:
+@trait
+class FaultMixin(KernelBase):
     def _new_page(self, mm: Mm, vpn: int, anon_vma: AnonVma, index: int) -> Page:
         self.next_id += 1
         page = Page(self.next_id, anon_vma, index)

@@ -34,28 +34,13 @@ dup_mmap quirks.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from rmaplab.errors import RmaplabError
-from rmaplab.model.structs import AnonVma, Vma
+from rmaplab.model.structs import AnonVma, ForkLinks, Vma
 
 if TYPE_CHECKING:
     from rmaplab.model.machine import Kernel
-
-
-class ForkLinks(NamedTuple):
-    """What dup_mmap knows about neighbours while anon_vma_fork(tmp, mpnt) runs.
-
-    ``dst_vm_prev``: the value of ``tmp->vm_prev`` at that moment: a stale copy of
-    the parent's ``mpnt->vm_prev`` before v5.7 (vm_area_dup copied the struct), NULL
-    from v5.7 ("mm: set vm_next and vm_prev to NULL in vm_area_dup()").
-    ``src_vm_prev``: the parent's previous VMA.  ``child_prev``: the child's
-    previous VMA, the last one dup_mmap linked.
-    """
-
-    dst_vm_prev: Vma | None
-    src_vm_prev: Vma | None
-    child_prev: Vma | None
 
 
 class Policy:

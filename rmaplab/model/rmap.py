@@ -8,11 +8,22 @@ are not modelled: they do not change which objects exist.
 
 from __future__ import annotations
 
-from rmaplab.model.policies import ForkLinks
-from rmaplab.model.structs import PAGE_SHIFT, VM_ACCESS_FLAGS, AnonVma, AnonVmaChain, Vma
+from mypy_extensions import trait
+
+from rmaplab.model.base import KernelBase
+from rmaplab.model.structs import (
+    NULL_ANON_VMA,
+    PAGE_SHIFT,
+    VM_ACCESS_FLAGS,
+    AnonVma,
+    AnonVmaChain,
+    ForkLinks,
+    Vma,
+)
 
 
-class RmapMixin:
+@trait
+class RmapMixin(KernelBase):
     # ------------------------------------------------------------ allocation
     def anon_vma_alloc(self, site: str, vma: Vma) -> AnonVma:
         """anon_vma_alloc(): refcount 1, its own root and parent, counters zero.
@@ -245,7 +256,7 @@ class RmapMixin:
             return
         policy = self.policy
         policy.before_fork(self, vma, pvma)
-        vma.anon_vma = None                       # "we'll reuse existing or allocate new"
+        vma.anon_vma = NULL_ANON_VMA              # "we'll reuse existing or allocate new"
         shared = policy.fork_share(vma, pvma, links)
         if shared is not None:
             vma.anon_vma = shared

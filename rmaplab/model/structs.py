@@ -76,6 +76,12 @@ class AnonVma:
         return f"AV{self.id}"
 
 
+# ``vma->anon_vma = NULL`` where a call that follows may set it again (anon_vma_fork):
+# typed as the field, so that a type checker -- and the compiler, which trusts it -- does
+# not take the field for None after that call.
+NULL_ANON_VMA: AnonVma | None = None
+
+
 class AnonVmaChain:
     __slots__ = ("vma", "anon_vma")
 
@@ -140,3 +146,23 @@ class Mm:
         self.start_brk: int | None = None
         self.brk: int | None = None
         self.forked = False                # made by dup_mmap (until the next exec)
+
+
+class ForkLinks:
+    """What dup_mmap knows about neighbours while anon_vma_fork(tmp, mpnt) runs
+    (given to the policy hooks; rmaplab.model.policies exports it).
+
+    ``dst_vm_prev``: the value of ``tmp->vm_prev`` at that moment: a stale copy of
+    the parent's ``mpnt->vm_prev`` before v5.7 (vm_area_dup copied the struct), NULL
+    from v5.7 ("mm: set vm_next and vm_prev to NULL in vm_area_dup()").
+    ``src_vm_prev``: the parent's previous VMA.  ``child_prev``: the child's
+    previous VMA, the last one dup_mmap linked.
+    """
+
+    __slots__ = ("dst_vm_prev", "src_vm_prev", "child_prev")
+
+    def __init__(self, dst_vm_prev: Vma | None, src_vm_prev: Vma | None,
+                 child_prev: Vma | None) -> None:
+        self.dst_vm_prev = dst_vm_prev
+        self.src_vm_prev = src_vm_prev
+        self.child_prev = child_prev

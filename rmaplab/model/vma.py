@@ -13,6 +13,9 @@ made on the VMA whose anon_vma survives) with the two mremap fixes of Jan 2026 (
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
+from rmaplab.model.base import KernelBase
 from rmaplab.model.structs import (
     PAGE_SHIFT,
     VM_ACCESS_FLAGS,
@@ -57,14 +60,17 @@ def vma_is_fork_child(vma: Vma | None) -> bool:
     return vma is not None and vma.anon_vma is not None and len(vma.chain) != 1
 
 
-class VmaMixin:
+@trait
+class VmaMixin(KernelBase):
     # ------------------------------------------------------------ the VMA list of an mm
     @staticmethod
     def _index(mm: Mm, vma: Vma) -> int:
-        lo, hi = 0, len(mm.vmas)
+        """Index of the first VMA starting at or after vma.start (vma's own, if linked)."""
+        vmas, start = mm.vmas, vma.start
+        lo, hi = 0, len(vmas)
         while lo < hi:
             mid = (lo + hi) // 2
-            if mm.vmas[mid].start < vma.start:
+            if vmas[mid].start < start:
                 lo = mid + 1
             else:
                 hi = mid
@@ -77,10 +83,9 @@ class VmaMixin:
         nxt = mm.vmas[i + 1] if i + 1 < len(mm.vmas) else None
         return prev, nxt
 
-    @classmethod
-    def find_vma(cls, mm: Mm, addr: int) -> Vma | None:
+    def find_vma(self, mm: Mm, addr: int) -> Vma | None:
         """The VMA containing addr, or None."""
-        i = cls.vmas_from(mm, addr)
+        i = self.vmas_from(mm, addr)
         if i < len(mm.vmas) and mm.vmas[i].start <= addr:
             return mm.vmas[i]
         return None

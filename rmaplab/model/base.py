@@ -1,0 +1,93 @@
+"""What the per-file parts of the model kernel share.
+
+:class:`rmaplab.model.machine.Kernel` is composed of one part per kernel file:
+``RmapMixin`` (mm/rmap.c), ``VmaMixin`` (mm/vma.c, mm/mmap.c), ``FaultMixin``
+(mm/memory.c) and ``ForkMixin`` (kernel/fork.c).  A function of one file calls
+functions of another (do_munmap calls unlink_anon_vmas, the fault handler calls
+anon_vma_prepare), as in the kernel.  ``KernelBase`` declares that shared state and
+those calls, so that each part type-checks on its own and can be compiled (the fast
+path: ``rmaplab.model.fastpath``).  The stubs below are never what runs: every one is
+implemented by the part named beside it, which comes first in Kernel's MRO.
+
+The parts are traits (``mypy_extensions.trait``): for the interpreter plain classes,
+for the compiler classes that a compiled class may inherit several of.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mypy_extensions import trait
+
+if TYPE_CHECKING:
+    from rmaplab.model.counters import Counters
+    from rmaplab.model.observe import WalkSamples
+    from rmaplab.model.policies import Policy
+    from rmaplab.model.structs import AnonVma, ForkLinks, Mm, Page, Vma
+
+
+@trait
+class KernelBase:
+    # The state of the model kernel (set by Kernel.__init__).
+    policy: Policy
+    counters: Counters
+    next_id: int
+    merge_rule: str
+    checking: bool
+    walks: WalkSamples | None
+
+    # machine: reporting
+    def violation(self, invariant: str, detail: str) -> None:
+        raise NotImplementedError
+
+    def touched(self, anon_vma: AnonVma) -> None:
+        raise NotImplementedError
+
+    # rmap (mm/rmap.c)
+    def anon_vma_prepare(self, vma: Vma, neighbours: tuple[Vma | None, Vma | None] | None = None
+                         ) -> None:
+        raise NotImplementedError
+
+    def anon_vma_clone(self, dst: Vma, src: Vma, caller: str,
+                       links: ForkLinks | None = None) -> None:
+        raise NotImplementedError
+
+    def anon_vma_fork(self, vma: Vma, pvma: Vma, links: ForkLinks) -> None:
+        raise NotImplementedError
+
+    def unlink_anon_vmas(self, vma: Vma) -> None:
+        raise NotImplementedError
+
+    def anon_vma_merge(self, vma: Vma, nxt: Vma) -> None:
+        raise NotImplementedError
+
+    # vma (mm/vma.c, mm/mmap.c)
+    def neighbours(self, vma: Vma) -> tuple[Vma | None, Vma | None]:
+        raise NotImplementedError
+
+    def find_vma(self, mm: Mm, addr: int) -> Vma | None:
+        raise NotImplementedError
+
+    @staticmethod
+    def vmas_from(mm: Mm, addr: int) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def _index(mm: Mm, vma: Vma) -> int:
+        raise NotImplementedError
+
+    def vm_area_dup(self, orig: Vma, mm: Mm | None = None) -> Vma:
+        raise NotImplementedError
+
+    def vm_area_free(self, vma: Vma) -> None:
+        raise NotImplementedError
+
+    def expand_downwards(self, vma: Vma, addr: int) -> None:
+        raise NotImplementedError
+
+    # memory (mm/memory.c)
+    def page_remove_rmap(self, page: Page) -> None:
+        raise NotImplementedError
+
+    def zap_range(self, mm: Mm, start: int, end: int) -> None:
+        raise NotImplementedError
