@@ -424,11 +424,14 @@ def test_a_measurement_survives_an_output_path_that_breaks(live_kernel, tmp_path
 @pytest.mark.perf
 def test_trace_of_a_failing_command_is_kept_and_exits_with_its_status(live_kernel, tmp_path,
                                                                       live_env):
+    env = {**live_env, "LANG": "C", "LC_ALL": "C"}   # LC_ALL set: Python coerces nothing
     out = rmaplab("trace", "-o", str(tmp_path / "t"), "--", "sh", "-c", "exit 3",
-                  cwd=tmp_path, env=live_env)
+                  cwd=tmp_path, env=env)
     assert out.returncode == 3, out.stderr
     meta = json.loads((tmp_path / "t" / "metadata.json").read_text())
     assert meta["record"]["exit_status"] == 3
+    # the locale the command ran under is kept (it decides which locale files get mapped)
+    assert meta["locale_env"]["LANG"] == "C" and meta["locale_env"]["LC_ALL"] == "C"
     assert not list((tmp_path / "cache").glob("trace-*")), "perf.data left in the cache"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -247,6 +248,10 @@ def _record_trace(cmd: list[str], parent: Path, name: str, cwd: Path | None,
 
     meta: dict[str, Any] = {"host": host.describe(), "command": cmd,
                             "cwd": str(cwd) if cwd else None,
+                            # the locale decides which locale files every program maps, and
+                            # so the mmap layout (notes/uml-prepare-gap-findings.md)
+                            "locale_env": {k: v for k, v in os.environ.items()
+                                           if k in ("LANG", "LANGUAGE") or k.startswith("LC_")},
                             "record_events": capture.RECORD_EVENTS, **(extra_meta or {})}
     status = 0
     scratch = None
