@@ -36,14 +36,14 @@ def run_and_compare(events: list[Event], backend: Backend, policy: str,
     """
     if prelude is not None:
         try:
-            model_counts(events, prelude, policy, backend.merge_rule)
+            model_counts(events, prelude, policy, backend.merge_rule, thp=backend.thp)
         except InvalidProgram:
             return None
     outcome = backend.run([events], [policy])[policy][0]
     if not outcome.ok:
         return None
     model = model_counts(events, interpreter.prelude(outcome.mappings), policy,
-                         backend.merge_rule)
+                         backend.merge_rule, thp=backend.thp)
     return compare(policy, outcome.counts, model, backend.keys)
 
 
