@@ -261,7 +261,9 @@ def test_shrinker_reduces_a_disagreement_to_a_one_minimal_program():
     program = generate(seed)
     small = shrinking.shrink(program, backend, "v6.0", "anon_vma_fork",
                              [{"op": "spawn", "pid": 1}])
-    assert len(small) <= 8 < len(program)
+    # The size depends on the program drawn (seed 9 of the generator since MAP_STACK mmaps
+    # and the THP advices were added: 41 events to 10); 1-minimality is checked below.
+    assert len(small) <= 10 < len(program)
     assert "anon_vma_fork" in shrinking.run_and_compare(small, backend, "v6.0").differences
     assert [ev["pid"] for ev in small[:1]] == [1]
     for i in range(1, len(small)):
