@@ -9,14 +9,17 @@ spawn      pid, [comm, parent]          new process with an empty mm (also posix
 exec       pid, [comm]                  drop the mm, start empty (comm: the program, informative)
 fork       pid, child                   dup_mmap: a fork that copies the mm
 exit       pid
-mmap       pid, start, end, prot, [file, pgoff, shared, flags]
+mmap       pid, start, end, prot, [file, pgoff, shared, flags, stack]
                                         prot "", r, rw, rx, rwx; pgoff in pages;
-                                        flags: growsdown, noreserve, special (vdso/vvar)
+                                        flags: growsdown, noreserve, special (vdso/vvar);
+                                        stack: true if mmap had MAP_STACK (absent: false;
+                                        on a THP kernel the VMA gets VM_NOHUGEPAGE)
 munmap     pid, start, end
 mprotect   pid, start, end, prot
 brk        pid, end, [start]            heap end; the first brk sets the heap base
                                         (``start`` if given, else ``end``: an empty heap)
-madvise    pid, start, end, advice      dontfork, dofork, wipeonfork, keeponfork, dontneed
+madvise    pid, start, end, advice      dontfork, dofork, wipeonfork, keeponfork, dontneed,
+                                        hugepage, nohugepage (THP kernels; else -EINVAL)
 touch      pid, addr, write             a page fault
 mremap     pid, start, end, new_start, new_end, [dontunmap]
                                         (extension) resize in place (new_start == start)
@@ -53,7 +56,8 @@ SCHEMA: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "exec": ((), {"comm": None}),
     "fork": (("child",), {}),
     "exit": ((), {}),
-    "mmap": (("start", "end", "prot"), {"file": None, "pgoff": 0, "shared": False, "flags": []}),
+    "mmap": (("start", "end", "prot"), {"file": None, "pgoff": 0, "shared": False, "flags": [],
+                                       "stack": False}),
     "munmap": (("start", "end"), {}),
     "mprotect": (("start", "end", "prot"), {}),
     "brk": (("end",), {"start": None}),
@@ -160,6 +164,8 @@ def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
         if not isinstance(ev["flags"], list) or not _MMAP_FLAGS.issuperset(ev["flags"]):
             raise TraceError(f"mmap: flags must be a list of {', '.join(MMAP_FLAGS)}",
                              path=source, line=line)
+        if not isinstance(ev["stack"], bool):
+            raise TraceError("mmap: stack must be true or false", path=source, line=line)
     if op == "madvise" and ev["advice"] not in ADVICE:
         raise TraceError(f"madvise: advice {ev['advice']!r} is not one of {ADVICE}",
                          path=source, line=line)
@@ -210,6 +216,8 @@ def load(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
 
 def dumps(ev: dict[str, Any]) -> str:
     out = {k: v for k, v in ev.items() if v is not None and v != [] or k in ("op", "pid")}
+    if out.get("stack") is False:
+        del out["stack"]                      # the default: traces stay as they were
     for f in ADDRESS_FIELDS:
         if isinstance(out.get(f), int):
             out[f] = hex(out[f])
@@ -229,16 +237,17 @@ def write(events: Iterable[dict[str, Any]], path: str | Path, header: str = "") 
 
 def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: str | Policy = "v6.0",
            merge_rule: str | None = None, check: str = "incremental", source: str = "<trace>",
-           walks: bool = False):
+           walks: bool = False, thp: bool = True):
     """Run events through a model kernel; errors name the trace line (or the plug-in).
 
     ``policy``: a name, a plug-in spec or a Policy; ``merge_rule``: None for the policy's
-    own; ``walks``: also sample rmap-walk lengths (the result's ``walks``).
+    own; ``walks``: also sample rmap-walk lengths (the result's ``walks``); ``thp``: the
+    kernel has CONFIG_TRANSPARENT_HUGEPAGE (this machine; False for the UML kernels).
     """
     from rmaplab.model.machine import EventError, Kernel
     from rmaplab.model.plugins import guard
 
-    kernel = Kernel(policy, merge_rule=merge_rule, check=check, walks=walks)
+    kernel = Kernel(policy, merge_rule=merge_rule, check=check, walks=walks, thp=thp)
     with guard(kernel.policy), frozen_heap():
         for line, ev in events:
             try:
@@ -272,25 +281,25 @@ _INHERITED: list[tuple[int, dict[str, Any]]] | None = None
 
 
 def _replay_worker(spec: str, plugin_source: str | None, merge_rule: str | None, check: str,
-                   source: str, walks: bool) -> dict[str, Any]:
+                   source: str, walks: bool, thp: bool = True) -> dict[str, Any]:
     from rmaplab.model import plugins
 
     events = _INHERITED if _INHERITED is not None else load(source)
     policy = plugins.load(spec, plugin_source) if plugin_source is not None else spec
     return replay(events, policy=policy, merge_rule=merge_rule, check=check,
-                  source=source, walks=walks).as_dict()
+                  source=source, walks=walks, thp=thp).as_dict()
 
 
 def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str],
                     merge_rule: str | None = None, check: str = "incremental",
                     source: str = "<trace>", jobs: int | None = None,
                     progress: Callable[[int, int, str, float], None] | None = None,
-                    walks: bool = False) -> list[dict[str, Any]]:
+                    walks: bool = False, thp: bool = True) -> list[dict[str, Any]]:
     """Replay one trace under several policies, one process per policy (``jobs`` at a
     time, default the CPUs); results in the order of ``policies``.  ``progress(done,
     total, policy, seconds)`` is called as each finishes.  Plug-in files are shipped as
-    source, so a worker runs exactly the code the caller resolved.  ``merge_rule`` and
-    ``walks`` as for :func:`replay`."""
+    source, so a worker runs exactly the code the caller resolved.  ``merge_rule``,
+    ``walks`` and ``thp`` as for :func:`replay`."""
     import multiprocessing
     import os
     import time
@@ -305,7 +314,7 @@ def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str
         out = []
         for i, spec in enumerate(policies, 1):
             out.append(replay(events, policy=spec, merge_rule=merge_rule, check=check,
-                              source=source, walks=walks).as_dict())
+                              source=source, walks=walks, thp=thp).as_dict())
             if progress:
                 progress(i, len(policies), out[-1]["policy"], time.perf_counter() - start)
         return out
@@ -316,7 +325,7 @@ def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(
                 "fork" if fork else None)) as pool:
             futures = {pool.submit(_replay_worker, spec, sources.get(spec), merge_rule, check,
-                                   source, walks): i for i, spec in enumerate(policies)}
+                                   source, walks, thp): i for i, spec in enumerate(policies)}
             results: list[dict[str, Any]] = [{}] * len(policies)
             for done, fut in enumerate(as_completed(futures), 1):
                 results[futures[fut]] = fut.result()

@@ -102,3 +102,37 @@ def test_legacy_layout_replay_matches_the_live_counts_exactly():
     assert live["avc_prepare"] == live["anon_vma_prepare"] + 1     # the kernel reused one
     rows = capture.validation(events, live, conv.preamble)
     assert {r["counter"]: r["model"] - r["live"] for r in rows} == {r["counter"]: 0 for r in rows}
+
+
+def test_map_stack_is_captured_and_only_the_thp_model_matches_the_live_counts():
+    """mergetest 4 on this THP kernel, recorded with perf (tests/data/perf/README.md): the
+    MAP_STACK mmap (flags 0x120022) becomes ``"stack": true``; the replay then agrees
+    exactly with the kernel's counts of the same run, and a model without THP (which is
+    what the trace format could say before) misses one anon_vma at prepare and counts one
+    split clone too many."""
+    lines = (DATA / "perf" / "script-map-stack.txt").read_text().splitlines()
+    events, conv = capture.convert(lines)
+    stacks = [e for e in events if e.get("stack")]
+    assert len(stacks) == 1 and stacks[0]["end"] - stacks[0]["start"] == 9 * 4096
+    live = {**conv.live, **perf.derived({k: conv.live.get(k, 0) for k in perf.COUNT_NAMES})}
+    rows = capture.validation(events, live, conv.preamble)
+    assert {r["counter"]: r["model"] - r["live"] for r in rows} == {r["counter"]: 0 for r in rows}
+    no_thp = capture.validation(events, live, conv.preamble, thp=False)
+    diff = {r["counter"]: r["model"] - r["live"] for r in no_thp if r["model"] != r["live"]}
+    assert diff == {"anon_vma_prepare": -1, "anon_vma_alloc": -1, "avc_prepare": -1,
+                    "avc_clone": 1}
+
+
+def test_madvise_hugepage_advices_are_captured():
+    out: list = []
+    conv = capture.Converter()
+    conv.own.add(1)
+    conv.kernel.spawn(1)
+    conv.kernel.apply({"op": "mmap", "pid": 1, "start": 0x10000, "end": 0x14000, "prot": "rw"})
+    for behavior, name in ((14, "hugepage"), (15, "nohugepage")):
+        conv.feed(f"1/1  1.0:  syscalls:sys_enter_madvise: start: 0x00010000, len_in: "
+                  f"0x00002000, behavior: 0x{behavior:08x}", out)
+        conv.feed("1/1  1.1:  syscalls:sys_exit_madvise: 0x0", out)
+        assert out[-1] == {"op": "madvise", "pid": 1, "start": 0x10000, "end": 0x12000,
+                           "advice": name}
+    assert conv.stats["madvise_ignored"] == 0

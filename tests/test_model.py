@@ -6,6 +6,8 @@ the same micro workloads on Linux 6.18) and from working mm/rmap.c by hand.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rmaplab import traces, workloads
@@ -535,3 +537,72 @@ def test_mremap_dontunmap_of_part_of_a_vma_moves_it_once():
     assert layout[0] == (4, 7)                          # moved once
     assert (layout[1][0], layout[-1][1]) == (20, 26)    # the source stays mapped
     assert k.counters.syscall_errors == 0
+
+
+# ------------------------------------------------------------------ MAP_STACK, THP advices
+MERGETEST_4 = Path(__file__).parent / "data" / "mapstack" / "mergetest-4.jsonl"
+COUNTED = ("anon_vma_prepare", "avc_prepare", "avc_clone", "vma_alloc", "anon_vma_alloc",
+           "avc_alloc", "syscall_errors")
+
+
+def _counts(events, thp):
+    return {k: v for k, v in traces.replay(events, check="full", thp=thp).counters.items()
+            if k in COUNTED}
+
+
+@pytest.mark.parametrize("thp, expected", [
+    # THP (the host, 6.18): the stack gets VM_NOHUGEPAGE (calc_vm_flag_bits), so it does not
+    # merge with the written VMA before it (is_mergeable_vma) and its first write cannot
+    # reuse that VMA's anon_vma (anon_vma_compatible): a second anon_vma and AVC at prepare;
+    # the munmap removes a whole VMA: no split.  2 VMAs.
+    (True, {"anon_vma_prepare": 2, "avc_prepare": 2, "avc_clone": 0, "vma_alloc": 2,
+            "anon_vma_alloc": 2, "avc_alloc": 2, "syscall_errors": 0}),
+    # No THP (UML 6.12): MAP_STACK sets nothing; the stack merges into the written VMA
+    # (vma_expand), its write finds the anon_vma there; the munmap splits the merged VMA
+    # (__split_vma: one vm_area_dup, one anon_vma_clone AVC).
+    (False, {"anon_vma_prepare": 1, "avc_prepare": 1, "avc_clone": 1, "vma_alloc": 2,
+             "anon_vma_alloc": 1, "avc_alloc": 2, "syscall_errors": 0}),
+])
+def test_map_stack_keeps_its_vma_and_anon_vma_apart_only_with_thp(thp, expected):
+    """mergetest 4, measured on both kernels (notes/uml-prepare-gap-findings.md): host 2
+    prepares and no split clone, UML guest 1 prepare and 1 clone."""
+    events = traces.load(MERGETEST_4)
+    assert _counts(events, thp) == expected
+
+
+def test_a_trace_without_the_stack_field_replays_as_before_with_or_without_thp():
+    """mergetest 5 (mergetest 4 without MAP_STACK): 1 prepare + 1 clone on both kernels."""
+    events = [(i, {k: v for k, v in ev.items() if k != "stack"})
+              for i, ev in traces.load(MERGETEST_4)]
+    assert _counts(events, True) == _counts(events, False) == {
+        "anon_vma_prepare": 1, "avc_prepare": 1, "avc_clone": 1, "vma_alloc": 2,
+        "anon_vma_alloc": 1, "avc_alloc": 2, "syscall_errors": 0}
+
+
+def test_madvise_hugepage_and_nohugepage_change_flags_only_with_thp():
+    """A = [0,2) written; B = [2,5) merges into A; madvise(B, NOHUGEPAGE) splits it off
+    (one vm_area_dup + one anon_vma_clone); madvise(B, HUGEPAGE) swaps the bit (no merge
+    back: VM_HUGEPAGE still differs from A); C = [5,7) then cannot merge with B nor reuse
+    its anon_vma: a second anon_vma.  Without THP both advices are -EINVAL
+    (madvise_behavior_valid) and C merges into A, whose anon_vma covers its write."""
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": _page(0), "end": _page(2), "prot": "rw"},
+              {"op": "touch", "pid": 1, "addr": _page(0), "write": True},
+              {"op": "mmap", "pid": 1, "start": _page(2), "end": _page(5), "prot": "rw"},
+              {"op": "madvise", "pid": 1, "start": _page(2), "end": _page(5),
+               "advice": "nohugepage"},
+              {"op": "madvise", "pid": 1, "start": _page(2), "end": _page(5),
+               "advice": "hugepage"},
+              {"op": "mmap", "pid": 1, "start": _page(5), "end": _page(7), "prot": "rw"},
+              {"op": "touch", "pid": 1, "addr": _page(5), "write": True}]
+    numbered = [(i, traces.validate(ev, "<test>", i)) for i, ev in enumerate(events, 1)]
+    assert _counts(numbered, True) == {
+        "anon_vma_prepare": 2, "avc_prepare": 2, "avc_clone": 1, "vma_alloc": 3,
+        "anon_vma_alloc": 2, "avc_alloc": 3, "syscall_errors": 0}
+    assert _counts(numbered, False) == {
+        "anon_vma_prepare": 1, "avc_prepare": 1, "avc_clone": 0, "vma_alloc": 1,
+        "anon_vma_alloc": 1, "avc_alloc": 1, "syscall_errors": 2}
+    k = Kernel(thp=True)
+    for _, ev in numbered:
+        k.apply(ev)
+    assert _layout(k) == [(0, 2), (2, 5), (5, 7)]

@@ -28,6 +28,10 @@ def write(tmp_path, lines, name="t.jsonl"):
     ('{"op":"touch","pid":1,"addr":"0xzz","write":true}', "addr '0xzz' is not an address"),
     ('{"op":"touch","pid":1,"addr":4096,"write":1}', "write must be true or false"),
     ('{"op":"madvise","pid":1,"start":4096,"end":8192,"advice":"free"}', "advice 'free'"),
+    ('{"op":"mmap","pid":1,"start":4096,"end":8192,"prot":"rw","stack":1}',
+     "stack must be true or false"),
+    ('{"op":"mmap","pid":1,"start":4096,"end":8192,"prot":"rw","stack":null}',
+     "stack must be true or false"),
     ('{"op":"fork","pid":1,"child":2,"extra":3}', "unknown field(s) extra"),
     ('{"op":"munmap","pid":1,"start":8192,"end":4096}', "empty or inverted range"),
     ('not json', "not valid JSON"),
@@ -121,3 +125,33 @@ def test_missing_trace_is_a_clear_error():
     out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", "/no/such.jsonl"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no such file: '/no/such.jsonl'" in out.stderr
+
+
+def test_stack_is_optional_and_written_only_when_true(tmp_path):
+    path = write(tmp_path, ['{"op":"spawn","pid":1}',
+                            '{"op":"mmap","pid":1,"start":4096,"end":8192,"prot":"rw"}',
+                            '{"op":"mmap","pid":1,"start":8192,"end":12288,"prot":"rw",'
+                            '"stack":true}',
+                            '{"op":"madvise","pid":1,"start":4096,"end":8192,'
+                            '"advice":"nohugepage"}'])
+    events = [e for _, e in traces.load(path)]
+    assert [e.get("stack") for e in events[1:3]] == [False, True]
+    assert '"stack"' not in traces.dumps(events[1])
+    assert '"stack":true' in traces.dumps(events[2])
+    again = traces.write(events, tmp_path / "again.jsonl")
+    assert [e for _, e in traces.load(again)] == events
+
+
+def test_replay_thp_option_reaches_the_model_and_the_json(tmp_path):
+    """mergetest 4 (tests/data/mapstack): 2 prepares on this THP kernel, 1 without THP."""
+    from conftest import DATA
+
+    trace = DATA / "mapstack" / "mergetest-4.jsonl"
+    got = {}
+    for opt in ([], ["--no-thp"]):
+        out = subprocess.run([sys.executable, "-m", "rmaplab", "replay", str(trace), "--json",
+                              *opt], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        r = json.loads(out.stdout)
+        got[r["thp"]] = (r["anon_vma_prepare"], r["avc_clone"])
+    assert got == {True: (2, 0), False: (1, 1)}

@@ -50,6 +50,10 @@ def _difftest(sub) -> None:
     p.add_argument("--merge-rule", choices=list(MERGE_RULES),
                    help="the model's VMA merge rule (default: the backend kernel's, uncowed "
                         "for the 6.18 host, singular for 6.12 UML)")
+    p.add_argument("--thp", action=argparse.BooleanOptionalAction, default=None,
+                   help="the model's kernel has transparent huge pages: MAP_STACK mmaps get "
+                        "VM_NOHUGEPAGE, madvise hugepage/nohugepage work (default: the backend "
+                        "kernel's, yes for the host, no for UML)")
     p.add_argument("--no-shrink", action="store_true", help="report disagreements unshrunk")
     p.add_argument("--case-dir", type=_args.output_dir, help="where shrunk cases go (tests/data/difftest)")
     p.add_argument("--record", action="store_true",
@@ -80,12 +84,15 @@ def _run_difftest(args) -> int:
     backend = get_backend(args.backend)
     if args.merge_rule:
         backend.merge_rule = args.merge_rule
+    if args.thp is not None:
+        backend.thp = args.thp
     policies = _policies(backend, args.policy)
     if args.trace:
         return _run_trace(args, backend, policies)
     params = Params(events=args.events, procs=args.procs, pages=args.pages,
                     max_map=args.max_map, files=args.files,
-                    mremap_spans=BACKENDS[args.like or backend.name].mremap_spans)
+                    mremap_spans=BACKENDS[args.like or backend.name].mremap_spans,
+                    thp=BACKENDS[args.like or backend.name].thp)
     summary, programs, outcomes = driver.run(args.n, args.seed, backend, policies, params,
                                              shrink=not args.no_shrink,
                                              case_dir=args.case_dir)
@@ -96,7 +103,8 @@ def _run_difftest(args) -> int:
         json_out(result)
     else:
         per = result["seconds_per_program"]["mean"]
-        print(f"{backend.describe()}, merge rule {backend.merge_rule}: {result['agree']} of "
+        print(f"{backend.describe()}, merge rule {backend.merge_rule}"
+              f"{'' if backend.thp else ', no THP'}: {result['agree']} of "
               f"{result['runs']} runs agree exactly"
               + (f" ({per * 1000:.0f} ms per program)" if per else ""))
         for policy, count in result["agree_by_policy"].items():

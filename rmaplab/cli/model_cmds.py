@@ -53,6 +53,13 @@ def _replay(sub) -> None:
                         "(879bca0a2c4f alone: v6.16..6.18.7) or 'singular' (v3.0..v6.15, "
                         "965f55dea0e3); default: the policy's own era's (singular for the "
                         "2019-era policies, uncowed for v6.0 and the v6.0+ ones)")
+    p.add_argument("--thp", action=argparse.BooleanOptionalAction, default=True,
+                   help="the replayed kernel has CONFIG_TRANSPARENT_HUGEPAGE: an mmap with "
+                        "MAP_STACK (\"stack\": true) gets VM_NOHUGEPAGE and madvise "
+                        "hugepage/nohugepage set VM_HUGEPAGE/VM_NOHUGEPAGE (default: yes, "
+                        "this machine's 6.18); --no-thp for the User-Mode Linux 6.12 kernels "
+                        "(with --merge-rule singular), where MAP_STACK changes nothing and "
+                        "those advices fail.  Traces without either replay the same")
     p.add_argument("--check", default="incremental", choices=["incremental", "full", "off"],
                    help="invariant checks after each event (default: what it touched)")
     p.add_argument("--walks", action="store_true",
@@ -87,7 +94,7 @@ def _run_replay(args) -> int:
     results = traces.replay_policies(events, args.policy, merge_rule=args.merge_rule,
                                      check=args.check, source=str(args.trace), jobs=args.jobs,
                                      progress=progress if len(args.policy) > 1 else None,
-                                     walks=args.walks)
+                                     walks=args.walks, thp=args.thp)
     status = REPLAY_VIOLATIONS if any(r["violations"] for r in results) else 0
     if args.json:
         json_out(results if len(results) > 1 else results[0])
@@ -100,6 +107,8 @@ def _run_replay(args) -> int:
     print(f"{args.trace}: {results[0]['events']} events")
     print(f"{'':<{width}} " + " ".join(f"{r['policy']:>{col}}" for r in results))
     print(f"{'merge rule':<{width}} " + " ".join(f"{r['merge_rule']:>{col}}" for r in results))
+    if not args.thp:
+        print(f"{'thp':<{width}} " + " ".join(f"{'no':>{col}}" for r in results))
     for k in keys:
         print(f"{k:<{width}} " + " ".join(f"{r[k]:>{col},}" for r in results))
     if args.walks:
@@ -130,7 +139,7 @@ def _validate(args) -> int:
         raise RmaplabError("--validate takes one --policy: the one the traced kernel runs")
     # The traced kernel ran this machine's merge rule, whatever the policy's era.
     rows, live_path = capture.validate_trace(args.trace, args.policy[0],
-                                             args.merge_rule or "uncowed")
+                                             args.merge_rule or "uncowed", thp=args.thp)
     worst = max(abs(r["diff_pct"]) for r in rows)
     ok = worst <= args.tolerance
     name = get_policy(args.policy[0]).name

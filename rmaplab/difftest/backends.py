@@ -1,18 +1,18 @@
 """Where programs run: a backend runs interpreter programs under a policy and counts.
 
-A backend has a ``name``, the ``merge_rule`` of its kernel (the model replays with
-it), the counter ``keys`` it can tell apart, ``policies()`` it can run, and
+A backend has a ``name``, the ``merge_rule`` of its kernel and whether that kernel
+has transparent huge pages (``thp``; the model replays with both), the counter ``keys`` it can tell apart, ``policies()`` it can run, and
 ``run(programs, policies)`` returning, per policy, one :class:`Outcome` per program
 (one call may boot a kernel once for all of them).  Adding one
 is a class with these members and a line in :data:`BACKENDS`.
 
-``host``: this machine's kernel (policy ``v6.0``, merge rule ``uncowed``),
+``host``: this machine's kernel (policy ``v6.0``, merge rule ``uncowed``, THP),
 counted by perf stat with the tracepoint counters of rmaplab.measure.perf, enabled
 and disabled by the interpreter itself through perf's control fifos (so exec and
 set-up are outside the window).
 
 ``uml``: User-Mode Linux 6.12 kernels with each policy patched in (merge rule
-``singular``), through ``rmaplab.kernel.run.run_batch``: the interpreter reads the
+``singular``, no THP: UML cannot select it), through ``rmaplab.kernel.run.run_batch``: the interpreter reads the
 guest's /proc/rmaplab_counters at both ends of its window.
 """
 
@@ -61,6 +61,7 @@ class Outcome:
 class Backend(Protocol):
     name: str
     merge_rule: str
+    thp: bool                           # CONFIG_TRANSPARENT_HUGEPAGE (Kernel.thp)
     keys: tuple[str, ...]
     mremap_spans: bool                  # may an mremap range run past its VMA?
 
@@ -85,6 +86,7 @@ class HostBackend:
 
     name = "host"
     merge_rule = "uncowed"
+    thp = True
     keys = HOST_KEYS
     mremap_spans = True                 # 6.18 (remap_move, 6.17)
 
@@ -150,6 +152,7 @@ class UmlBackend:
 
     name = "uml"
     merge_rule = "singular"
+    thp = False                         # no HAVE_ARCH_TRANSPARENT_HUGEPAGE on UML
     mremap_spans = False                # 6.12: an mremap range stays inside one VMA
     # The guest reports more (the finer avc_clone keys too); compared: what both have.
     keys = (*HOST_KEYS, "avc_clone_fork", "avc_clone_split", "avc_clone_merge",

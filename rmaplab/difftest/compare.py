@@ -28,14 +28,16 @@ class InvalidProgram(Exception):
 
 
 def model_counts(program: list[Event], prelude: list[Event], policy: str = "v6.0",
-                 merge_rule: str = "uncowed", check: str = "off") -> dict[str, int]:
+                 merge_rule: str = "uncowed", check: str = "off", thp: bool = True
+                 ) -> dict[str, int]:
     """Counters of the model for ``program``'s events after ``prelude``'s.
 
     The prelude's first event spawns the program's first process, so the program's own
-    first event (that spawn) is skipped.  Raises InvalidProgram if an event cannot apply
+    first event (that spawn) is skipped.  ``thp``: the kernel has transparent huge pages
+    (rmaplab.model.machine.Kernel).  Raises InvalidProgram if an event cannot apply
     or the model counts a failed system call or a segfault.
     """
-    kernel = Kernel(policy, merge_rule=merge_rule, check=check)
+    kernel = Kernel(policy, merge_rule=merge_rule, check=check, thp=thp)
     _apply(kernel, prelude, "prelude")
     before = kernel.counters.as_dict()
     _apply(kernel, program[1:], "program", first=1)

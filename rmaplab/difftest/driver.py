@@ -65,6 +65,7 @@ class Summary:
     seeds: list[int]
     results: list[ProgramResult]
     raw: str | None = None
+    thp: bool = True
 
     @property
     def agreed(self) -> int:
@@ -75,7 +76,8 @@ class Summary:
         by_policy = {p: sum(r.agree for r in self.results if r.policy == p)
                      for p in self.policies}
         return {
-            "backend": self.backend, "merge_rule": self.merge_rule, "policies": self.policies,
+            "backend": self.backend, "merge_rule": self.merge_rule, "thp": self.thp,
+            "policies": self.policies,
             "programs": len(self.seeds), "first_seed": self.seeds[0] if self.seeds else None,
             "params": asdict(self.params), "runs": len(self.results), "agree": self.agreed,
             "agree_by_policy": by_policy,
@@ -105,7 +107,7 @@ def _judge(seed: int, policy: str, events: list[Event], outcome: Outcome,
         # Invariants checked too: under the pre-v6.0 policies a program can make the
         # model (and the policy kernel) leave a dangling page->mapping (CVE-2022-42703).
         result.model = model_counts(events, interpreter.prelude(outcome.mappings), policy,
-                                    backend.merge_rule, check="incremental")
+                                    backend.merge_rule, check="incremental", thp=shrinking.backend_thp(backend))
     except InvalidProgram as e:
         result.error = f"model: {e}"
         return result, None
@@ -159,8 +161,8 @@ def run(n: int, seed: int, backend: Backend, policies: list[str], params: Params
                                                            outcome, backend, case_dir, log))
         log(f"  {lo + len(chunk)}/{n} programs run, {sum(r.agree for r in results)} of "
             f"{len(results)} runs agree")
-    return (Summary(backend.name, backend.merge_rule, list(policies), params, seeds, results),
-            programs, outcomes)
+    return (Summary(backend.name, backend.merge_rule, list(policies), params, seeds, results,
+                    thp=shrinking.backend_thp(backend)), programs, outcomes)
 
 
 def _shrink_and_save(seed: int, events: list[Event], comparison: Comparison,
@@ -175,7 +177,8 @@ def _shrink_and_save(seed: int, events: list[Event], comparison: Comparison,
     out = backend.run([small], [comparison.policy])[comparison.policy][0]
     path = case_dir / f"{backend.name}-{comparison.policy}-seed{seed}-{key}.jsonl"
     found = (f"rmaplab difftest --backend {backend.name} --policy {comparison.policy} "
-             f"--merge-rule {backend.merge_rule} --seed {seed} -n 1; shrunk from "
+             f"--merge-rule {backend.merge_rule} {'--thp' if shrinking.backend_thp(backend) else '--no-thp'} "
+             f"--seed {seed} -n 1; shrunk from "
              f"{len(events) - 1} to {len(small) - 1} events")
     saved = save_case(small, final, interpreter.prelude(out.mappings) if out.ok else prelude,
                       backend, found, path)

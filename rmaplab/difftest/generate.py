@@ -4,8 +4,9 @@ A program is an event trace: the spawn of process 1 (the interpreter's first
 worker), then ``Params.events`` operations drawn with ``Params.weights``: fork,
 exit, private mmap (anonymous, or of a memfd ``f0``, ``f1``.. with page offsets
 that often continue a neighbour's; sometimes over existing mappings, which it
-replaces), munmap, mprotect, madvise (dontfork, dofork, wipeonfork, keeponfork,
-dontneed), mremap (shrink, grow in place, move with or without resizing, across
+replaces; some anonymous ones with MAP_STACK, ``Params.stack_share``), munmap,
+mprotect, madvise (dontfork, dofork, wipeonfork, keeponfork, dontneed, and on THP
+kernels hugepage, nohugepage), mremap (shrink, grow in place, move with or without resizing, across
 several VMAs when the size is kept) and page writes and reads.  Every address lies
 in an arena of ``Params.pages`` pages at :data:`BASE` in the interpreter's program
 region, far from its own VMAs (no merge with them is possible), and every mapping
@@ -16,7 +17,8 @@ moved VMA's pgoff is linear ("home").
 Validity (no operation on a dead process, no mprotect or madvise over a hole, no
 resizing mremap across VMAs, no write to a read-only page, no access outside a
 mapping) is decided on model kernels that follow the program as it is generated:
-one per policy and merge rule, because where VMAs merge depends on both and a
+one per policy and merge rule (with or without THP, ``Params.thp``: MAP_STACK sets
+VM_NOHUGEPAGE only with THP), because where VMAs merge depends on both and a
 resizing mremap must stay inside one VMA under each.  A program is thus a
 function of the seed, the parameters and the model; recorded runs keep every
 program's events.
@@ -41,6 +43,8 @@ ORACLE_RULES = ("uncowed", "singular")
 PROTS = (("rw", 5), ("r", 2), ("", 1), ("rx", 1), ("rwx", 1))
 PROT_NAMES = {0: "", 1: "r", 3: "rw", 5: "rx", 7: "rwx"}      # VM_READ|VM_WRITE|VM_EXEC bits
 ADVICE = ("dontfork", "dofork", "wipeonfork", "keeponfork", "dontneed")
+# Valid only on kernels with CONFIG_TRANSPARENT_HUGEPAGE (UML 6.12: -EINVAL).
+THP_ADVICE = ("hugepage", "nohugepage")
 DEFAULT_WEIGHTS = (("touch", 28), ("mmap", 14), ("mprotect", 12), ("fork", 12),
                    ("madvise", 9), ("munmap", 6), ("mremap", 8), ("remap_home", 3),
                    ("map_near_home", 2), ("exit", 6))
@@ -62,6 +66,10 @@ class Params:
     # mremap ranges may run past their VMA: 6.17+ moves several VMAs when the size is
     # kept and lets a shrink unmap past the VMA.  Off for older kernels (UML 6.12).
     mremap_spans: bool = True
+    # The kernel has transparent huge pages (the host; not UML): the oracles model it, and
+    # madvise may be hugepage/nohugepage.  MAP_STACK mmaps are valid either way.
+    thp: bool = True
+    stack_share: float = 0.15  # share of anonymous mmaps with MAP_STACK
     weights: tuple[tuple[str, int], ...] = field(default=DEFAULT_WEIGHTS)
 
     def __post_init__(self) -> None:
@@ -83,7 +91,7 @@ class _Builder:
     def __init__(self, rng: random.Random, params: Params) -> None:
         self.rng = rng
         self.p = params
-        self.oracles = [Kernel(policy, merge_rule=rule, check="off")
+        self.oracles = [Kernel(policy, merge_rule=rule, check="off", thp=params.thp)
                         for policy in POLICIES for rule in ORACLE_RULES]
         self.live: list[int] = []
         self.next_pid = 1
@@ -184,6 +192,8 @@ class _Builder:
             ev["file"] = f"f{self.rng.randrange(self.p.files)}"
             # Mostly the page's own index, so neighbouring file mappings can merge.
             ev["pgoff"] = first + (0 if self.rng.random() < 0.7 else self.rng.randint(1, 8))
+        elif self.rng.random() < self.p.stack_share:
+            ev["stack"] = True         # MAP_STACK: VM_NOHUGEPAGE on a THP kernel
         return ev
 
     def op_munmap(self) -> Event | None:
@@ -209,7 +219,7 @@ class _Builder:
         rng = self.covered_range(pid)
         if rng is None:
             return None
-        advice = self.rng.choice(ADVICE)
+        advice = self.rng.choice(ADVICE + THP_ADVICE if self.p.thp else ADVICE)
         if advice == "wipeonfork" and any(v.file is not None for v in rng[2]):
             advice = "keeponfork"     # MADV_WIPEONFORK is -EINVAL on a file mapping
         return {"op": "madvise", "pid": pid, "start": rng[0], "end": rng[1], "advice": advice}
@@ -364,4 +374,4 @@ def generate(seed: int, params: Params | None = None) -> list[Event]:
     return b.events
 
 
-__all__ = ["BASE", "DEFAULT_WEIGHTS", "ORACLE_RULES", "GeneratorError", "Params", "generate"]
+__all__ = ["BASE", "DEFAULT_WEIGHTS", "ORACLE_RULES", "THP_ADVICE", "GeneratorError", "Params", "generate"]

@@ -11,12 +11,14 @@
  *   files N PAGES                    N memfds of PAGES pages for file mappings
  *   fork SLOT CHILD                  fork(): CHILD is a new process
  *   exit SLOT                        _exit()
- *   mmap SLOT START END PROT FILE PGOFF   MAP_PRIVATE at START, replacing what
- *                                    is there (MAP_FIXED_NOREPLACE, else MAP_FIXED);
- *                                    anonymous if FILE is "-", else memfd FILE
+ *   mmap SLOT START END PROT FILE PGOFF [stack]   MAP_PRIVATE at START, replacing
+ *                                    what is there (MAP_FIXED_NOREPLACE, else MAP_FIXED);
+ *                                    anonymous if FILE is "-", else memfd FILE;
+ *                                    "stack": with MAP_STACK
  *   munmap SLOT START END
  *   mprotect SLOT START END PROT     PROT: - r rw rx rwx
  *   madvise SLOT START END ADVICE    dontfork dofork wipeonfork keeponfork dontneed
+ *                                    hugepage nohugepage
  *   mremap SLOT START END NSTART NEND   in place if NSTART == START, else
  *                                    MREMAP_MAYMOVE|MREMAP_FIXED to NSTART
  *   touch SLOT ADDR w|r              write (or read) one byte: a page fault
@@ -104,6 +106,7 @@ struct op {
 	u64 pgoff;		/* mmap, in pages */
 	int prot;		/* mmap, mprotect */
 	int file;		/* mmap: memfd index or -1 */
+	int stack;		/* mmap: MAP_STACK */
 	int advice;		/* madvise */
 	int write;		/* touch */
 };
@@ -452,10 +455,12 @@ static int parse_prot(const struct program *prog, const char *s, long line)
 static int parse_advice(const struct program *prog, const char *s, long line)
 {
 	static const char *const names[] = {
-		"dontfork", "dofork", "wipeonfork", "keeponfork", "dontneed",
+		"dontfork", "dofork", "wipeonfork", "keeponfork", "dontneed", "hugepage",
+		"nohugepage",
 	};
 	static const int values[] = {
 		MADV_DONTFORK, MADV_DOFORK, MADV_WIPEONFORK, MADV_KEEPONFORK, MADV_DONTNEED,
+		MADV_HUGEPAGE, MADV_NOHUGEPAGE,
 	};
 
 	for (unsigned int i = 0; i < ARRAY_SIZE(names); i++)
@@ -516,6 +521,10 @@ static void parse_op(struct program *prog, struct op *op, char *text, long line)
 				op->file = f;
 			}
 			op->pgoff = need_num(prog, &p, line);
+			tok = next_token(&p);
+			if (*tok && !str_eq(tok, "stack"))
+				fail(2, prog->path, line, "mmap: only \"stack\" may follow PGOFF", 0);
+			op->stack = str_eq(tok, "stack");
 		} else if (kind == OP_MPROTECT) {
 			op->prot = parse_prot(prog, next_token(&p), line);
 		} else if (kind == OP_MADVISE) {
@@ -624,6 +633,8 @@ static long run_op(const struct op *op)
 			flags |= MAP_ANONYMOUS;
 		else
 			fd = file_fds[op->file];
+		if (op->stack)
+			flags |= MAP_STACK;
 		/*
 		 * The trace's mmap maps at its address, replacing what is there.  Ask
 		 * not to replace first: that check fails before anything changes, and

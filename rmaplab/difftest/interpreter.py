@@ -96,6 +96,8 @@ def encode(events: list[Event]) -> Program:
                     if ev["pgoff"] + (ev["end"] - ev["start"]) // PAGE_SIZE > FILE_PAGES:
                         raise RmaplabError(f"event {i}: pgoff beyond the {FILE_PAGES}-page file")
                     line += f" {_prot(ev['prot'])} {index} {ev['pgoff']}"
+                if ev.get("stack"):
+                    line += " stack"                # MAP_STACK
             elif op == "mprotect":
                 line += f" {_prot(ev['prot'])}"
             elif op == "madvise":

@@ -23,6 +23,12 @@ TARGET_ORDER = ("anon_vma_fork", "anon_vma_prepare", "avc_fork", "avc_clone_fork
                 "avc_prepare", "mm_forks", "vma_alloc", "anon_vma_alloc", "avc_alloc")
 
 
+def backend_thp(backend: Backend) -> bool:
+    """The backend kernel's THP (Backend.thp); a backend written before that attribute
+    existed is taken to be this machine's kernel (THP), as the model's default."""
+    return getattr(backend, "thp", True)
+
+
 def target(comparison: Comparison) -> str:
     return min(comparison.differences,
                key=lambda k: TARGET_ORDER.index(k) if k in TARGET_ORDER else len(TARGET_ORDER))
@@ -36,14 +42,14 @@ def run_and_compare(events: list[Event], backend: Backend, policy: str,
     """
     if prelude is not None:
         try:
-            model_counts(events, prelude, policy, backend.merge_rule)
+            model_counts(events, prelude, policy, backend.merge_rule, thp=backend_thp(backend))
         except InvalidProgram:
             return None
     outcome = backend.run([events], [policy])[policy][0]
     if not outcome.ok:
         return None
     model = model_counts(events, interpreter.prelude(outcome.mappings), policy,
-                         backend.merge_rule)
+                         backend.merge_rule, thp=backend_thp(backend))
     return compare(policy, outcome.counts, model, backend.keys)
 
 
@@ -65,4 +71,4 @@ def shrink(events: list[Event], backend: Backend, policy: str, key: str,
     return shrunk
 
 
-__all__ = ["run_and_compare", "shrink", "target"]
+__all__ = ["backend_thp", "run_and_compare", "shrink", "target"]

@@ -20,7 +20,10 @@ faults are reduced on the fly by replaying the trace through the v6.0 model: a
 fault is kept only if it lands in a writable private VMA that has no anon_vma yet
 (or grows the stack) -- the only faults that can change anon_vma state under any
 policy (anon_vma presence does not depend on the reuse rule).  Pages are therefore
-not tracked in build replays.
+not tracked in build replays.  An mmap with MAP_STACK is marked ``"stack": true``
+(glibc's posix_spawn maps its child stack so): on this THP kernel it gets
+VM_NOHUGEPAGE and stays apart from a faulted anonymous neighbour, so its first write
+is kept; madvise MADV_HUGEPAGE/MADV_NOHUGEPAGE are recorded as ``hugepage``/``nohugepage``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ CLONE_THREAD = 0x10000
 MAP_SHARED = 0x01
 MAP_GROWSDOWN = 0x100
 MAP_NORESERVE = 0x4000
-MADVICE = {4: "dontneed", 10: "dontfork", 11: "dofork", 18: "wipeonfork", 19: "keeponfork"}
+MAP_STACK = 0x20000                              # include/uapi/asm-generic/mman-common.h
+MADVICE = {4: "dontneed", 10: "dontfork", 11: "dofork", 18: "wipeonfork", 19: "keeponfork",
+           14: "hugepage", 15: "nohugepage"}
 PROTS = {0: "", 1: "r", 3: "rw", 5: "rx", 7: "rwx", 2: "w", 6: "wx", 4: "x"}
 USER_LIMIT = 0x0000800000000000
 SYSCALLS = ("mmap", "munmap", "mprotect", "brk", "madvise", "mremap")
@@ -322,6 +327,8 @@ class Converter:
                      if flags & bit]
             if extra:
                 ev["flags"] = extra
+            if flags & MAP_STACK:
+                ev["stack"] = True                 # VM_NOHUGEPAGE on THP kernels (the host)
             if ident is not None:
                 ev["file"] = ident
                 ev["pgoff"] = args.get("off", 0) >> 12
@@ -472,7 +479,7 @@ VALIDATED = ("anon_vma_fork", "anon_vma_prepare", "anon_vma_alloc", "avc_fork", 
 
 
 def validation(events: list[dict[str, Any]], live: dict[str, int], preamble: int,
-               policy: str | Policy = "v6.0", merge_rule: str = "uncowed"
+               policy: str | Policy = "v6.0", merge_rule: str = "uncowed", thp: bool = True
                ) -> list[dict[str, Any]]:
     """Model counts of the trace (minus its uncounted preamble) against the same run's live
     counts, one row per counter with the relative difference in percent (0 when both
@@ -480,9 +487,9 @@ def validation(events: list[dict[str, Any]], live: dict[str, int], preamble: int
     from rmaplab.traces import replay
 
     numbered = list(enumerate(events, 1))
-    full = replay(numbered, policy=policy, merge_rule=merge_rule, check="off").counters
+    full = replay(numbered, policy=policy, merge_rule=merge_rule, check="off", thp=thp).counters
     pre = replay(numbered[:preamble], policy=policy, merge_rule=merge_rule,
-                 check="off").counters
+                 check="off", thp=thp).counters
     rows = []
     for key in VALIDATED:
         model = full[key] - pre[key]
@@ -492,8 +499,8 @@ def validation(events: list[dict[str, Any]], live: dict[str, int], preamble: int
     return rows
 
 
-def validate_trace(trace: Path, policy: str | Policy = "v6.0", merge_rule: str = "uncowed"
-                   ) -> tuple[list[dict[str, Any]], Path]:
+def validate_trace(trace: Path, policy: str | Policy = "v6.0", merge_rule: str = "uncowed",
+                   thp: bool = True) -> tuple[list[dict[str, Any]], Path]:
     """:func:`validation` of a trace recorded by ``rmaplab trace``: its live_counts.json and
     metadata.json (the preamble) are read from the trace's directory.  A trace under
     data/raw/ is checked against the manifest first."""
@@ -527,4 +534,5 @@ def validate_trace(trace: Path, policy: str | Policy = "v6.0", merge_rule: str =
                            path=directory / "live_counts.json")
     events = [ev for _, ev in traces.load(trace)]
     preamble = files["metadata.json"].get("preamble_events", 0)
-    return validation(events, live, preamble, policy, merge_rule), directory / "live_counts.json"
+    return (validation(events, live, preamble, policy, merge_rule, thp),
+            directory / "live_counts.json")

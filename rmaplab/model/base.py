@@ -33,6 +33,7 @@ class KernelBase:
     counters: Counters
     next_id: int
     merge_rule: str
+    thp: bool
     checking: bool
     walks: WalkSamples | None
 

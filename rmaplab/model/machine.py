@@ -22,6 +22,8 @@ from rmaplab.model.structs import (
     PROT,
     VM_DONTCOPY,
     VM_GROWSDOWN,
+    VM_HUGEPAGE,
+    VM_NOHUGEPAGE,
     VM_NORESERVE,
     VM_PFNMAP,
     VM_WIPEONFORK,
@@ -33,7 +35,12 @@ CHECK_MODES = ("incremental", "full", "off")
 MADVISE = {
     "dontfork": (VM_DONTCOPY, 0), "dofork": (0, VM_DONTCOPY),
     "wipeonfork": (VM_WIPEONFORK, 0), "keeponfork": (0, VM_WIPEONFORK),
+    # hugepage_madvise() (mm/khugepaged.c): each sets its bit and clears the other; then
+    # madvise_update_vma() like the advices above.  Only with CONFIG_TRANSPARENT_HUGEPAGE
+    # (Kernel.thp); without it madvise_behavior_valid() refuses both with -EINVAL.
+    "hugepage": (VM_HUGEPAGE, VM_NOHUGEPAGE), "nohugepage": (VM_NOHUGEPAGE, VM_HUGEPAGE),
 }
+THP_ADVICE = ("hugepage", "nohugepage")
 MMAP_FLAGS = {"growsdown": VM_GROWSDOWN, "noreserve": VM_NORESERVE, "special": VM_PFNMAP}
 
 
@@ -61,10 +68,11 @@ class ReplayResult:
     violation_count: int = 0
     structure: dict[str, float] = field(default_factory=dict)
     walks: WalkSamples | None = None
+    thp: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"policy": self.policy, "merge_rule": self.merge_rule,
-                               "events": self.events}
+                               "thp": self.thp, "events": self.events}
         out.update(self.counters)
         out["structure"] = self.structure
         out["violation_count"] = self.violation_count
@@ -81,11 +89,16 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
     for the 2019-era policies, 879bca0a2c4f for ``v6.0``); giving one overrides it.
     ``walks`` records rmap-walk lengths at forks and at the end of forked mms
     (:class:`rmaplab.model.observe.WalkSamples`); off by default, it costs time.
+    ``thp``: the kernel has CONFIG_TRANSPARENT_HUGEPAGE (this machine's 6.18 does; the
+    User-Mode Linux 6.12 kernels cannot).  It decides two things only: whether an mmap
+    with MAP_STACK (``"stack": true``) gets VM_NOHUGEPAGE, and whether madvise hugepage /
+    nohugepage change VM_HUGEPAGE / VM_NOHUGEPAGE or fail.  A trace with neither
+    replays the same either way.
     """
 
     def __init__(self, policy: str | Policy = LIVE_POLICY, merge_rule: str | None = None,
                  check: str = "incremental", max_violations: int = 1000,
-                 walks: bool = False) -> None:
+                 walks: bool = False, thp: bool = True) -> None:
         self.policy = get_policy(policy)
         if merge_rule is None:
             merge_rule = self.policy.merge_rule
@@ -95,6 +108,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         if check not in CHECK_MODES:
             raise RmaplabError(f"unknown check mode {check!r}", hint=", ".join(CHECK_MODES))
         self.merge_rule = merge_rule
+        self.thp = thp
         self.walks = WalkSamples() if walks else None
         self.check = check
         self.counters = Counters()
@@ -190,6 +204,16 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             flags = 0
             for name in ev.get("flags", ()):
                 flags |= MMAP_FLAGS[name]
+            if self.thp and ev.get("stack", False):
+                # calc_vm_flag_bits() (include/linux/mman.h): _calc_vm_trans(flags,
+                # MAP_STACK, VM_NOHUGEPAGE), from c4608d1bf7c6 ("mm: mmap: map MAP_STACK
+                # to VM_NOHUGEPAGE", v6.7), under #ifdef CONFIG_TRANSPARENT_HUGEPAGE since
+                # "mm: mmap: map MAP_STACK to VM_NOHUGEPAGE only if THP is enabled" (2025;
+                # 7190b3c8bd2b in a mailing-list revlist, id not checked against a tree;
+                # the #ifdef is in 6.12.118's include/linux/mman.h).  The flag keeps the VMA from merging with a
+                # neighbour (is_mergeable_vma) and from sharing its anon_vma
+                # (anon_vma_compatible): both compare vm_flags beyond VM_ACCESS_FLAGS.
+                flags |= VM_NOHUGEPAGE
             mm = self._mm(pid)
             self._remember_range(mm, ev["start"], ev["end"])
             self.do_mmap(mm, ev["start"], ev["end"], PROT[ev["prot"]], ev.get("file"),
@@ -213,6 +237,10 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             advice = ev["advice"]
             if advice == "dontneed":
                 self.zap_range(mm, ev["start"], ev["end"])
+            elif advice in THP_ADVICE and not self.thp:
+                # madvise_behavior_valid(): MADV_HUGEPAGE/NOHUGEPAGE are valid only
+                # #ifdef CONFIG_TRANSPARENT_HUGEPAGE; else -EINVAL before any VMA is seen.
+                self.counters.syscall_errors += 1
             else:
                 set_bits, clear_bits = MADVISE[advice]
                 self.do_madvise_flags(mm, ev["start"], ev["end"], set_bits, clear_bits)
@@ -268,4 +296,4 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
     def result(self) -> ReplayResult:
         return ReplayResult(self.policy.name, self.merge_rule, self.event_index,
                             self.counters.as_dict(), list(self.violations),
-                            self.violation_count, snapshot(self.mms), self.walks)
+                            self.violation_count, snapshot(self.mms), self.walks, self.thp)

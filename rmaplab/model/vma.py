@@ -435,7 +435,9 @@ class VmaMixin(KernelBase):
 
     def do_madvise_flags(self, mm: Mm, start: int, end: int, set_bits: int, clear_bits: int
                          ) -> None:
-        """madvise_walk_vmas() + madvise_update_vma() for DONTFORK/DOFORK/WIPEONFORK/KEEPONFORK."""
+        """madvise_walk_vmas() + madvise_update_vma() for DONTFORK/DOFORK/WIPEONFORK/KEEPONFORK
+        and (THP kernels) HUGEPAGE/NOHUGEPAGE: a VMA whose flags change is split or merged
+        (vma_modify_flags)."""
         vma = self.find_vma(mm, start)
         if vma is None:
             i = self.vmas_from(mm, start)
