@@ -76,9 +76,11 @@ def recorded_builds(trace_dir: str | Path = "data/raw/traces") -> dict[str, Reco
 
 
 def replay_builds(builds: dict[str, RecordedBuild], runs: list[tuple[str | Policy, str | None]],
-                  walks: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  walks: bool = False, thp: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Replay every build under each (policy, merge rule) of ``runs`` (None: the policy's own;
     a policy is a name or a Policy, e.g. a :func:`rmaplab.model.policies.variant`).
+    ``thp``: the modelled kernel has transparent huge pages (the host; False to predict the
+    User-Mode Linux policy kernels, where MAP_STACK sets no VM_NOHUGEPAGE).
 
     Returns the count table (one row per shell, policy, merge rule; the build's counts
     without the preamble) and, with ``walks``, the walk-length histograms of the same runs.
@@ -89,10 +91,11 @@ def replay_builds(builds: dict[str, RecordedBuild], runs: list[tuple[str | Polic
         for spec, rule in runs:
             policy = get_policy(spec)
             r = traces.replay(build.events, policy=policy, merge_rule=rule, check="off",
-                              walks=walks)
+                              walks=walks, thp=thp)
             key = r.merge_rule
             if key not in pre:
-                pre[key] = traces.replay(build.preamble, merge_rule=key, check="off").counters
+                pre[key] = traces.replay(build.preamble, merge_rule=key, check="off",
+                                         thp=thp).counters
             c = r.counters
             rows.append({
                 "shell": shell, "policy": policy.name, "merge_rule": r.merge_rule,

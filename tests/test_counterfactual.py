@@ -162,3 +162,17 @@ def test_walks_of_sweep_unpacks_the_json_histograms():
                                      "side": "child", "avcs": 2.0, "vmas": 3}]
     assert {c["jobs"] for c in cf.jobs_walk_cells()} == {1, 2, 4, 8}
     assert all(c["identity"] and c["walks"] for c in cf.jobs_walk_cells())
+
+
+def test_replay_builds_models_the_policy_kernels_without_thp():
+    # mergetest 4 (tests/data/mapstack): measured 2 prepares and no split clone on the host
+    # (THP: the MAP_STACK mapping gets VM_NOHUGEPAGE and merges with nothing), 1 prepare and
+    # 1 clone in the UML guest (no THP: it merges and shares its neighbour's anon_vma).
+    from conftest import DATA
+    from rmaplab import traces
+
+    events = list(traces.load(DATA / "mapstack" / "mergetest-4.jsonl"))
+    build = {"mt4": cf.RecordedBuild("mt4", events, {}, {"preamble_events": 0})}
+    host, _ = cf.replay_builds(build, [("v6.0", "singular")])
+    guest, _ = cf.replay_builds(build, [("v6.0", "singular")], thp=False)
+    assert host.anon_vma_prepare.item() == 2 and guest.anon_vma_prepare.item() == 1
