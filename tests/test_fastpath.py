@@ -64,11 +64,21 @@ def test_the_fast_path_is_what_runs_when_built(fast):
 
 
 def test_a_changed_source_is_stale():
-    manifest = {"sources": {m: fastpath._digest(m) for m in fastpath.MODULES}}
-    assert fastpath.stale_modules(manifest) == []
-    manifest["sources"]["rmap"] = "0" * 64
-    assert fastpath.stale_modules(manifest) == ["rmap"]
-    assert fastpath.stale_modules({}) == list(fastpath.MODULES)
+    """Every rmaplab/model/*.py is hashed (the Makefile's MODEL), not only MODULES."""
+    current = fastpath.sources()
+    assert set(current) == {p.name for p in fastpath.HERE.glob("*.py")}
+    assert {"policies.py", "observe.py", "plugins.py"} <= set(current)
+    manifest = {"sources": dict(current), "python": fastpath._python(),
+                "mypy": fastpath.mypy_version()}
+    assert fastpath.stale_modules(manifest) == [] and fastpath.staleness(manifest) is None
+    manifest["sources"]["policies.py"] = "0" * 64
+    assert fastpath.stale_modules(manifest) == ["policies.py"]
+    manifest["sources"] = {**current, "gone.py": "0" * 64}
+    assert fastpath.stale_modules(manifest) == ["gone.py"]
+    assert fastpath.stale_modules({}) == sorted(current)
+    manifest["sources"] = dict(current)
+    assert "Python" in fastpath.staleness({**manifest, "python": "3.0.0 .so"})
+    assert "mypy" in fastpath.staleness({**manifest, "mypy": "0.1"})
 
 
 def _normalised(results: dict) -> dict:
