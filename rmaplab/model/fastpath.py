@@ -320,10 +320,10 @@ def _legacy_build_outputs() -> list[Path]:
     found += list(build.glob("__native*"))
     for lib in build.glob("lib.*"):
         model = lib / "rmaplab" / "model"
-        found += [p for pat in ("*.so", "*.pyd") for p in model.glob(pat)]
-        # and the directories that held only those
-        found += [d for d in (model, model.parent, lib) if d.is_dir() and not any(
+        # the directories that hold nothing else (outermost first), else the files
+        found += [d for d in (lib, model.parent, model) if d.is_dir() and not any(
             f.is_file() and f.suffix not in (".so", ".pyd") for f in d.rglob("*"))]
+        found += [p for pat in ("*.so", "*.pyd") for p in model.glob(pat)]
     return [p for p in found if p.exists()]
 
 
