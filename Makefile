@@ -6,8 +6,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rmaplab-installed
-# The compiled model (README: the fast path): rebuilt when a model source changes.
-FAST   := rmaplab/model/_fast_build.json
+# The compiled model (README: the fast path), built under build/fast/<python tag>/ (outside
+# the package: no checkout imports it unless its sources are the ones it was built from);
+# rebuilt when a model source changes (the same files its staleness hash covers).
+FAST_TAG := $(shell $$(test -x $(BIN)/python && echo $(BIN)/python || echo $(PYTHON)) \
+              -c 'import sys; print(sys.implementation.cache_tag)')
+FAST   := build/fast/$(FAST_TAG)/manifest.json
 MODEL  := $(wildcard rmaplab/model/*.py)
 
 .PHONY: reproduce test bench lint lab venv kbuild-campaign ceiling-campaign cost-campaign \
@@ -21,8 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
-# mypyc compiles the model's hot modules in place (a minute or two).  Without a C
-# compiler or Python's headers it warns and the interpreted model runs (same results).
+# mypyc compiles the model's hot modules into build/fast/ (a minute or two).  Without a C
+# compiler or Python's headers it warns and the interpreted model runs (same results);
+# under RMAPLAB_REQUIRE_FAST=1 (CI) it fails instead.
 $(FAST): $(STAMP) $(MODEL)
 	$(BIN)/python -m rmaplab.model build
 
@@ -46,7 +51,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check rmaplab tests examples
 
 clean-venv:
-	rm -rf $(VENV) $(FAST) rmaplab/model/*.so build/mypyc
+	rm -rf $(VENV) build/fast build/mypyc rmaplab/model/*.so rmaplab/model/_fast_build.json \
+	  build/ops.txt build/rmaplab
 
 # Live-kernel campaigns (root, quiet machine; rerunning resumes an interrupted one).
 # kbuild (~50 min): tinyconfig builds, sh vs bash, under perf stat and uninstrumented.

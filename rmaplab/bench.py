@@ -32,13 +32,6 @@ from rmaplab import workloads
 from rmaplab.model import Kernel
 
 
-def fastpath_status() -> dict:
-    """Whether the compiled model runs in a fresh process here (rmaplab.model.fastpath)."""
-    code = ("import json; from rmaplab.model import fastpath; "
-            "print(json.dumps({**fastpath.status(), 'compiled': fastpath.is_compiled()}))")
-    return json.loads(_python(code, pure=False).splitlines()[-1])
-
-
 def _python(code: str, pure: bool) -> str:
     """Run ``code`` in a fresh interpreter, with the interpreted reference if ``pure``."""
     import os
@@ -205,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         _print(results, args)
         return 0
     results: dict = {"vmas": args.vmas, "forks": args.forks}
-    status = fastpath_status()
+    from rmaplab.model import fastpath
+
+    status = fastpath.status_in_child()          # what the model_* children run
     results["fastpath"] = {"compiled": status["compiled"], "reason": status["reason"]}
     # Model (as it runs: compiled if built), reference and kernel, each measured in turn
     # over the same minutes: the ratios share the machine's load.

@@ -1,18 +1,20 @@
 """The fast path (the model compiled with mypyc) gives what the reference gives.
 
 Each side runs in its own process: the reference with ``RMAPLAB_PURE=1`` (the
-interpreted sources), the fast path without it.  They must agree exactly on the full
-result of every replay: every counter, the structure snapshot, the violation count and
-the violations (compared as sorted lists: the order in which one event's findings are
-reported follows set iteration, which is by address in both).  If the fast path is not
-built here the comparisons would be the reference against itself: they skip, saying
-so, unless ``RMAPLAB_REQUIRE_FAST=1`` (then they fail).
+interpreted sources), the fast path without it; each child asserts that it runs what it
+should (``fastpath.status()``).  They must agree exactly on the full result of every
+replay: every counter, the structure snapshot, the violation count and the violations,
+in order (the model reports them in a deterministic order: families by root id, never by
+address).  If the fast path is not built here the comparisons would be the reference
+against itself: they skip, saying so, unless ``RMAPLAB_REQUIRE_FAST=1`` (then they fail).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,25 +28,26 @@ REQUIRE = os.environ.get("RMAPLAB_REQUIRE_FAST", "") not in ("", "0")
 
 
 def run(code: str, pure: bool, timeout: float = 3000) -> object:
-    """Run ``code`` in a fresh interpreter (pure or not); it prints one JSON value."""
+    """Run ``code`` in a fresh interpreter, the reference if ``pure``, else the compiled
+    model (the child fails if it does not run that); ``code`` prints one JSON value."""
+    mode = "pure" if pure else "compiled"
+    check = ("from rmaplab.model import fastpath as _fp\n"
+             "_st = _fp.status()\n"
+             f"assert _st['mode'] == {mode!r} and _st['compiled'] == {not pure}, _st\n")
     env = dict(os.environ)
     env.pop("RMAPLAB_PURE", None)
     if pure:
         env["RMAPLAB_PURE"] = "1"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=timeout)
+    out = subprocess.run([sys.executable, "-c", check + code], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-STATUS = ("import json; from rmaplab.model import fastpath; "
-          "print(json.dumps({**fastpath.status(), 'compiled': fastpath.is_compiled()}))")
 
 
 @pytest.fixture(scope="module")
 def fast() -> dict:
     """The fast path's status in a fresh process; skip (or fail) if it is not built."""
-    status = run(STATUS, pure=False)
+    status = fastpath.status_in_child()
     if not status["compiled"]:
         msg = f"the compiled model is not active here ({status['reason']})"
         if REQUIRE:
@@ -54,32 +57,52 @@ def fast() -> dict:
 
 
 def test_pure_forces_the_interpreted_sources():
-    status = run(STATUS, pure=True)
+    status = fastpath.status_in_child(pure=True)
     assert status["mode"] == "pure" and not status["compiled"], status
-    assert status["file"].endswith("rmap.py")
+    assert status["file"] == str(fastpath.HERE / "rmap.py")
 
 
 def test_the_fast_path_is_what_runs_when_built(fast):
-    assert fast["mode"] == "compiled" and not fast["file"].endswith(".py"), fast
+    assert fast["mode"] == "compiled" and fast["compiled"], fast
+    # the real file, under build/fast/<tag>/, not in the package
+    file = Path(fast["file"])
+    assert file.is_file() and file.parent == fastpath.BUILD_DIR / "rmaplab" / "model", fast
+
+
+def test_counters_declares_every_field():
+    """Counters declares one int per name of FIELDS for the compiler (ast: a compiled
+    class keeps no annotations)."""
+    from rmaplab.model.counters import FIELDS
+
+    tree = ast.parse((fastpath.HERE / "counters.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Counters")
+    declared = {n.target.id: ast.unparse(n.annotation) for n in cls.body
+                if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    assert set(declared) == set(FIELDS)
+    assert set(declared.values()) == {"int"}
 
 
 def test_a_changed_source_is_stale():
-    manifest = {"sources": {m: fastpath._digest(m) for m in fastpath.MODULES}}
-    assert fastpath.stale_modules(manifest) == []
-    manifest["sources"]["rmap"] = "0" * 64
-    assert fastpath.stale_modules(manifest) == ["rmap"]
-    assert fastpath.stale_modules({}) == list(fastpath.MODULES)
-
-
-def _normalised(results: dict) -> dict:
-    for r in results.values():
-        r["violations"] = sorted(json.dumps(v, sort_keys=True) for v in r["violations"])
-    return results
+    """Every rmaplab/model/*.py is hashed (the Makefile's MODEL), not only MODULES."""
+    current = fastpath.sources()
+    assert set(current) == {p.name for p in fastpath.HERE.glob("*.py")}
+    assert {"policies.py", "observe.py", "plugins.py"} <= set(current)
+    manifest = {"sources": dict(current), "python": fastpath._python(),
+                "mypy": fastpath.mypy_version()}
+    assert fastpath.stale_modules(manifest) == [] and fastpath.staleness(manifest) is None
+    manifest["sources"]["policies.py"] = "0" * 64
+    assert fastpath.stale_modules(manifest) == ["policies.py"]
+    manifest["sources"] = {**current, "gone.py": "0" * 64}
+    assert fastpath.stale_modules(manifest) == ["gone.py"]
+    assert fastpath.stale_modules({}) == sorted(current)
+    manifest["sources"] = dict(current)
+    assert "Python" in fastpath.staleness({**manifest, "python": "3.0.0 .so"})
+    assert "mypy" in fastpath.staleness({**manifest, "mypy": "0.1"})
 
 
 def _compare(code: str, timeout: float = 3000) -> dict:
-    reference = _normalised(run(code, pure=True, timeout=timeout))
-    compiled = _normalised(run(code, pure=False, timeout=timeout))
+    reference = run(code, pure=True, timeout=timeout)
+    compiled = run(code, pure=False, timeout=timeout)
     assert reference.keys() == compiled.keys()
     differ = [k for k in reference if reference[k] != compiled[k]]
     for k in differ[:3]:
@@ -114,8 +137,10 @@ out = {{r["policy"]: r for r in traces.replay_policies(events, list(POLICIES), c
 out["v5.5 incremental"] = traces.replay(events, policy="v5.5", check="incremental").as_dict()
 print(json.dumps(out))
 """
+    from rmaplab.model import POLICIES
+
     results = _compare(code)
-    assert len(results) == 8
+    assert len(results) == len(POLICIES) + 1              # every policy, and v5.5 checked
     assert all(r["events"] > 100_000 and r["anon_vma_alloc"] > 0 for r in results.values())
 
 
@@ -184,13 +209,98 @@ print(json.dumps(out))
 
 
 def test_tests_that_plant_bugs_run_on_the_reference():
-    """Tests that monkeypatch the model's classes cannot patch compiled classes; they run
-    here on the reference, in a process with RMAPLAB_PURE=1."""
+    """Tests that monkeypatch the model's classes cannot patch compiled classes: in a
+    compiled session they skip, and run here on the reference, every ``interpreted_only``
+    test of tests/, in a process with RMAPLAB_PURE=1.  (Interpreted, this session ran
+    them already.)"""
+    if not fastpath.is_compiled():
+        pytest.skip("the model runs interpreted here: this session ran the "
+                    "interpreted_only tests itself")
     env = dict(os.environ, RMAPLAB_PURE="1")
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-         "-m", "interpreted_only", "tests/test_model_properties.py",
-         "tests/test_kernel_tests.py"],
+         "-m", "interpreted_only", "tests/"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and " skipped" not in out.stdout, out.stdout[-2000:]
+
+
+# ------------------------------------------------------------------ a copy of the tree
+def _tree_copy(tmp_path: Path, with_build: bool = True) -> Path:
+    """rmaplab/ (and its build) copied to tmp_path: run with cwd and PYTHONPATH there."""
+    shutil.copytree(ROOT / "rmaplab", tmp_path / "rmaplab",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd",
+                                                  "_fast_build.json"))
+    if with_build:
+        shutil.copytree(fastpath.BUILD_DIR, tmp_path / fastpath.BUILD_DIR.relative_to(ROOT))
+    return tmp_path
+
+
+def _python_in(tree: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    env.pop("RMAPLAB_PURE", None)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          env=env, cwd=tree, timeout=600)
+
+
+STATUS_AND_RUN = """
+import json, sys
+from rmaplab.model import Kernel, fastpath
+kernel = Kernel("v5.5")
+for ev in ({"op": "spawn", "pid": 1}, {"op": "mmap", "pid": 1, "start": 4096, "end": 8192,
+           "prot": "rw"}, {"op": "touch", "pid": 1, "addr": 4096, "write": True},
+           {"op": "fork", "pid": 1, "child": 2}):
+    kernel.apply(ev)
+finders = [type(f).__name__ for f in sys.meta_path if type(f).__name__ == "_CompiledFinder"]
+print(json.dumps({**fastpath.status(), "finders": finders,
+                  "alloc": kernel.counters.anon_vma_alloc}))
+"""
+
+
+def test_without_a_build_the_sources_run_and_no_finder_is_installed(tmp_path):
+    tree = _tree_copy(tmp_path, with_build=False)
+    out = _python_in(tree, "-c", STATUS_AND_RUN)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout.splitlines()[-1])
+    assert status["mode"] == "pure" and "not built" in status["reason"], status
+    assert status["file"] == str(tree / "rmaplab" / "model" / "rmap.py")
+    assert status["finders"] == [] and status["alloc"] == 2
+    assert "Warning" not in out.stderr, out.stderr
+
+
+def test_a_broken_build_falls_back_to_the_sources(fast, tmp_path):
+    """A corrupt compiled module: one warning, the sources run, nothing compiled is left
+    half-imported; python -m rmaplab.model status/clean/build still work."""
+    tree = _tree_copy(tmp_path)
+    build = tree / fastpath.BUILD_DIR.relative_to(ROOT)
+    good = _python_in(tree, "-c", STATUS_AND_RUN)
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout.splitlines()[-1])["mode"] == "compiled"
+    (build / "rmaplab" / "model" / f"vma{fastpath.SUFFIX}").write_bytes(b"not an ELF file")
+    out = _python_in(tree, "-c", STATUS_AND_RUN)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout.splitlines()[-1])
+    assert status["mode"] == "pure" and "failed to import" in status["reason"], status
+    assert status["file"].endswith("rmap.py") and status["finders"] == []
+    assert status["alloc"] == 2
+    assert out.stderr.count("RuntimeWarning") == 1, out.stderr
+    out = _python_in(tree, "-m", "rmaplab.model", "status")
+    assert out.returncode == 0 and '"mode": "pure"' in out.stdout, out.stdout + out.stderr
+    out = _python_in(tree, "-m", "rmaplab.model", "clean")
+    assert out.returncode == 0 and not build.exists(), out.stdout + out.stderr
+
+
+def test_clean_removes_the_old_in_package_layout(tmp_path):
+    """Extension modules left inside the package by the old in-place build shadow the
+    sources at every checkout: a warning, and clean removes them even when they are
+    broken (python -m rmaplab.model imports no model module)."""
+    tree = _tree_copy(tmp_path, with_build=False)
+    model = tree / "rmaplab" / "model"
+    legacy = [model / f"{m}{fastpath.SUFFIX}" for m in fastpath.MODULES]
+    legacy.append(model / "_fast_build.json")
+    for path in legacy:
+        path.write_bytes(b"stale")
+    out = _python_in(tree, "-m", "rmaplab.model", "clean")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "old layout" in out.stderr
+    assert not any(p.exists() for p in legacy), out.stdout

@@ -14,17 +14,20 @@
 ``fastpath``   the compiled build of these modules (README: the fast path)
 =============  ==================================================================
 
-The modules run compiled (mypyc) when ``make venv`` could build them and their sources
-are unchanged since, else interpreted; ``RMAPLAB_PURE=1`` forces the interpreted
-sources, the reference (:mod:`rmaplab.model.fastpath`).
+The modules run compiled (mypyc) when ``make venv`` built them from the sources as they
+are now (under ``build/fast/``), else interpreted; ``RMAPLAB_PURE=1`` forces the
+interpreted sources, the reference (:mod:`rmaplab.model.fastpath`).
 """
 
 from rmaplab.model import fastpath as _fastpath
 
+# Compiled or interpreted is decided here, before the first model module is imported
+# (select() never raises).  `python -m rmaplab.model build|clean|status` imports nothing
+# else: those commands must work whatever state the compiled modules are in.
 _fastpath.select()
 
-# Compiled or interpreted is decided above, before the first model module is imported.
-from rmaplab.model.machine import Kernel, ReplayResult, Violation  # noqa: E402
-from rmaplab.model.policies import LIVE_POLICY, POLICIES, get_policy  # noqa: E402
+if not _fastpath._running_as_main():
+    from rmaplab.model.machine import Kernel, ReplayResult, Violation  # noqa: E402
+    from rmaplab.model.policies import LIVE_POLICY, POLICIES, get_policy  # noqa: E402
 
 __all__ = ["LIVE_POLICY", "POLICIES", "Kernel", "ReplayResult", "Violation", "get_policy"]

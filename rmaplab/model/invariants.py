@@ -84,6 +84,11 @@ def check_mm(mm: Mm, report: Report) -> None:
                    f"chain {_ids(chain_sets[at])}: an rmap walk cannot find this mapping")
 
 
+def by_id(anon_vma: AnonVma) -> int:
+    """Sort key: an anon_vma's id (unique in a Kernel, in order of allocation)."""
+    return anon_vma.id
+
+
 def family(root: AnonVma) -> tuple[set, set]:
     """(VMAs, anon_vmas) of root's tree: every family VMA is chained to the root."""
     vmas = {avc.vma for avc in root.avcs}
@@ -110,7 +115,9 @@ def check_family(root: AnonVma, report: Report) -> None:
             active[vma.anon_vma] = active.get(vma.anon_vma, 0) + 1
     children: dict[AnonVma, int] = {}
     non_root = 0
-    for m in members:
+    # By id, not set order (by address): the order of the reports is part of the result.
+    ordered = sorted(members, key=by_id)
+    for m in ordered:
         if m.freed:
             report("links", f"freed {m!r} is still chained in {root!r}'s family")
             continue
@@ -124,7 +131,7 @@ def check_family(root: AnonVma, report: Report) -> None:
             if m.refcount != 1:
                 report("counts", f"{m!r} has refcount {m.refcount}, expected 1")
     children[root] = children.get(root, 0) + 1            # the root's self-parent link
-    for m in members:
+    for m in ordered:
         if m.freed:
             continue
         if m.num_active_vmas != active.get(m, 0):
@@ -138,4 +145,4 @@ def check_family(root: AnonVma, report: Report) -> None:
 
 
 def _ids(avs) -> str:
-    return "{" + ",".join(repr(a) for a in sorted(avs, key=lambda a: a.id)) + "}"
+    return "{" + ",".join(repr(a) for a in sorted(avs, key=by_id)) + "}"

@@ -277,18 +277,21 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
 
     def check_invariants(self) -> None:
         report = self.violation
+        # Reports come in a deterministic order -- mms by pid, families by their root's
+        # id -- never a set's (by address): which violations are kept (max_violations)
+        # and which is first must not depend on where objects were allocated.
         if self.check == "full":
             for mm in self.mms.values():
                 invariants.check_mm(mm, report)
             roots = {avc.anon_vma.root for mm in self.mms.values() for vma in mm.vmas
                      for avc in vma.chain} | self._roots
         else:
-            for pid in self._dirty:
+            for pid in sorted(self._dirty):
                 dirty = self.mms.get(pid)
                 if dirty is not None:
                     invariants.check_mm(dirty, report)
             roots = self._roots
-        for root in roots:
+        for root in sorted(roots, key=invariants.by_id):
             invariants.check_family(root, report)
         self._dirty.clear()
         self._roots = set()

@@ -230,6 +230,7 @@ class VmaMixin(KernelBase):
     def vma_merge_existing_range(self, vmg: Vmg) -> Vma | None:
         """vma_merge_existing_range(): a range of vmg.middle changes flags; merge neighbours."""
         middle, prev = vmg.middle, vmg.prev
+        assert middle is not None, "vma_merge_existing_range() needs vmg.middle"
         start, end = vmg.start, vmg.end
         left_side = start == middle.start
         right_side = end == middle.end
@@ -595,6 +596,7 @@ class VmaMixin(KernelBase):
                     self.counters.syscall_errors += 1
             return
         vma = self.find_vma(mm, old_start)             # the unmaps may have split it
+        assert vma is not None, "find_vma: no VMA at or above old_start"
         self.move_vma(vma, old_start, old_end, new_start, new_end, dontunmap)
 
     def remap_move(self, mm: Mm, start: int, end: int, new_start: int, dontunmap: bool
@@ -620,8 +622,9 @@ class VmaMixin(KernelBase):
                 return
             dest = target + offset
             self.do_munmap(mm, dest, dest + piece_end - addr)  # mremap_to(): MREMAP_FIXED
-            self.move_vma(self.find_vma(mm, addr), addr, piece_end, dest,
-                          dest + piece_end - addr, dontunmap)
+            piece = self.find_vma(mm, addr)            # the unmap may have split vma
+            assert piece is not None, "find_vma: no VMA at or above addr"
+            self.move_vma(piece, addr, piece_end, dest, dest + piece_end - addr, dontunmap)
             seen = True
             target = dest + piece_end - addr
             start = piece_end
