@@ -25,7 +25,6 @@ from rmaplab import atomic, integrity
 from rmaplab.errors import RmaplabError
 from rmaplab.paths import cache_dir, raw_dir
 
-
 # Long enough for every label rmaplab makes (a config's fragments and a shell); a label cut
 # short would no longer be found by its suffix (rmaplab.measure.data.latest_named).
 SLUG_MAX = 100
