@@ -11,14 +11,16 @@ when (and if) it is materialised, with its AVCs.
 
 from __future__ import annotations
 
+from typing import Final
+
 # Slab slot sizes in bytes (research/kernel.md section 5: 6.18 from this machine's BTF
 # and /proc/slabinfo; v5.4 computed from the v5.4 struct layouts).
-SIZES = {
+SIZES: Final = {
     "v5.4": {"anon_vma": 88, "avc": 64, "vma": 200},
     "6.18": {"anon_vma": 104, "avc": 64, "vma": 192},
 }
 
-EVENT_COUNTERS = (
+EVENT_COUNTERS: Final = (
     "anon_vma_alloc", "anon_vma_fork", "anon_vma_prepare", "anon_vma_free",
     "avc_alloc", "avc_fork", "avc_clone", "avc_clone_fork", "avc_clone_split",
     "avc_clone_merge", "avc_clone_copy_vma", "avc_prepare", "avc_free",
@@ -43,12 +45,17 @@ EVENT_COUNTERS = (
     "fork_anon_vmas", "fork_chain_sum", "fork_chain_max", "fork_walk_sum", "fork_walk_max",
     "depth_max",
 )
-_V54_AV, _V54_AVC, _V54_VMA = (SIZES["v5.4"][k] for k in ("anon_vma", "avc", "vma"))
-_K618_AV, _K618_AVC, _K618_VMA = (SIZES["6.18"][k] for k in ("anon_vma", "avc", "vma"))
+# Final module constants: the compiled model reads them without a dict lookup per use.
+_V54_AV: Final = SIZES["v5.4"]["anon_vma"]
+_V54_AVC: Final = SIZES["v5.4"]["avc"]
+_V54_VMA: Final = SIZES["v5.4"]["vma"]
+_K618_AV: Final = SIZES["6.18"]["anon_vma"]
+_K618_AVC: Final = SIZES["6.18"]["avc"]
+_K618_VMA: Final = SIZES["6.18"]["vma"]
 
 
 # Every counter, in the order as_dict() gives them.
-FIELDS = (*EVENT_COUNTERS,
+FIELDS: Final = (*EVENT_COUNTERS,
           "live_anon_vma", "live_avc", "live_vma",
           "peak_anon_vma", "peak_avc", "peak_vma",
           "live_bytes_v54", "live_bytes_618", "peak_bytes_v54", "peak_bytes_618")

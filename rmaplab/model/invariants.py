@@ -24,21 +24,47 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rmaplab.model.structs import PAGE_SHIFT, AnonVma, Mm
+from rmaplab.model.structs import PAGE_SHIFT, AnonVma, Mm, Vma
 
 Report = Callable[[str, str], None]
 
 
+def _on_chain(vma: Vma, anon_vma: AnonVma) -> bool:
+    """anon_vma is on vma's anon_vma_chain (chains are short: one AVC per generation)."""
+    for avc in vma.chain:
+        if avc.anon_vma is anon_vma:
+            return True
+    return False
+
+
+def _chain_set(vma: Vma) -> frozenset:
+    return frozenset([avc.anon_vma for avc in vma.chain])
+
+
+def _same_chain(a: Vma, b: Vma) -> bool:
+    """a's and b's chains link the same anon_vmas.  VMAs split from one another have them
+    in the same order: compared pairwise first, as sets only if that fails."""
+    ca, cb = a.chain, b.chain
+    if len(ca) == len(cb):
+        for i in range(len(ca)):
+            if ca[i].anon_vma is not cb[i].anon_vma:
+                break
+        else:
+            return True
+    return _chain_set(a) == _chain_set(b)
+
+
 def check_mm(mm: Mm, report: Report) -> None:
     prev_end = -1
-    by_anon_vma: dict[AnonVma, frozenset] = {}
-    chain_sets = {}
+    # The first VMA seen using each anon_vma: every later one must have the same chain.
+    first_user: dict[AnonVma, Vma] = {}
     for vma in mm.vmas:
         if vma.start < prev_end or vma.start >= vma.end:
             report("links", f"pid {mm.pid}: VMA list unsorted or overlapping at {vma!r}")
         prev_end = vma.end
-        avs = frozenset(avc.anon_vma for avc in vma.chain)
-        chain_sets[vma] = avs
+        av = vma.anon_vma
+        if av is None and not vma.chain:
+            continue            # nothing chained, nothing to compare: most VMAs
         for avc in vma.chain:
             if avc.vma is not vma:
                 report("links", f"pid {mm.pid}: AVC on {vma!r}'s chain points to {avc.vma!r}")
@@ -47,22 +73,21 @@ def check_mm(mm: Mm, report: Report) -> None:
                        f"pid {mm.pid}: {vma!r} is chained to freed {avc.anon_vma!r}")
             elif avc not in avc.anon_vma.avcs:
                 report("links", f"pid {mm.pid}: {vma!r}'s AVC missing from {avc.anon_vma!r}'s tree")
-        av = vma.anon_vma
         if av is None:
-            if vma.chain:
-                report("links", f"pid {mm.pid}: {vma!r} has a chain but no anon_vma")
+            report("links", f"pid {mm.pid}: {vma!r} has a chain but no anon_vma")
             continue
-        if av not in avs:
+        if not _on_chain(vma, av):
             report("links", f"pid {mm.pid}: {vma!r}'s anon_vma {av!r} is not on its chain")
-        other = by_anon_vma.get(av)
+        other = first_user.get(av)
         if other is None:
-            by_anon_vma[av] = avs
-        elif other != avs:
+            first_user[av] = vma
+        elif not _same_chain(other, vma):
             report("same-anon_vma-same-chain",
                    f"pid {mm.pid}: VMAs sharing {av!r} have chains "
-                   f"{_ids(other)} and {_ids(avs)} (at {vma!r})")
-    if not mm.pages:
+                   f"{_ids(_chain_set(other))} and {_ids(_chain_set(vma))} (at {vma!r})")
+    if not mm.pages or _pages_reachable(mm):
         return
+    # Something is wrong: walk the pages in address order to report each in turn.
     vmas = mm.vmas
     j = 0
     for vpn in sorted(mm.pages):
@@ -78,10 +103,32 @@ def check_mm(mm: Mm, report: Report) -> None:
         if at is None:
             report("page-unreachable", f"pid {mm.pid}: page at {addr:#x} is outside every VMA")
             continue
-        if page.mapping not in chain_sets[at]:
+        if not _on_chain(at, page.mapping):
             report("page-unreachable",
                    f"pid {mm.pid}: page at {addr:#x} maps {page.mapping!r}, not on {at!r}'s "
-                   f"chain {_ids(chain_sets[at])}: an rmap walk cannot find this mapping")
+                   f"chain {_ids(_chain_set(at))}: an rmap walk cannot find this mapping")
+
+
+def _pages_reachable(mm: Mm) -> bool:
+    """True if every mapped page's anon_vma is live and on the chain of the VMA that maps
+    it: check_mm's page checks without reports, in the pages' own order (no sort: this
+    runs after every event of a checked replay)."""
+    vmas = mm.vmas
+    n = len(vmas)
+    for vpn, page in mm.pages.items():
+        if page.mapping.freed:
+            return False
+        addr = vpn << PAGE_SHIFT
+        lo, hi = 0, n                       # the first VMA ending after addr
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if vmas[mid].end <= addr:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == n or vmas[lo].start > addr or not _on_chain(vmas[lo], page.mapping):
+            return False
+    return True
 
 
 def by_id(anon_vma: AnonVma) -> int:
@@ -89,7 +136,7 @@ def by_id(anon_vma: AnonVma) -> int:
     return anon_vma.id
 
 
-def family(root: AnonVma) -> tuple[set, set]:
+def family(root: AnonVma) -> tuple[set[Vma], set[AnonVma]]:
     """(VMAs, anon_vmas) of root's tree: every family VMA is chained to the root."""
     vmas = {avc.vma for avc in root.avcs}
     members = {avc.anon_vma for vma in vmas for avc in vma.chain}

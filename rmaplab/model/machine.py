@@ -8,7 +8,7 @@ policy and the counters; :meth:`Kernel.apply` runs one event of the trace format
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from rmaplab.errors import RmaplabError
 from rmaplab.model import invariants
@@ -31,8 +31,8 @@ from rmaplab.model.structs import (
 )
 from rmaplab.model.vma import MERGE_RULES, VmaMixin
 
-CHECK_MODES = ("incremental", "full", "off")
-MADVISE = {
+CHECK_MODES: Final = ("incremental", "full", "off")
+MADVISE: Final = {
     "dontfork": (VM_DONTCOPY, 0), "dofork": (0, VM_DONTCOPY),
     "wipeonfork": (VM_WIPEONFORK, 0), "keeponfork": (0, VM_WIPEONFORK),
     # hugepage_madvise() (mm/khugepaged.c): each sets its bit and clears the other; then
@@ -40,8 +40,8 @@ MADVISE = {
     # (Kernel.thp); without it madvise_behavior_valid() refuses both with -EINVAL.
     "hugepage": (VM_HUGEPAGE, VM_NOHUGEPAGE), "nohugepage": (VM_NOHUGEPAGE, VM_HUGEPAGE),
 }
-THP_ADVICE = ("hugepage", "nohugepage")
-MMAP_FLAGS = {"growsdown": VM_GROWSDOWN, "noreserve": VM_NORESERVE, "special": VM_PFNMAP}
+THP_ADVICE: Final = ("hugepage", "nohugepage")
+MMAP_FLAGS: Final = {"growsdown": VM_GROWSDOWN, "noreserve": VM_NORESERVE, "special": VM_PFNMAP}
 
 
 class EventError(Exception):
@@ -286,12 +286,12 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             roots = {avc.anon_vma.root for mm in self.mms.values() for vma in mm.vmas
                      for avc in vma.chain} | self._roots
         else:
-            for pid in sorted(self._dirty):
+            for pid in (self._dirty if len(self._dirty) < 2 else sorted(self._dirty)):
                 dirty = self.mms.get(pid)
                 if dirty is not None:
                     invariants.check_mm(dirty, report)
             roots = self._roots
-        for root in sorted(roots, key=invariants.by_id):
+        for root in (roots if len(roots) < 2 else sorted(roots, key=invariants.by_id)):
             invariants.check_family(root, report)
         self._dirty.clear()
         self._roots = set()

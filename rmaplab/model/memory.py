@@ -11,6 +11,8 @@ or file pages: nothing anonymous happens.
 
 from __future__ import annotations
 
+from typing import Final
+
 from mypy_extensions import trait
 
 from rmaplab.model.base import KernelBase
@@ -25,7 +27,7 @@ from rmaplab.model.structs import (
 )
 
 # A fault this far below a VM_GROWSDOWN stack still grows it (stack_guard_gap, 256 pages).
-STACK_GUARD_GAP = 256 << PAGE_SHIFT
+STACK_GUARD_GAP: Final = 256 << PAGE_SHIFT
 
 
 @trait

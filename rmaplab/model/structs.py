@@ -20,30 +20,33 @@ root's AVC and ``reversed(chain)`` is the kernel's list order.
 
 from __future__ import annotations
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
+from typing import Final
+
+# Final: the compiled model (mypyc) inlines these instead of looking them up per use.
+PAGE_SHIFT: Final = 12
+PAGE_SIZE: Final = 1 << PAGE_SHIFT
 
 # vm_flags bits that the merge and reuse rules compare (include/linux/mm.h values).
-VM_READ = 0x00000001
-VM_WRITE = 0x00000002
-VM_EXEC = 0x00000004
-VM_SHARED = 0x00000008
-VM_GROWSDOWN = 0x00000100
-VM_PFNMAP = 0x00000400
-VM_DONTCOPY = 0x00020000
-VM_DONTEXPAND = 0x00040000
-VM_ACCOUNT = 0x00100000
-VM_NORESERVE = 0x00200000
-VM_WIPEONFORK = 0x02000000
+VM_READ: Final = 0x00000001
+VM_WRITE: Final = 0x00000002
+VM_EXEC: Final = 0x00000004
+VM_SHARED: Final = 0x00000008
+VM_GROWSDOWN: Final = 0x00000100
+VM_PFNMAP: Final = 0x00000400
+VM_DONTCOPY: Final = 0x00020000
+VM_DONTEXPAND: Final = 0x00040000
+VM_ACCOUNT: Final = 0x00100000
+VM_NORESERVE: Final = 0x00200000
+VM_WIPEONFORK: Final = 0x02000000
 # Set only on kernels with CONFIG_TRANSPARENT_HUGEPAGE: by madvise(MADV_HUGEPAGE /
 # MADV_NOHUGEPAGE) (hugepage_madvise()) and, since c4608d1bf7c6 (v6.7), by mmap(MAP_STACK).
-VM_HUGEPAGE = 0x20000000
-VM_NOHUGEPAGE = 0x40000000
-VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
+VM_HUGEPAGE: Final = 0x20000000
+VM_NOHUGEPAGE: Final = 0x40000000
+VM_ACCESS_FLAGS: Final = VM_READ | VM_WRITE | VM_EXEC
 # VM_SPECIAL mappings (vdso, vvar, device memory) are never merged.
-VM_SPECIAL = VM_PFNMAP | VM_DONTEXPAND
+VM_SPECIAL: Final = VM_PFNMAP | VM_DONTEXPAND
 
-PROT = {"": 0, "r": VM_READ, "rw": VM_READ | VM_WRITE, "rx": VM_READ | VM_EXEC,
+PROT: Final = {"": 0, "r": VM_READ, "rw": VM_READ | VM_WRITE, "rx": VM_READ | VM_EXEC,
         "rwx": VM_READ | VM_WRITE | VM_EXEC, "w": VM_WRITE, "wx": VM_WRITE | VM_EXEC,
         "x": VM_EXEC}
 

@@ -13,6 +13,8 @@ made on the VMA whose anon_vma survives) with the two mremap fixes of Jan 2026 (
 
 from __future__ import annotations
 
+from typing import Final
+
 from mypy_extensions import trait
 
 from rmaplab.model.base import KernelBase
@@ -30,7 +32,7 @@ from rmaplab.model.structs import (
     Vma,
 )
 
-MERGE_RULES = ("uncowed", "singular", "uncowed-6.16")
+MERGE_RULES: Final = ("uncowed", "singular", "uncowed-6.16")
 
 
 class Vmg:
