@@ -36,11 +36,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import gzip
-import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+# orjson parses trace lines about 3x faster than json (a build trace is 500k lines).
+import orjson
 
 from rmaplab import atomic
 from rmaplab.errors import RmaplabError
@@ -108,83 +110,141 @@ def align_ranges(ev: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
-    """Check one event and normalise it (addresses to ints, ranges page-aligned, defaults)."""
-    if not isinstance(obj, dict):
+    """Check one event and normalise it (addresses to ints, ranges page-aligned, defaults).
+
+    Runs once per line of every trace read (half a million for a kernel build): the
+    fields common to all ops are checked here, each op's own in its ``_CHECKS`` entry."""
+    if obj.__class__ is not dict and not isinstance(obj, dict):
         raise TraceError("event is not a JSON object", path=source, line=line)
     op = obj.get("op")
-    if op not in SCHEMA:
+    spec = _SPECS.get(op) if op.__class__ is str else None
+    if spec is None:
         raise TraceError(f"unknown op {op!r}", path=source, line=line,
                          hint="ops: " + ", ".join(SCHEMA))
+    required, allowed, defaults, addresses, check = spec
     pid = obj.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool):
+    if pid.__class__ is not int:                 # bool is not int here (nor is None)
         raise TraceError(f"{op}: pid must be an integer", path=source, line=line)
-    required, optional = SCHEMA[op]
-    if not _REQUIRED[op] <= obj.keys():
-        missing = [f for f in required if f not in obj]
+    keys = obj.keys()
+    if not required <= keys:
+        missing = [f for f in SCHEMA[op][0] if f not in obj]
         raise TraceError(f"{op}: missing {', '.join(missing)}", path=source, line=line)
-    if not obj.keys() <= _ALLOWED[op]:
-        unknown = set(obj) - _ALLOWED[op]
+    if not keys <= allowed:
+        unknown = set(obj) - allowed
         raise TraceError(f"{op}: unknown field(s) {', '.join(sorted(unknown))}", path=source,
                          line=line)
-    ev = dict(optional)
-    ev.update(obj)
-    for f in _ADDRESSES[op]:
+    ev = {**defaults, **obj}
+    for f in addresses:
         value = ev[f]
-        if value.__class__ is not int:          # the common case: a "0x.." string
+        if value.__class__ is not int:           # the common case: a "0x.." string
             ev[f] = _address(value, f, source, line)
         elif value < 0:
             raise TraceError(f"{f} is negative", path=source, line=line)
-    if op == "brk" and ev["start"] is not None:
-        ev["start"] = _address(ev["start"], "start", source, line)
-    if "start" in required:
-        if ev["start"] % PAGE_SIZE:
-            raise TraceError(f"{op}: start {ev['start']:#x} is not page-aligned", path=source,
-                             line=line)
-        align_ranges(ev)
-        if ev["end"] <= ev["start"]:
-            raise TraceError(f"{op}: empty or inverted range", path=source, line=line)
-    if op == "mremap":
-        if ev["new_start"] % PAGE_SIZE:
-            raise TraceError("mremap: new_start is not page-aligned", path=source, line=line)
-        if ev["new_end"] <= ev["new_start"]:
-            raise TraceError("mremap: empty or inverted new range", path=source, line=line)
-        if not isinstance(ev["dontunmap"], bool):
-            raise TraceError("mremap: dontunmap must be true or false", path=source, line=line)
-    if "prot" in ev and ev["prot"] not in PROTS:
-        raise TraceError(f"{op}: prot {ev['prot']!r} is not one of {PROTS}", path=source,
-                         line=line)
-    if op == "mmap":
-        if not isinstance(ev["pgoff"], int) or ev["pgoff"] < 0:
-            raise TraceError("mmap: pgoff must be a non-negative page offset", path=source,
-                             line=line)
-        if not isinstance(ev["shared"], bool):
-            raise TraceError("mmap: shared must be true or false", path=source, line=line)
-        if ev["file"] is not None and not isinstance(ev["file"], str):
-            raise TraceError("mmap: file must be a string or null", path=source, line=line)
-        if not isinstance(ev["flags"], list) or not _MMAP_FLAGS.issuperset(ev["flags"]):
-            raise TraceError(f"mmap: flags must be a list of {', '.join(MMAP_FLAGS)}",
-                             path=source, line=line)
-        if not isinstance(ev["stack"], bool):
-            raise TraceError("mmap: stack must be true or false", path=source, line=line)
-    if op == "madvise" and ev["advice"] not in ADVICE:
-        raise TraceError(f"madvise: advice {ev['advice']!r} is not one of {ADVICE}",
-                         path=source, line=line)
-    if op in ("spawn", "exec") and ev["comm"] is not None and not isinstance(ev["comm"], str):
-        raise TraceError(f"{op}: comm must be a string", path=source, line=line)
-    if op == "spawn" and ev["parent"] is not None and (
-            not isinstance(ev["parent"], int) or isinstance(ev["parent"], bool)):
-        raise TraceError("spawn: parent must be an integer pid", path=source, line=line)
-    if op == "touch" and not isinstance(ev["write"], bool):
-        raise TraceError("touch: write must be true or false", path=source, line=line)
-    if op == "fork" and (not isinstance(ev["child"], int) or isinstance(ev["child"], bool)):
-        raise TraceError("fork: child must be an integer pid", path=source, line=line)
+    if check is not None:
+        check(ev, op, source, line)
     return ev
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _check_range(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    start = ev["start"]
+    if start & _PAGE_MASK:
+        raise TraceError(f"{op}: start {start:#x} is not page-aligned", path=source, line=line)
+    end = ev["end"] = (ev["end"] + _PAGE_MASK) & ~_PAGE_MASK     # PAGE_ALIGN(len)
+    if end <= start:
+        raise TraceError(f"{op}: empty or inverted range", path=source, line=line)
+
+
+def _check_prot(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    if ev["prot"] not in PROTS:
+        raise TraceError(f"{op}: prot {ev['prot']!r} is not one of {PROTS}", path=source,
+                         line=line)
+
+
+def _check_mmap(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    _check_range(ev, op, source, line)
+    _check_prot(ev, op, source, line)
+    pgoff = ev["pgoff"]
+    if pgoff.__class__ is not int or pgoff < 0:
+        raise TraceError("mmap: pgoff must be a non-negative page offset", path=source,
+                         line=line)
+    if ev["shared"].__class__ is not bool:
+        raise TraceError("mmap: shared must be true or false", path=source, line=line)
+    if ev["file"] is not None and ev["file"].__class__ is not str:
+        raise TraceError("mmap: file must be a string or null", path=source, line=line)
+    flags = ev["flags"]
+    if flags.__class__ is not list or (flags and not _known_flags(flags)):
+        raise TraceError(f"mmap: flags must be a list of {', '.join(MMAP_FLAGS)}",
+                         path=source, line=line)
+    if ev["stack"].__class__ is not bool:
+        raise TraceError("mmap: stack must be true or false", path=source, line=line)
+
+
+def _known_flags(flags: list) -> bool:
+    try:
+        return _MMAP_FLAGS.issuperset(flags)
+    except TypeError:                            # an unhashable item: [[]], [{}]
+        return False
+
+
+def _check_mprotect(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    _check_range(ev, op, source, line)
+    _check_prot(ev, op, source, line)
+
+
+def _check_madvise(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    _check_range(ev, op, source, line)
+    if ev["advice"] not in ADVICE:
+        raise TraceError(f"madvise: advice {ev['advice']!r} is not one of {ADVICE}",
+                         path=source, line=line)
+
+
+def _check_mremap(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    _check_range(ev, op, source, line)
+    if ev["new_start"] & _PAGE_MASK:
+        raise TraceError("mremap: new_start is not page-aligned", path=source, line=line)
+    ev["new_end"] = (ev["new_end"] + _PAGE_MASK) & ~_PAGE_MASK
+    if ev["new_end"] <= ev["new_start"]:
+        raise TraceError("mremap: empty or inverted new range", path=source, line=line)
+    if ev["dontunmap"].__class__ is not bool:
+        raise TraceError("mremap: dontunmap must be true or false", path=source, line=line)
+
+
+def _check_brk(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    if ev["start"] is not None:
+        ev["start"] = _address(ev["start"], "start", source, line)
+
+
+def _check_comm(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    if ev["comm"] is not None and ev["comm"].__class__ is not str:
+        raise TraceError(f"{op}: comm must be a string", path=source, line=line)
+
+
+def _check_spawn(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    _check_comm(ev, op, source, line)
+    if ev["parent"] is not None and ev["parent"].__class__ is not int:
+        raise TraceError("spawn: parent must be an integer pid", path=source, line=line)
+
+
+def _check_touch(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    if ev["write"].__class__ is not bool:
+        raise TraceError("touch: write must be true or false", path=source, line=line)
+
+
+def _check_fork(ev: dict[str, Any], op: str, source: str, line: int) -> None:
+    if ev["child"].__class__ is not int:
+        raise TraceError("fork: child must be an integer pid", path=source, line=line)
+
+
+_PAGE_MASK = PAGE_SIZE - 1
+_CHECKS: dict[str, Callable[[dict[str, Any], str, str, int], None] | None] = {
+    "spawn": _check_spawn, "exec": _check_comm, "fork": _check_fork, "exit": None,
+    "mmap": _check_mmap, "munmap": _check_range, "mprotect": _check_mprotect,
+    "brk": _check_brk, "madvise": _check_madvise, "touch": _check_touch,
+    "mremap": _check_mremap,
+}
+# op -> (required, allowed, defaults, address fields, op's own checks): one lookup per event.
+_SPECS = {op: (_REQUIRED[op], _ALLOWED[op], opt, _ADDRESSES[op], _CHECKS[op])
+          for op, (_, opt) in SCHEMA.items()}
 
 
 def read(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -192,26 +252,38 @@ def read(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     source = str(path)
     try:
-        f = _open_text(path)
+        f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except FileNotFoundError:
         raise TraceError("no such trace file", path=path) from None
     with f:
         try:
             for i, raw in enumerate(f, 1):
                 text = raw.strip()
-                if not text or text.startswith("#"):
+                if not text or text[0] == _HASH:
                     continue
                 try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as e:
+                    obj = orjson.loads(text)
+                except orjson.JSONDecodeError as e:
                     raise TraceError(f"not valid JSON ({e.msg})", path=source, line=i) from None
                 yield i, validate(obj, source, i)
-        except (OSError, EOFError, UnicodeDecodeError) as e:
+        except (OSError, EOFError) as e:
             raise TraceError(f"cannot read trace ({e})", path=source) from None
 
 
+_HASH = ord("#")
+
+
 def load(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    return list(read(path))
+    """Every event of a trace, in a list.  The cyclic garbage collector is paused while it
+    is built: a build trace is a million new containers, none of them garbage, and the
+    collections they would trigger take as long as the parsing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return list(read(path))
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def dumps(ev: dict[str, Any]) -> str:

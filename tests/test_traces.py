@@ -36,6 +36,18 @@ def write(tmp_path, lines, name="t.jsonl"):
     ('{"op":"munmap","pid":1,"start":8192,"end":4096}', "empty or inverted range"),
     ('not json', "not valid JSON"),
     ('[1,2]', "not a JSON object"),
+    # Values of the wrong kind where a name is looked up: errors, never a crash.
+    ('{"op":["mmap"],"pid":1}', "unknown op .'mmap'."),
+    ('{"op":"mmap","pid":1,"start":4096,"end":8192,"prot":"rw","flags":[[]]}',
+     "flags must be a list of"),
+    ('{"op":"mmap","pid":1,"start":4096,"end":8192,"prot":"rw","pgoff":true}',
+     "pgoff must be a non-negative"),
+    ('{"op":"mremap","pid":1,"start":4096,"end":8192,"new_start":12289,"new_end":16384}',
+     "new_start is not page-aligned"),
+    ('{"op":"spawn","pid":1.5}', "pid must be an integer"),
+    ('{"op":"spawn","pid":true}', "pid must be an integer"),
+    ('{"op":"fork","pid":1,"child":99999999999999999999999}', "child must be an integer"),
+    ('{"op":"touch","pid":1,"addr":"0x1000","write":true}\xff', "not valid JSON"),
 ])
 def test_malformed_lines_are_errors_naming_the_line(tmp_path, line, message):
     path = write(tmp_path, ['# a comment', '{"op":"spawn","pid":1}', line])
@@ -155,3 +167,11 @@ def test_replay_thp_option_reaches_the_model_and_the_json(tmp_path):
         r = json.loads(out.stdout)
         got[r["thp"]] = (r["anon_vma_prepare"], r["avc_clone"])
     assert got == {True: (2, 0), False: (1, 1)}
+
+
+def test_a_line_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'{"op":"spawn","pid":1}\n{"op":"exec","pid":1,"comm":"\xff"}\n')
+    with pytest.raises(RmaplabError, match="not valid JSON") as e:
+        traces.load(path)
+    assert e.value.line == 2
