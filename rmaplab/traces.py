@@ -321,11 +321,18 @@ def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: str | Policy = 
 
     kernel = Kernel(policy, merge_rule=merge_rule, check=check, walks=walks, thp=thp)
     with guard(kernel.policy), frozen_heap():
-        for line, ev in events:
+        if isinstance(events, list):
             try:
-                kernel.apply(ev)
+                kernel.apply_all(events)         # the loop runs compiled (fast path)
             except EventError as e:
+                line, ev = events[kernel.event_index]
                 raise TraceError(f"{ev['op']}: {e}", path=source, line=line) from None
+        else:                                    # a stream (traces.read): one at a time
+            for line, ev in events:
+                try:
+                    kernel.apply(ev)
+                except EventError as e:
+                    raise TraceError(f"{ev['op']}: {e}", path=source, line=line) from None
         return kernel.result()
 
 

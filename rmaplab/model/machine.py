@@ -194,8 +194,9 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
 
     # ------------------------------------------------------------ events
     def apply(self, ev: dict) -> None:
-        op = ev["op"]
-        pid = ev["pid"]
+        # Typed locals: compiled, the op tests below are string compares, not generic ones.
+        op: str = ev["op"]
+        pid: int = ev["pid"]
         if self.checking:
             self._dirty.add(pid)
         if op == "touch":
@@ -263,6 +264,13 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         if self.checking:
             self.check_invariants()
         self.event_index += 1
+
+    def apply_all(self, events: list[tuple[int, dict]]) -> None:
+        """apply() each (line, event) in turn: the replay loop, compiled with the model.
+        If one fails, ``events[self.event_index]`` is the one (the index counts events
+        applied, so for a Kernel that has applied nothing before)."""
+        for _, ev in events:
+            self.apply(ev)
 
     def _remember_range(self, mm: Mm, start: int, end: int) -> None:
         """Roots of VMAs an event may unmap or merge away: check their families after it."""
