@@ -175,3 +175,58 @@ def test_a_line_that_is_not_utf8_is_an_error_naming_it(tmp_path):
     with pytest.raises(RmaplabError, match="not valid JSON") as e:
         traces.load(path)
     assert e.value.line == 2
+
+
+def _cache_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("RMAPLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RMAPLAB_TRACE_CACHE", raising=False)
+    monkeypatch.setattr(traces, "CACHE_MIN_BYTES", 0)
+    return tmp_path / "cache" / "parsed-traces"
+
+
+def _fork_trace(tmp_path):
+    return traces.write(workloads.sep(3, 2), tmp_path / "t.jsonl.gz")
+
+
+def test_a_parsed_trace_is_cached_and_read_back_equal(monkeypatch, tmp_path):
+    cache = _cache_env(monkeypatch, tmp_path)
+    path = _fork_trace(tmp_path)
+    first = traces.load(path)
+    files = list(cache.glob("*.pickle"))
+    assert len(files) == 1
+    second = traces.load(path)
+    assert second == first and second is not first
+    # The cached copy is what the second load returned: damage it and it is passed over.
+    files[0].write_bytes(b"not a pickle")
+    assert traces.load(path) == first
+    assert files[0].read_bytes() != b"not a pickle"        # parsed again and rewritten
+
+
+def test_a_changed_trace_is_parsed_afresh(monkeypatch, tmp_path):
+    cache = _cache_env(monkeypatch, tmp_path)
+    path = _fork_trace(tmp_path)
+    before = traces.load(path)
+    events = [ev for _, ev in before]
+    traces.write(events[:-1], path)                        # same name, other bytes
+    after = traces.load(path)
+    assert len(after) == len(before) - 1
+    assert len(list(cache.glob("*.pickle"))) == 2
+
+
+def test_the_cache_can_be_turned_off_and_small_traces_skip_it(monkeypatch, tmp_path):
+    cache = _cache_env(monkeypatch, tmp_path)
+    path = _fork_trace(tmp_path)
+    monkeypatch.setenv("RMAPLAB_TRACE_CACHE", "0")
+    traces.load(path)
+    assert not cache.exists()
+    monkeypatch.delenv("RMAPLAB_TRACE_CACHE")
+    monkeypatch.setattr(traces, "CACHE_MIN_BYTES", path.stat().st_size + 1)
+    traces.load(path)
+    assert not cache.exists()
+
+
+def test_an_unwritable_cache_only_costs_time(monkeypatch, tmp_path):
+    _cache_env(monkeypatch, tmp_path)
+    (tmp_path / "cache").write_text("a file where the cache directory would be")
+    path = _fork_trace(tmp_path)
+    assert traces.load(path) == traces.load(path)
