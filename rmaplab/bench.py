@@ -83,8 +83,9 @@ def replay_speed(path: Path, policy: str, pure: bool = False) -> dict:
     """Replay in a fresh process so its peak RSS is the replay's own (``pure``: the
     interpreted reference)."""
     code = (
-        "import json,resource,sys,time\n"
+        "import json,os,resource,sys,time\n"
         "from rmaplab import traces\n"
+        "os.environ['RMAPLAB_TRACE_CACHE']='0'\n"           # parsed: the cold load
         f"t0=time.perf_counter(); ev=traces.load({str(path)!r}); t1=time.perf_counter()\n"
         f"r=traces.replay(ev, policy={policy!r}, check='off'); t2=time.perf_counter()\n"
         "print(json.dumps({'events': len(ev), 'load_s': t1-t0, 'replay_s': t2-t1,"
@@ -94,17 +95,45 @@ def replay_speed(path: Path, policy: str, pure: bool = False) -> dict:
     return res
 
 
-def replay_all_wall(path: Path, pure: bool = False) -> dict:
+def load_speed(path: Path) -> dict:
+    """traces.load in a fresh process: parsing (cache off), parsing and writing the
+    parsed-trace cache, then reading it back (what every later load of the trace costs)."""
+    code = (
+        "import json,os,tempfile,time\n"
+        "from rmaplab import traces\n"
+        "os.environ['RMAPLAB_CACHE']=tempfile.mkdtemp(prefix='rmaplab-bench-')\n"
+        "out={}\n"
+        "for key, env in (('parse_s','0'), ('parse_and_cache_s','1'), ('cached_s','1')):\n"
+        "    os.environ['RMAPLAB_TRACE_CACHE']=env\n"
+        f"    t=time.perf_counter(); ev=traces.load({str(path)!r}); out[key]=time.perf_counter()-t\n"
+        "    out['events']=len(ev); del ev\n"
+        "import shutil; shutil.rmtree(os.environ['RMAPLAB_CACHE'])\n"
+        "print(json.dumps(out))\n")
+    res = json.loads(_python(code, pure=False).strip().splitlines()[-1])
+    res["events_per_s_parsed"] = res["events"] / res["parse_s"]
+    return res
+
+
+def replay_all_wall(path: Path, pure: bool = False, cached: bool = False) -> dict:
     """``rmaplab replay TRACE --policy all --json`` (default checks, every policy on the
-    CPUs) in a fresh process: wall seconds from start-up to the printed result."""
-    code = ("import contextlib, io, sys\n"
+    CPUs) in a fresh process: wall seconds from start-up to the printed result.  The trace
+    is parsed (cache off) unless ``cached``: then read from a parsed-trace cache that a
+    first load (not timed) wrote."""
+    code = ("import contextlib, io, os, shutil, sys, tempfile, time\n"
+            "from rmaplab import traces\n"
             "from rmaplab.cli import main\n"
+            "os.environ['RMAPLAB_CACHE'] = tempfile.mkdtemp(prefix='rmaplab-bench-')\n"
+            f"os.environ['RMAPLAB_TRACE_CACHE'] = {'1' if cached else '0'!r}\n"
+            f"if {cached}: traces.load({str(path)!r})\n"
+            "start = time.perf_counter()\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             f"    rc = main(['replay', {str(path)!r}, '--policy', 'all', '--json'])\n"
-            "print(rc)\n")
+            "print(time.perf_counter() - start, rc)\n"
+            "shutil.rmtree(os.environ['RMAPLAB_CACHE'])\n")
     start = time.perf_counter()
-    rc = int(_python(code, pure).split()[-1])
-    return {"trace": str(path), "wall_s": time.perf_counter() - start, "exit_status": rc}
+    out = _python(code, pure).split()
+    return {"trace": str(path), "cached": cached, "wall_s": time.perf_counter() - start,
+            "in_process_s": float(out[-2]), "exit_status": int(out[-1])}
 
 
 def sweep_speedup(cells: int = 16, units: float = 0.5) -> dict:
@@ -223,12 +252,14 @@ def main(argv: list[str] | None = None) -> int:
         dirs = [d for d in measurement_dirs("traces") if (d / "trace.jsonl.gz").exists()]
         trace = dirs[-1] / "trace.jsonl.gz" if dirs else None
     if trace is not None:
+        results["load"] = {"trace": str(trace), **load_speed(trace)}
         results["replay"] = {"trace": str(trace), **replay_speed(trace, args.policy)}
         if not args.no_reference:
             results["replay_reference"] = {"trace": str(trace),
                                            **replay_speed(trace, args.policy, pure=True)}
         if args.replay_all:
             results["replay_all"] = replay_all_wall(trace)
+            results["replay_all_cached"] = replay_all_wall(trace, cached=True)
             if not args.no_reference:
                 results["replay_all_reference"] = replay_all_wall(trace, pure=True)
     if not args.no_sweep:
@@ -260,16 +291,23 @@ def _print(results: dict, args) -> None:
             print(f"ratio model/kernel: {results['model_over_kernel']:.2f} (target <= 1.0)"
                   + (f"; reference/kernel: {results['reference_over_kernel']:.2f}"
                      if "reference_over_kernel" in results else ""))
+    if "load" in results:
+        r = results["load"]
+        print(f"load {r['events']:,} events: parsed {r['parse_s']:.2f} s "
+              f"({r['events_per_s_parsed']:,.0f} events/s), parsed and cached "
+              f"{r['parse_and_cache_s']:.2f} s, from the cache {r['cached_s']:.2f} s")
     for key, label in (("replay", "model"), ("replay_reference", "reference")):
         if key in results:
             r = results[key]
             print(f"replay ({args.policy}, {label}): {r['events']:,} events in "
                   f"{r['replay_s']:.2f} s = {r['events_per_s']:,.0f} events/s, "
                   f"load {r['load_s']:.2f} s, peak RSS {r['maxrss_mb']:.0f} MB")
-    for key, label in (("replay_all", "model"), ("replay_all_reference", "reference")):
+    for key, label in (("replay_all", "model, trace parsed"),
+                       ("replay_all_cached", "model, parsed trace cached"),
+                       ("replay_all_reference", "reference, trace parsed")):
         if key in results:
             r = results[key]
-            print(f"replay --policy all ({label}): {r['wall_s']:.1f} s wall "
+            print(f"replay --policy all ({label}): {r['in_process_s']:.1f} s "
                   f"(exit status {r['exit_status']})")
     if "sweep" in results:
         w = results["sweep"]

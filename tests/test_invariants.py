@@ -93,3 +93,25 @@ def test_a_chain_without_an_anon_vma_is_reported():
     got = [inv for inv, _ in _reports(k, 1)]
     # Its page stays reachable (the chain still links its anon_vma): only the pointer is.
     assert got == ["links"]
+
+
+def test_family_counts_are_reported_member_by_member_in_id_order():
+    k = _three_faulted_vmas()
+    k.apply({"op": "fork", "pid": 2, "child": 3})            # a third generation
+    root = k.mms[1].vmas[0].anon_vma
+    child = k.mms[2].vmas[0].anon_vma
+    grandchild = k.mms[3].vmas[0].anon_vma
+    assert root.id < child.id < grandchild.id and child.parent is root
+    ok: list = []
+    check_family(root, lambda inv, detail: ok.append(inv))
+    assert ok == []
+    # Damage the youngest first: the reports still come oldest (lowest id) first.
+    grandchild.refcount = 2
+    child.refcount = 3
+    child.num_active_vmas += 1
+    got: list[tuple[str, str]] = []
+    check_family(root, lambda inv, detail: got.append((inv, detail)))
+    assert [inv for inv, _ in got] == ["counts", "counts", "counts"]
+    assert got[0][1].startswith(f"{child!r} has refcount 3")            # first loop, by id
+    assert got[1][1].startswith(f"{grandchild!r} has refcount 2")
+    assert got[2][1].startswith(f"{child!r}.num_active_vmas")           # second loop

@@ -160,10 +160,19 @@ def check_family(root: AnonVma, report: Report) -> None:
     for vma in vmas:
         if vma.anon_vma is not None:
             active[vma.anon_vma] = active.get(vma.anon_vma, 0) + 1
+    # The members in set order first, without reports (no sort: this runs for every
+    # family an event touched); only if something is wrong again by id, to report: the
+    # order of the reports is part of the result and set order is by address.
+    problems: list[str] = []
+    _check_members(root, list(members), members, active, lambda inv, d: problems.append(inv))
+    if problems:
+        _check_members(root, sorted(members, key=by_id), members, active, report)
+
+
+def _check_members(root: AnonVma, ordered: list[AnonVma], members: set[AnonVma],
+                   active: dict[AnonVma, int], report: Report) -> None:
     children: dict[AnonVma, int] = {}
     non_root = 0
-    # By id, not set order (by address): the order of the reports is part of the result.
-    ordered = sorted(members, key=by_id)
     for m in ordered:
         if m.freed:
             report("links", f"freed {m!r} is still chained in {root!r}'s family")
