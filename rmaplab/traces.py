@@ -37,12 +37,14 @@ import contextlib
 import gc
 import gzip
 import hashlib
+import io
 import json
 import os
 import pickle
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # orjson parses trace lines about 3x faster than json (a build trace is 500k lines).
 import orjson
@@ -52,6 +54,7 @@ from rmaplab.errors import RmaplabError
 from rmaplab.model.machine import MADVISE, MMAP_FLAGS
 from rmaplab.model.policies import Policy
 from rmaplab.model.structs import PAGE_SIZE, PROT
+from rmaplab.paths import cache_dir
 
 PROTS = ("", "r", "rw", "rx", "rwx")
 ADVICE = (*MADVISE, "dontneed")
@@ -93,6 +96,10 @@ def _address(value: Any, name: str, source: str, line: int) -> int:
         except ValueError:
             raise TraceError(f"{name} {value!r} is not an address", path=source,
                              line=line) from None
+    elif isinstance(value, float) and abs(value) >= 2**63:
+        # orjson reads a JSON integer beyond 64 bits as a float.
+        raise TraceError(f"{name} {value:.0f} is beyond 64 bits: no address", path=source,
+                         line=line)
     else:
         raise TraceError(f"{name} must be an int or a '0x..' string, not {value!r}",
                          path=source, line=line)
@@ -253,24 +260,33 @@ _SPECS = {op: (_REQUIRED[op], _ALLOWED[op], opt, _ADDRESSES[op], _CHECKS[op])
 def read(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, event) for each event of a .jsonl or .jsonl.gz trace."""
     path = Path(path)
-    source = str(path)
     try:
-        f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        f = open(path, "rb")
     except FileNotFoundError:
         raise TraceError("no such trace file", path=path) from None
+    except OSError as e:
+        raise TraceError(f"cannot read trace ({e.strerror or e})", path=path) from None
     with f:
-        try:
-            for i, raw in enumerate(f, 1):
-                text = raw.strip()
-                if not text or text[0] == _HASH:
-                    continue
-                try:
-                    obj = orjson.loads(text)
-                except orjson.JSONDecodeError as e:
-                    raise TraceError(f"not valid JSON ({e.msg})", path=source, line=i) from None
-                yield i, validate(obj, source, i)
-        except (OSError, EOFError) as e:
-            raise TraceError(f"cannot read trace ({e})", path=source) from None
+        yield from _parse(f, path)
+
+
+def _parse(f: BinaryIO, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The events of the open trace file ``f`` (gunzipped if ``path`` ends in .gz)."""
+    source = str(path)
+    try:
+        lines = gzip.GzipFile(fileobj=f, mode="rb") if path.suffix == ".gz" else f
+        for i, raw in enumerate(lines, 1):
+            text = raw.strip()
+            if not text or text[0] == _HASH:
+                continue
+            try:
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError as e:
+                what = "not valid UTF-8" if "UTF-8" in e.msg else "not valid JSON"
+                raise TraceError(f"{what} ({e.msg})", path=source, line=i) from None
+            yield i, validate(obj, source, i)
+    except (OSError, EOFError, zlib.error) as e:       # zlib.error: a damaged gzip stream
+        raise TraceError(f"cannot read trace ({e})", path=source) from None
 
 
 _HASH = ord("#")
@@ -279,19 +295,28 @@ _HASH = ord("#")
 def load(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """Every event of a trace, in a list.
 
-    A trace of at least ``CACHE_MIN_BYTES`` is parsed once: its events are kept, pickled,
-    under ``cache_dir()/parsed-traces/``, named by the sha256 of the trace's bytes and of
-    the code that validates them, so a changed trace or validator is parsed afresh.  A
-    recorded build loads from there in a fifth of the time.  RMAPLAB_TRACE_CACHE=0 turns
-    this off; an unreadable or unwritable cache is passed over (the trace is parsed)."""
+    A trace file of at least ``CACHE_MIN_BYTES`` (on disk: compressed for .gz) is parsed
+    once: its events are kept, pickled, under ``cache_dir()/parsed-traces/``, named by the
+    sha256 of the trace's bytes and of the code that validates them, so a changed trace or
+    validator is parsed afresh; each is stored with the sha256 of its pickle, and one that
+    does not match is parsed again.  RMAPLAB_TRACE_CACHE=0 turns this off; an unreadable or
+    unwritable cache is passed over (the trace is parsed)."""
     path = Path(path)
-    cached = _cache_file(path)
-    if cached is not None:
+    data = _bytes_to_cache(path)
+    cached = None
+    if data is not None:
+        # Hashed and parsed from the same bytes: a trace replaced meanwhile cannot be
+        # stored under another content's name.
+        cached = (cache_dir() / "parsed-traces"
+                  / f"{hashlib.sha256(data).hexdigest()}-{_validator_digest()}.pickle")
         events = _read_cached(cached)
         if events is not None:
             return events
     with _collector_paused():
-        events = list(read(path))
+        if data is None:
+            events = list(read(path))
+        else:
+            events = list(_parse(io.BytesIO(data), path))
     if cached is not None:
         _write_cached(cached, events)
     return events
@@ -300,6 +325,7 @@ def load(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
 # Traces smaller than this are parsed every time (test fixtures, generated programs).
 CACHE_MIN_BYTES = 1 << 20
 CACHE_KEEP = 8                     # parsed traces kept, the most recently used
+_DIGEST_BYTES = 32                 # a cached pickle starts with the sha256 of the rest
 
 
 @contextlib.contextmanager
@@ -317,15 +343,15 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _validator_digest() -> str:
-    """sha256 of the sources that decide what load() returns for a given trace."""
+    """sha256 of the sources that decide what load() returns for a given trace (read from
+    the package's .py files: with the fast path, machine and structs import from .so)."""
     global _VALIDATOR_DIGEST
     if _VALIDATOR_DIGEST is None:
-        from rmaplab.model import machine, structs
-
+        here = Path(__file__).resolve().parent
         h = hashlib.sha256()
-        for module in (__file__, machine.__file__, structs.__file__):
-            source = Path(module).with_suffix(".py")
-            h.update(source.read_bytes() if source.exists() else module.encode())
+        for source in (here / "traces.py", here / "model" / "machine.py",
+                       here / "model" / "structs.py"):
+            h.update(source.read_bytes())
         h.update(orjson.__version__.encode())
         _VALIDATOR_DIGEST = h.hexdigest()[:16]
     return _VALIDATOR_DIGEST
@@ -334,40 +360,52 @@ def _validator_digest() -> str:
 _VALIDATOR_DIGEST: str | None = None
 
 
-def _cache_file(path: Path) -> Path | None:
+def _bytes_to_cache(path: Path) -> bytes | None:
+    """The trace's bytes if its parsed events are to be cached, else None."""
     if os.environ.get("RMAPLAB_TRACE_CACHE", "1") == "0":
         return None
     try:
         if path.stat().st_size < CACHE_MIN_BYTES:
             return None
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return path.read_bytes()
     except OSError:
         return None                        # read() says what is wrong with the file
-    from rmaplab.paths import cache_dir
-
-    return cache_dir() / "parsed-traces" / f"{digest}-{_validator_digest()}.pickle"
 
 
 def _read_cached(cached: Path) -> list[tuple[int, dict[str, Any]]] | None:
     try:
-        with open(cached, "rb") as f, _collector_paused():
-            events = pickle.load(f)
+        blob = cached.read_bytes()
+    except OSError:
+        return None
+    payload = memoryview(blob)[_DIGEST_BYTES:]
+    if blob[:_DIGEST_BYTES] != hashlib.sha256(payload).digest():
+        return None                        # damaged or foreign: parse the trace again
+    try:
+        with _collector_paused():
+            events = pickle.loads(payload)
+    except Exception:
+        return None
+    if not isinstance(events, list):
+        return None
+    with contextlib.suppress(OSError):
         os.utime(cached)                   # recently used: kept by the pruning
-    except FileNotFoundError:
-        return None
-    except Exception:                      # truncated or foreign: parse the trace again
-        return None
-    return events if isinstance(events, list) else None
+    return events
 
 
 def _write_cached(cached: Path, events: list[tuple[int, dict[str, Any]]]) -> None:
+    import time
+
+    payload = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
     try:
-        atomic.write_bytes(cached, pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL))
+        atomic.write_bytes(cached, hashlib.sha256(payload).digest() + payload)
         kept = sorted(cached.parent.glob("*.pickle"), key=lambda p: p.stat().st_mtime,
                       reverse=True)
         for old in kept[CACHE_KEEP:]:
             old.unlink(missing_ok=True)
+        # Left by a writer that was killed (atomic.write_bytes names them .NAME.*.tmp).
+        for tmp in cached.parent.glob(".*.pickle.*.tmp"):
+            if tmp.stat().st_mtime < time.time() - 3600:
+                tmp.unlink(missing_ok=True)
     except OSError:
         pass                               # a read-only or full cache only costs time
 

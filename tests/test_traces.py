@@ -6,6 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,7 +173,7 @@ def test_replay_thp_option_reaches_the_model_and_the_json(tmp_path):
 def test_a_line_that_is_not_utf8_is_an_error_naming_it(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"op":"spawn","pid":1}\n{"op":"exec","pid":1,"comm":"\xff"}\n')
-    with pytest.raises(RmaplabError, match="not valid JSON") as e:
+    with pytest.raises(RmaplabError, match="not valid UTF-8") as e:
         traces.load(path)
     assert e.value.line == 2
 
@@ -230,3 +231,47 @@ def test_an_unwritable_cache_only_costs_time(monkeypatch, tmp_path):
     (tmp_path / "cache").write_text("a file where the cache directory would be")
     path = _fork_trace(tmp_path)
     assert traces.load(path) == traces.load(path)
+
+
+def test_a_damaged_gzip_stream_is_an_error_naming_the_file(tmp_path):
+    path = traces.write(workloads.sep(3, 2), tmp_path / "t.jsonl.gz")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF                           # inside the deflate stream
+    path.write_bytes(bytes(data))
+    with pytest.raises(RmaplabError, match="cannot read trace|not valid") as e:
+        traces.load(path)
+    assert e.value.path == str(path)
+
+
+def test_a_cached_pickle_that_does_not_match_its_digest_is_parsed_again(monkeypatch, tmp_path):
+    import pickle
+
+    cache = _cache_env(monkeypatch, tmp_path)
+    path = _fork_trace(tmp_path)
+    first = traces.load(path)
+    cached = next(cache.glob("*.pickle"))
+    blob = bytearray(cached.read_bytes())
+    # A still-loadable change (a prot string) and a foreign but well-formed pickle.
+    at = blob.find(b"rw")
+    blob[at + 1:at + 2] = b"x"
+    for damaged in (bytes(blob), pickle.dumps([(1, {"op": "exit", "pid": 1})])):
+        cached.write_bytes(damaged)
+        assert traces.load(path) == first
+
+
+def test_the_cache_key_covers_the_validators_sources_not_the_loaded_modules(monkeypatch):
+    import hashlib
+
+    import orjson
+
+    from rmaplab.model import machine
+
+    monkeypatch.setattr(traces, "_VALIDATOR_DIGEST", None)
+    # Compiled, machine and structs load from build/fast/...so: their .py must be read.
+    monkeypatch.setattr(machine, "__file__", "/nonexistent/machine.cpython-311.so")
+    here = Path(traces.__file__).parent
+    h = hashlib.sha256()
+    for f in ("traces.py", "model/machine.py", "model/structs.py"):
+        h.update((here / f).read_bytes())
+    h.update(orjson.__version__.encode())
+    assert traces._validator_digest() == h.hexdigest()[:16]
