@@ -779,3 +779,24 @@ def test_aa_calibration_enumerates_unordered_splits():
 def test_aa_calibration_needs_enough_runs():
     with pytest.raises(RmaplabError, match="at least 6 runs"):
         calibration.aa_splits(np.ones(5), n=3)
+
+
+def test_a_user_time_change_from_zero_is_flagged_in_seconds():
+    # /bin/true vs a forking command: A's user time is 0.00 s at the 10 ms clock, so there
+    # is no percentage; the confounder is still reported (tests/test_measure_ab.py hit it).
+    vals = {"real": ([0.01] * 6, [0.03, 0.031, 0.029, 0.03, 0.032, 0.028]),
+            "user": ([0.0] * 6, [0.01, 0.02, 0.01, 0.02, 0.01, 0.02]),
+            "sys": ([0.0] * 6, [0.01] * 6)}
+    rows = []
+    for metric, sides in vals.items():
+        for side, values in zip("AB", sides, strict=True):
+            for i, v in enumerate(values):
+                rows.append({"source": "t", "line": 2 * i + (side == "B"), "group": side,
+                             "run": i, "metric": metric, "seconds": v, "kind": "run",
+                             "n": 1, "format": "t"})
+    df = pd.DataFrame(rows)
+    res = comparison.compare(df[df.group == "A"], df[df.group == "B"], same_file=True)
+    by = {m.metric: m for m in res.metrics}
+    assert by["user"].pct_change is None and by["user"].verdict_kind == "change"
+    assert res.confounder is not None
+    assert "from 0.000 s to 0.015 s" in res.confounder["message"]

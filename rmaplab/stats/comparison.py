@@ -270,13 +270,17 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, *, label_a: str = "A", label_b: st
     confounder = None
     user = next((m for m in rows if m.metric == "user"), None)
     if user is not None and user.verdict_kind == "change":
+        # No percentage when A's mean user time is 0 (a command too short for the 10 ms
+        # clock): the change is then stated in seconds.
+        how = (f"by {user.pct_change:+.1f}%" if user.pct_change is not None
+               else f"from {user.mean_a:.3f} s to {user.mean_b:.3f} s")
         confounder = {
             "metric": "user",
             "pct_change": user.pct_change,
             "p_welch_holm": user.p_welch_holm,
             "p_mannwhitney_holm": user.p_mannwhitney_holm,
             "message": (
-                f"user time changed by {user.pct_change:+.1f}% (Welch Holm p = "
+                f"user time changed {how} (Welch Holm p = "
                 f"{fmt_p(user.p_welch_holm)}, {user.verdict}): a change confined to kernel code "
                 "such as anon_vma bookkeeping cannot move user time, so something else "
                 "differed between A and B (load, CPU frequency, caches, compiler, run order)"),
