@@ -113,10 +113,15 @@ def align_ranges(ev: dict[str, Any]) -> dict[str, Any]:
     (syscalls report unaligned lengths); start addresses must already be aligned."""
     op = ev["op"]
     if "start" in SCHEMA[op][0] and isinstance(ev.get("end"), int):
-        ev["end"] = (ev["end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        ev["end"] = _page_align(ev["end"])
     if op == "mremap" and isinstance(ev.get("new_end"), int):
-        ev["new_end"] = (ev["new_end"] + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        ev["new_end"] = _page_align(ev["new_end"])
     return ev
+
+
+def _page_align(n: int) -> int:
+    """PAGE_ALIGN()."""
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
 def validate(obj: Any, source: str, line: int) -> dict[str, Any]:
@@ -159,7 +164,7 @@ def _check_range(ev: dict[str, Any], op: str, source: str, line: int) -> None:
     start = ev["start"]
     if start & _PAGE_MASK:
         raise TraceError(f"{op}: start {start:#x} is not page-aligned", path=source, line=line)
-    end = ev["end"] = (ev["end"] + _PAGE_MASK) & ~_PAGE_MASK     # PAGE_ALIGN(len)
+    end = ev["end"] = _page_align(ev["end"])
     if end <= start:
         raise TraceError(f"{op}: empty or inverted range", path=source, line=line)
 
@@ -212,7 +217,7 @@ def _check_mremap(ev: dict[str, Any], op: str, source: str, line: int) -> None:
     _check_range(ev, op, source, line)
     if ev["new_start"] & _PAGE_MASK:
         raise TraceError("mremap: new_start is not page-aligned", path=source, line=line)
-    ev["new_end"] = (ev["new_end"] + _PAGE_MASK) & ~_PAGE_MASK
+    ev["new_end"] = _page_align(ev["new_end"])
     if ev["new_end"] <= ev["new_start"]:
         raise TraceError("mremap: empty or inverted new range", path=source, line=line)
     if ev["dontunmap"].__class__ is not bool:

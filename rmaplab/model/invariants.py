@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rmaplab.model.structs import PAGE_SHIFT, AnonVma, Mm, Vma
+from rmaplab.model.vma import VmaMixin
 
 Report = Callable[[str, str], None]
 
@@ -119,13 +120,7 @@ def _pages_reachable(mm: Mm) -> bool:
         if page.mapping.freed:
             return False
         addr = vpn << PAGE_SHIFT
-        lo, hi = 0, n                       # the first VMA ending after addr
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if vmas[mid].end <= addr:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = VmaMixin.vmas_from(mm, addr)   # the first VMA ending after addr
         if lo == n or vmas[lo].start > addr or not _on_chain(vmas[lo], page.mapping):
             return False
     return True
