@@ -220,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="runs per side for the compare benchmark (1000)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.trace is not None and not args.trace.is_file():
+        p.error(f"--trace {args.trace}: no such trace file")   # before minutes of benchmarks
+    if args.vmas < 1 or args.forks < 1 or args.compare_runs < 2:
+        p.error("--vmas and --forks must be at least 1, --compare-runs at least 2")
+    from rmaplab.model import POLICIES
+
+    if args.policy not in POLICIES:
+        p.error(f"--policy {args.policy}: not a built-in policy ({', '.join(POLICIES)})")
 
     if args.only_compare:
         results = {"compare": compare_speed(args.compare_runs),
