@@ -17,8 +17,7 @@ import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from rmaplab.errors import RmaplabError
 from rmaplab.timings import (
@@ -30,6 +29,9 @@ from rmaplab.timings import (
     rmaplab_measure,
 )
 from rmaplab.timings._schema import COLUMNS, METRICS, TimingRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Sniffing order matters only for JSON, where the first match wins.
 FORMATS = {m.NAME: m for m in (hyperfine, pyperf_json, rmaplab_measure, perf_stat, gnu_time,
@@ -137,6 +139,10 @@ def load_many(paths: Iterable[str | Path], format: str = "auto",
 
 def to_frame(records: Iterable[TimingRecord]) -> pd.DataFrame:
     """Records as a tidy DataFrame: the schema columns first, then any extras."""
+    # Imported here: every `rmaplab` command builds its parser from FORMATS, and pandas
+    # takes 0.4-0.6 s to import, which commands without timing files need not pay.
+    import pandas as pd
+
     rows = [r.as_dict() for r in records]
     df = pd.DataFrame(rows)
     if df.empty:
