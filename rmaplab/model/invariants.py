@@ -18,11 +18,16 @@ warning, for policies with ``skip_unfaulted``).
 
 ``check_mm`` covers one address space, ``check_family`` one anon_vma tree (the
 set reachable from its root); the machine calls them for what an event touched.
+``check_mm_range`` is check_mm for the part of an address space that one event over
+[lo, hi) can change (the incremental checks): the VMAs there and one on each side, every
+VMA of the mm sharing an anon_vma with them, the pages under them.  Given a state where
+check_mm's rules held (or were reported) outside that part, it reports what check_mm
+would, in check_mm's order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from rmaplab.model.structs import PAGE_SHIFT, AnonVma, Mm, Vma
 from rmaplab.model.vma import VmaMixin
@@ -63,35 +68,125 @@ def check_mm(mm: Mm, report: Report) -> None:
         if vma.start < prev_end or vma.start >= vma.end:
             report("links", f"pid {mm.pid}: VMA list unsorted or overlapping at {vma!r}")
         prev_end = vma.end
-        av = vma.anon_vma
-        if av is None and not vma.chain:
+        if vma.anon_vma is None and not vma.chain:
             continue            # nothing chained, nothing to compare: most VMAs
-        for avc in vma.chain:
-            if avc.vma is not vma:
-                report("links", f"pid {mm.pid}: AVC on {vma!r}'s chain points to {avc.vma!r}")
-            if avc.anon_vma.freed:
-                report("links",
-                       f"pid {mm.pid}: {vma!r} is chained to freed {avc.anon_vma!r}")
-            elif avc not in avc.anon_vma.avcs:
-                report("links", f"pid {mm.pid}: {vma!r}'s AVC missing from {avc.anon_vma!r}'s tree")
-        if av is None:
-            report("links", f"pid {mm.pid}: {vma!r} has a chain but no anon_vma")
-            continue
-        if not _on_chain(vma, av):
-            report("links", f"pid {mm.pid}: {vma!r}'s anon_vma {av!r} is not on its chain")
-        other = first_user.get(av)
-        if other is None:
-            first_user[av] = vma
-        elif not _same_chain(other, vma):
-            report("same-anon_vma-same-chain",
-                   f"pid {mm.pid}: VMAs sharing {av!r} have chains "
-                   f"{_ids(_chain_set(other))} and {_ids(_chain_set(vma))} (at {vma!r})")
-    if not mm.pages or _pages_reachable(mm):
+        if _check_links(mm, vma, report):
+            _check_same_chain(mm, vma, first_user, report)
+    if not mm.pages or _pages_reachable(mm, mm.pages):
         return
-    # Something is wrong: walk the pages in address order to report each in turn.
+    _report_pages(mm, sorted(mm.pages), report)
+
+
+def _check_links(mm: Mm, vma: Vma, report: Report) -> bool:
+    """The links rules for one VMA with a chain or an anon_vma; True if it has an
+    anon_vma on its chain to compare chains by."""
+    for avc in vma.chain:
+        if avc.vma is not vma:
+            report("links", f"pid {mm.pid}: AVC on {vma!r}'s chain points to {avc.vma!r}")
+        if avc.anon_vma.freed:
+            report("links",
+                   f"pid {mm.pid}: {vma!r} is chained to freed {avc.anon_vma!r}")
+        elif avc not in avc.anon_vma.avcs:
+            report("links", f"pid {mm.pid}: {vma!r}'s AVC missing from {avc.anon_vma!r}'s tree")
+    av = vma.anon_vma
+    if av is None:
+        report("links", f"pid {mm.pid}: {vma!r} has a chain but no anon_vma")
+        return False
+    if not _on_chain(vma, av):
+        report("links", f"pid {mm.pid}: {vma!r}'s anon_vma {av!r} is not on its chain")
+    return True
+
+
+def _check_same_chain(mm: Mm, vma: Vma, first_user: dict[AnonVma, Vma],
+                      report: Report) -> None:
+    """vma (an anon_vma user, met in address order) against the first user of its
+    anon_vma in this mm."""
+    av = vma.anon_vma
+    assert av is not None
+    other = first_user.get(av)
+    if other is None:
+        first_user[av] = vma
+    elif not _same_chain(other, vma):
+        report("same-anon_vma-same-chain",
+               f"pid {mm.pid}: VMAs sharing {av!r} have chains "
+               f"{_ids(_chain_set(other))} and {_ids(_chain_set(vma))} (at {vma!r})")
+
+
+def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
+    """check_mm for what an event on [lo, hi) of mm can have changed (see the module's
+    docstring): the VMAs that reach into [lo - 1, hi] -- a merge at either edge extends
+    a neighbour, which then does -- checked against the list before and after them."""
+    vmas = mm.vmas
+    n = len(vmas)
+    i0 = VmaMixin.vmas_from(mm, lo - 1)
+    i1 = i0
+    while i1 < n and vmas[i1].start <= hi:
+        i1 += 1
+    prev_end = vmas[i0 - 1].end if i0 > 0 else -1
+    # Every user of the window's anon_vmas in this mm, found from the anon_vmas' trees
+    # (a VMA is in its anon_vma's tree, or a links report above says it is not): the
+    # same-chain rule compares each with the first in address order, as check_mm does.
+    found: set[Vma] | None = None
+    lo_start, hi_end = (vmas[i0].start, vmas[i1 - 1].end) if i0 < i1 else (0, 0)
+    prev_av: AnonVma | None = None
+    for i in range(i0, i1):
+        av = vmas[i].anon_vma
+        if av is None or av is prev_av:          # (neighbours often share one)
+            continue
+        prev_av = av
+        for avc in av.avcs:
+            user = avc.vma
+            if user.mm is mm and user.anon_vma is av and (user.end <= lo_start
+                                                          or user.start >= hi_end):
+                if found is None:
+                    found = set()
+                found.add(user)
+    outside = sorted(found, key=_by_start) if found is not None else []
+    first_user: dict[AnonVma, Vma] = {}
+    k = 0
+    for i in range(i0, i1):
+        vma = vmas[i]
+        while k < len(outside) and outside[k].start < vma.start:   # users before it
+            _check_same_chain(mm, outside[k], first_user, report)
+            k += 1
+        if vma.start < prev_end or vma.start >= vma.end:
+            report("links", f"pid {mm.pid}: VMA list unsorted or overlapping at {vma!r}")
+        prev_end = vma.end
+        if vma.anon_vma is None and not vma.chain:
+            continue
+        if _check_links(mm, vma, report):
+            _check_same_chain(mm, vma, first_user, report)
+    if i1 < n and vmas[i1].start < prev_end:     # the first VMA after them
+        report("links", f"pid {mm.pid}: VMA list unsorted or overlapping at {vmas[i1]!r}")
+    while k < len(outside):
+        _check_same_chain(mm, outside[k], first_user, report)
+        k += 1
+    # The pages under the window, and under [lo, hi) if no VMA covers it any more.
+    if not mm.pages:
+        return
+    first = lo if i0 == i1 else min(lo, vmas[i0].start)
+    last = hi if i0 == i1 else max(hi, vmas[i1 - 1].end)
+    vlo, vhi = first >> PAGE_SHIFT, (last + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
+    pages = mm.pages
+    if vhi - vlo < len(pages):
+        under = [v for v in range(vlo, vhi) if v in pages]
+    else:
+        under = [v for v in pages if vlo <= v < vhi]
+    if under and not _pages_reachable(mm, under):
+        under.sort()
+        _report_pages(mm, under, report)
+
+
+def _by_start(vma: Vma) -> int:
+    return vma.start
+
+
+def _report_pages(mm: Mm, vpns: list[int], report: Report) -> None:
+    """Something is wrong: walk the pages (vpns, sorted) in address order to report each
+    in turn."""
     vmas = mm.vmas
     j = 0
-    for vpn in sorted(mm.pages):
+    for vpn in vpns:
         page = mm.pages[vpn]
         addr = vpn << PAGE_SHIFT
         while j < len(vmas) and vmas[j].end <= addr:
@@ -110,13 +205,15 @@ def check_mm(mm: Mm, report: Report) -> None:
                    f"chain {_ids(_chain_set(at))}: an rmap walk cannot find this mapping")
 
 
-def _pages_reachable(mm: Mm) -> bool:
-    """True if every mapped page's anon_vma is live and on the chain of the VMA that maps
-    it: check_mm's page checks without reports, in the pages' own order (no sort: this
-    runs after every event of a checked replay)."""
+def _pages_reachable(mm: Mm, vpns: Iterable[int]) -> bool:
+    """True if the page at each of vpns (mapped in mm) has a live anon_vma on the chain
+    of the VMA that maps it: check_mm's page checks without reports, in the order given
+    (no sort: this runs after every event of a checked replay)."""
     vmas = mm.vmas
     n = len(vmas)
-    for vpn, page in mm.pages.items():
+    pages = mm.pages
+    for vpn in vpns:
+        page = pages[vpn]
         if page.mapping.freed:
             return False
         addr = vpn << PAGE_SHIFT
@@ -145,23 +242,68 @@ def check_family(root: AnonVma, report: Report) -> None:
         report("counts", f"{root!r} is checked as a root but has root {root.root!r}, "
                          f"parent {root.parent!r}")
         return
-    vmas, members = family(root)
     if not root.avcs:
         # An emptied root lives on only while descendants pin it, and they empty first.
         report("counts", f"root {root!r} has an empty tree but is not freed "
                          f"(refcount {root.refcount})")
         return
+    if _family_sound(root):
+        return
+    # Something is wrong: the members by id, to report (the order of the reports is part
+    # of the result; set order is by address).
+    vmas, members = family(root)
     active: dict[AnonVma, int] = {}
     for vma in vmas:
         if vma.anon_vma is not None:
             active[vma.anon_vma] = active.get(vma.anon_vma, 0) + 1
-    # The members in set order first, without reports (no sort: this runs for every
-    # family an event touched); only if something is wrong again by id, to report: the
-    # order of the reports is part of the result and set order is by address.
-    problems: list[str] = []
-    _check_members(root, list(members), members, active, lambda inv, d: problems.append(inv))
-    if problems:
-        _check_members(root, sorted(members, key=by_id), members, active, report)
+    _check_members(root, sorted(members, key=by_id), members, active, report)
+
+
+def _family_sound(root: AnonVma) -> bool:
+    """True only if check_family would report nothing for root (live, its own root and
+    parent, a non-empty tree): the same rules without reports or sorting -- this runs for
+    every family an event touched.  The counts go in each member's scratch fields under
+    a fresh token, not in dicts.  False may be wrong the other way (a VMA chained to the
+    root twice, a VMA using an anon_vma not on its chain); the full check then decides."""
+    token = _Token()
+    members: list[AnonVma] = []
+    for avc in root.avcs:
+        for link in avc.vma.chain:
+            m = link.anon_vma
+            if m.mark is not token:
+                m.mark = token
+                m.users = 0
+                m.kids = 0
+                members.append(m)
+    if root.mark is not token:
+        return False
+    for avc in root.avcs:                   # VMAs of the family using each member
+        av = avc.vma.anon_vma
+        if av is not None:
+            if av.mark is not token:
+                return False
+            av.users += 1
+    root.kids = 1                           # the root's self-parent link
+    non_root = 0
+    for m in members:
+        if m.freed or m.root is not root:
+            return False
+        if m is not root:
+            non_root += 1
+            parent = m.parent
+            if m.refcount != 1 or parent.mark is not token:
+                return False
+            parent.kids += 1
+    for m in members:
+        if m.num_active_vmas != m.users or m.num_children != m.kids:
+            return False
+    return root.refcount == 1 + non_root
+
+
+class _Token:
+    """A check's mark: members carry it while their scratch counts are this check's."""
+
+    __slots__ = ()
 
 
 def _check_members(root: AnonVma, ordered: list[AnonVma], members: set[AnonVma],

@@ -27,6 +27,7 @@ from rmaplab.model.structs import (
     VM_NORESERVE,
     VM_PFNMAP,
     VM_WIPEONFORK,
+    AnonVma,
     Mm,
 )
 from rmaplab.model.vma import MERGE_RULES, VmaMixin
@@ -118,15 +119,18 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.violation_count = 0
         self.max_violations = max_violations
         self._seen: set[tuple[str, str]] = set()
-        self._roots: set = set()
+        self._roots: set[AnonVma] = set()
+        # What the incremental checks look at after an event: whole mms (by pid), and
+        # for the others the range [lo, hi) the event worked on (check_mm_range).
         self._dirty: set[int] = set()
+        self._ranges: dict[int, tuple[int, int]] = {}
         self.event_index = 0
         # Whether the invariants run after each event: with check="off" nothing records
         # what an event touched.
         self.checking = check != "off"
 
     # ------------------------------------------------------------ bookkeeping
-    def touched(self, anon_vma) -> None:
+    def touched(self, anon_vma: AnonVma) -> None:
         if self.checking:
             self._roots.add(anon_vma.root)
 
@@ -151,15 +155,19 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             raise EventError(f"process {pid} already exists")
         self.mms[pid] = Mm(pid)
         self.counters.spawns += 1
+        if self.checking:
+            self._dirty.add(pid)
 
     def exec(self, pid: int) -> None:
         mm = self._mm(pid)
-        self._remember_roots(mm)
         if self.walks is not None and mm.forked:
             self.walks.end_of_mm(mm)
         self.exit_mmap(mm)
         self.mms[pid] = Mm(pid)
         self.counters.execs += 1
+        if self.checking:
+            self._ranges.pop(pid, None)
+            self._dirty.add(pid)
 
     def fork(self, pid: int, child: int) -> None:
         parent = self._mm(pid)
@@ -174,33 +182,31 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         if parent.forked:
             self.counters.mm_forks_by_forked += 1
         if self.checking:
+            # copy_page_range() shares every anon page of the parent: both mms whole.
+            self._dirty.add(pid)
             self._dirty.add(child)
 
     def exit(self, pid: int) -> None:
         mm = self._mm(pid)
-        self._remember_roots(mm)
         if self.walks is not None and mm.forked:
             self.walks.end_of_mm(mm)
         self.exit_mmap(mm)
         del self.mms[pid]
         self._dirty.discard(pid)
+        self._ranges.pop(pid, None)
         self.counters.exits += 1
-
-    def _remember_roots(self, mm: Mm) -> None:
-        if self.checking:
-            for vma in mm.vmas:
-                if vma.anon_vma is not None:
-                    self._roots.add(vma.anon_vma.root)
 
     # ------------------------------------------------------------ events
     def apply(self, ev: dict) -> None:
         # Typed locals: compiled, the op tests below are string compares, not generic ones.
         op: str = ev["op"]
         pid: int = ev["pid"]
-        if self.checking:
-            self._dirty.add(pid)
         if op == "touch":
-            self.handle_mm_fault(self._mm(pid), ev["addr"], ev["write"])
+            mm = self._mm(pid)
+            if self.checking:
+                addr: int = ev["addr"]
+                self._remember_window(pid, addr, addr + 1)
+            self.handle_mm_fault(mm, ev["addr"], ev["write"])
         elif op == "mmap":
             flags = 0
             for name in ev.get("flags", ()):
@@ -231,6 +237,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             mm = self._mm(pid)
             if mm.brk is not None:
                 self._remember_range(mm, min(mm.brk, ev["end"]), max(mm.brk, ev["end"]) + 4096)
+            elif self.checking:
+                self._dirty.add(pid)         # the first brk of an mm places the heap
             self.do_brk(mm, ev["end"], ev.get("start"))
         elif op == "madvise":
             mm = self._mm(pid)
@@ -272,16 +280,20 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         for _, ev in events:
             self.apply(ev)
 
+    def _remember_window(self, pid: int, lo: int, hi: int) -> None:
+        """The event works on [lo, hi) of pid's mm: check that part after it."""
+        old = self._ranges.get(pid)
+        if old is not None:
+            lo, hi = min(lo, old[0]), max(hi, old[1])
+        self._ranges[pid] = (lo, hi)
+
     def _remember_range(self, mm: Mm, start: int, end: int) -> None:
-        """Roots of VMAs an event may unmap or merge away: check their families after it."""
-        if not self.checking:
-            return
-        i = self.vmas_from(mm, start - 1)
-        while i < len(mm.vmas) and mm.vmas[i].start <= end:
-            vma = mm.vmas[i]
-            if vma.anon_vma is not None:
-                self._roots.add(vma.anon_vma.root)
-            i += 1
+        """The event works on [start, end) of mm: check that part after it.  (The
+        families it changes are known without looking: every change to a family goes
+        through anon_vma_prepare, anon_vma_clone, anon_vma_fork or unlink_anon_vmas,
+        which report the anon_vmas they touch.)"""
+        if self.checking:
+            self._remember_window(mm.pid, start, end)
 
     def check_invariants(self) -> None:
         report = self.violation
@@ -294,15 +306,27 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             roots = {avc.anon_vma.root for mm in self.mms.values() for vma in mm.vmas
                      for avc in vma.chain} | self._roots
         else:
-            for pid in (self._dirty if len(self._dirty) < 2 else sorted(self._dirty)):
-                dirty = self.mms.get(pid)
-                if dirty is not None:
-                    invariants.check_mm(dirty, report)
+            ranges = self._ranges
+            if not self._dirty and len(ranges) == 1:     # most events: one range
+                for pid, (lo, hi) in ranges.items():
+                    invariants.check_mm_range(self.mms[pid], lo, hi, report)
+            else:
+                for pid in sorted(self._dirty | ranges.keys()):
+                    dirty = self.mms.get(pid)
+                    if dirty is None:
+                        continue
+                    if pid in self._dirty:
+                        invariants.check_mm(dirty, report)
+                    else:
+                        lo, hi = ranges[pid]
+                        invariants.check_mm_range(dirty, lo, hi, report)
             roots = self._roots
-        for root in (roots if len(roots) < 2 else sorted(roots, key=invariants.by_id)):
-            invariants.check_family(root, report)
+        if roots:
+            for root in (roots if len(roots) < 2 else sorted(roots, key=invariants.by_id)):
+                invariants.check_family(root, report)
         self._dirty.clear()
-        self._roots = set()
+        self._ranges.clear()
+        self._roots.clear()
 
     def result(self) -> ReplayResult:
         return ReplayResult(self.policy.name, self.merge_rule, self.event_index,

@@ -219,6 +219,8 @@ class RmapMixin(KernelBase):
             c.share_at_fork += 1
             if src.mm.forked:
                 c.share_at_fork_by_forked += 1
+        if src.chain:
+            self.touched(src.chain[0].anon_vma)   # dst joins src's family (its root's)
         allocated = c.avc_alloc
         for pavc in src.chain:                    # list_for_each_entry_reverse: oldest first
             anon_vma = pavc.anon_vma

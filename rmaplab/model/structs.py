@@ -53,7 +53,7 @@ PROT: Final = {"": 0, "r": VM_READ, "rw": VM_READ | VM_WRITE, "rx": VM_READ | VM
 
 class AnonVma:
     __slots__ = ("id", "root", "parent", "refcount", "num_children", "num_active_vmas",
-                 "avcs", "freed", "pages", "depth", "deferred")
+                 "avcs", "freed", "pages", "depth", "deferred", "mark", "users", "kids")
 
     def __init__(self, ident: int) -> None:
         self.id = ident
@@ -73,6 +73,12 @@ class AnonVma:
         # object stands for the rmap such a kernel keeps without an anon_vma, and neither
         # it nor the AVCs that link to it are counted until it is materialised.
         self.deferred = False
+        # Scratch space of the invariant checks (rmaplab.model.invariants._family_sound):
+        # counts per member of the family being checked, valid while ``mark`` is that
+        # check's token -- counting on the objects themselves needs no dict per check.
+        self.mark: object | None = None
+        self.users = 0
+        self.kids = 0
 
     @property
     def degree(self) -> int:
