@@ -79,15 +79,16 @@ def kernel_fork_ns(vmas: int, forks: int, repeats: int = 11) -> tuple[float, flo
     return runs[len(runs) // 2], runs[0], runs[-1]
 
 
-def replay_speed(path: Path, policy: str, pure: bool = False) -> dict:
+def replay_speed(path: Path, policy: str, pure: bool = False, check: str = "off") -> dict:
     """Replay in a fresh process so its peak RSS is the replay's own (``pure``: the
-    interpreted reference)."""
+    interpreted reference; ``check``: the invariant checks after each event, none by
+    default: the model's own speed)."""
     code = (
         "import json,os,resource,sys,time\n"
         "from rmaplab import traces\n"
         "os.environ['RMAPLAB_TRACE_CACHE']='0'\n"           # parsed: the cold load
         f"t0=time.perf_counter(); ev=traces.load({str(path)!r}); t1=time.perf_counter()\n"
-        f"r=traces.replay(ev, policy={policy!r}, check='off'); t2=time.perf_counter()\n"
+        f"r=traces.replay(ev, policy={policy!r}, check={check!r}); t2=time.perf_counter()\n"
         "print(json.dumps({'events': len(ev), 'load_s': t1-t0, 'replay_s': t2-t1,"
         " 'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))\n")
     res = json.loads(_python(code, pure).strip().splitlines()[-1])
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     if trace is not None:
         results["load"] = {"trace": str(trace), **load_speed(trace)}
         results["replay"] = {"trace": str(trace), **replay_speed(trace, args.policy)}
+        # What `rmaplab replay TRACE` runs by default: the incremental invariant checks.
+        results["replay_checked"] = {"trace": str(trace),
+                                     **replay_speed(trace, args.policy, check="incremental")}
         if not args.no_reference:
             results["replay_reference"] = {"trace": str(trace),
                                            **replay_speed(trace, args.policy, pure=True)}
@@ -304,7 +308,8 @@ def _print(results: dict, args) -> None:
         print(f"load {r['events']:,} events: parsed {r['parse_s']:.2f} s "
               f"({r['events_per_s_parsed']:,.0f} events/s), parsed and cached "
               f"{r['parse_and_cache_s']:.2f} s, from the cache {r['cached_s']:.2f} s")
-    for key, label in (("replay", "model"), ("replay_reference", "reference")):
+    for key, label in (("replay", "model"), ("replay_checked", "model, incremental checks"),
+                       ("replay_reference", "reference")):
         if key in results:
             r = results[key]
             print(f"replay ({args.policy}, {label}): {r['events']:,} events in "

@@ -280,18 +280,43 @@ def _parse(f: BinaryIO, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     source = str(path)
     try:
         lines = gzip.GzipFile(fileobj=f, mode="rb") if path.suffix == ".gz" else f
-        for i, raw in enumerate(lines, 1):
-            text = raw.strip()
+        for i, text in _numbered_lines(lines):
             if not text or text[0] == _HASH:
                 continue
             try:
                 obj = orjson.loads(text)
             except orjson.JSONDecodeError as e:
-                what = "not valid UTF-8" if "UTF-8" in e.msg else "not valid JSON"
-                raise TraceError(f"{what} ({e.msg})", path=source, line=i) from None
+                obj = _loads_with_json(text, e, source, i)
             yield i, validate(obj, source, i)
     except (OSError, EOFError, zlib.error) as e:       # zlib.error: a damaged gzip stream
         raise TraceError(f"cannot read trace ({e})", path=source) from None
+
+
+def _numbered_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, stripped line) with the line ends of text mode (universal newlines):
+    a bare CR ends a line too, as it did when traces were read as text."""
+    i = 0
+    for raw in lines:
+        text = raw.strip()
+        if b"\r" not in text:
+            i += 1
+            yield i, text
+            continue
+        for part in text.split(b"\r"):
+            i += 1
+            yield i, part.strip()
+
+
+def _loads_with_json(text: bytes, error: orjson.JSONDecodeError, source: str,
+                         line: int) -> Any:
+    """What json.loads makes of a line orjson refuses: JSON that escapes a lone surrogate
+    ("\\ud800") is still JSON, and traces were read with json before.  Else orjson's
+    reason, as a TraceError."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        what = "not valid UTF-8" if "UTF-8" in error.msg else "not valid JSON"
+        raise TraceError(f"{what} ({error.msg})", path=source, line=line) from None
 
 
 _HASH = ord("#")

@@ -275,3 +275,27 @@ def test_the_cache_key_covers_the_validators_sources_not_the_loaded_modules(monk
         h.update((here / f).read_bytes())
     h.update(orjson.__version__.encode())
     assert traces._validator_digest() == h.hexdigest()[:16]
+
+
+def test_bare_cr_line_ends_split_lines_as_text_mode_did(tmp_path):
+    """Old Mac line ends: each CR ends a line, and errors name the line a text editor
+    shows (the loader read traces as text, with universal newlines, before orjson)."""
+    path = tmp_path / "cr.jsonl"
+    path.write_bytes(b'# cr only\r{"op":"spawn","pid":1}\r{"op":"mmap","pid":1,'
+                     b'"start":4096,"end":8192,"prot":"rw"}\r\r{"op":"exit","pid":1}\r\n')
+    assert [(i, ev["op"]) for i, ev in traces.load(path)] == [(2, "spawn"), (3, "mmap"),
+                                                               (5, "exit")]
+    path.write_bytes(b'{"op":"spawn","pid":1}\r\n{"op":"spawn","pid":2}\r{"op":"exit"')
+    with pytest.raises(traces.TraceError) as e:
+        traces.load(path)
+    assert e.value.line == 3 and "not valid JSON" in str(e.value)
+
+
+def test_escaped_lone_surrogates_are_json_and_load(tmp_path):
+    """orjson refuses "\\ud800" escapes; they are valid JSON (json.loads reads them, as the
+    loader did before orjson), so such a line loads as it did."""
+    path = write(tmp_path, ['{"op":"spawn","pid":1,"comm":"sh\\ud800"}',
+                            '{"op":"exec","pid":1,"comm":"\\udfff"}'])
+    events = traces.load(path)
+    assert [ev.get("comm") for _, ev in events] == ["sh\ud800", "\udfff"]
+    assert traces.replay(events).counters["spawns"] == 1
