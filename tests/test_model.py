@@ -606,3 +606,27 @@ def test_madvise_hugepage_and_nohugepage_change_flags_only_with_thp():
     for _, ev in numbered:
         k.apply(ev)
     assert _layout(k) == [(0, 2), (2, 5), (5, 7)]
+
+
+def test_policy_hooks_are_called_where_overridden_on_the_class_or_the_instance():
+    """Kernel reads a policy once (PolicyRules) and calls only the hooks it overrides:
+    an override on a subclass or set on the instance must still run."""
+    import copy
+
+    from rmaplab.model.policies import V60, get_policy
+
+    class DeferAll(V60):
+        def defer_anon_vma(self, vma, site):
+            return True
+
+    on_instance = copy.copy(get_policy("v6.0"))
+    on_instance.defer_anon_vma = lambda vma, site: True
+    events = [{"op": "spawn", "pid": 1},
+              {"op": "mmap", "pid": 1, "start": 0x10000, "end": 0x12000, "prot": "rw"},
+              {"op": "touch", "pid": 1, "addr": 0x10000, "write": True}]
+    for policy, deferred in ((DeferAll(), 1), (on_instance, 1), (get_policy("v6.0"), 0)):
+        kernel = Kernel(policy, check="full")
+        for ev in events:
+            kernel.apply(ev)
+        assert kernel.counters.anon_vma_deferred == deferred
+        assert kernel.counters.anon_vma_alloc == 1 - deferred

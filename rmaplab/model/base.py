@@ -26,10 +26,47 @@ if TYPE_CHECKING:
     from rmaplab.model.structs import AnonVma, ForkLinks, Mm, Page, Vma
 
 
+class PolicyRules:
+    """A policy's data, and which of its hooks it overrides, read once for a Kernel.
+
+    The compiled model tests these native fields on every call instead of looking up an
+    interpreted object's attributes (policies stay interpreted: plug-ins subclass them),
+    and does not call a hook the policy leaves at Policy's default, which does nothing.
+    A policy serves a whole replay unchanged (Policy's docstring), so reading it once is
+    reading it each time.
+    """
+
+    __slots__ = ("reuse_needs_src_anon_vma", "prepare_wipeonfork_at_fork", "stale_vm_prev",
+                 "fork_allocates_first", "avc_alloc_unlocked", "skip_unfaulted",
+                 "may_reuse", "clone_preset", "fork_share", "defer_anon_vma", "before_fork")
+
+    def __init__(self, policy: Policy) -> None:
+        self.reuse_needs_src_anon_vma = bool(policy.reuse_needs_src_anon_vma)
+        self.prepare_wipeonfork_at_fork = bool(policy.prepare_wipeonfork_at_fork)
+        self.stale_vm_prev = bool(policy.stale_vm_prev)
+        self.fork_allocates_first = bool(policy.fork_allocates_first)
+        self.avc_alloc_unlocked = bool(policy.avc_alloc_unlocked)
+        self.skip_unfaulted = bool(policy.skip_unfaulted)
+        # Hooks: True if the policy has its own.
+        self.may_reuse = _overrides(policy, "may_reuse")
+        self.clone_preset = _overrides(policy, "clone_preset")
+        self.fork_share = _overrides(policy, "fork_share")
+        self.defer_anon_vma = _overrides(policy, "defer_anon_vma")
+        self.before_fork = _overrides(policy, "before_fork")
+
+
+def _overrides(policy: Policy, hook: str) -> bool:
+    from rmaplab.model.policies import Policy as Default
+
+    return (hook in getattr(policy, "__dict__", {})
+            or getattr(type(policy), hook) is not getattr(Default, hook))
+
+
 @trait
 class KernelBase:
     # The state of the model kernel (set by Kernel.__init__).
     policy: Policy
+    rules: PolicyRules
     counters: Counters
     next_id: int
     merge_rule: str

@@ -23,7 +23,7 @@ from rmaplab.model.structs import PAGE_SHIFT, VM_DONTCOPY, VM_WIPEONFORK, ForkLi
 @trait
 class ForkMixin(KernelBase):
     def dup_mmap(self, mm: Mm, oldmm: Mm) -> None:
-        policy = self.policy
+        rules = self.rules
         child_prev: Vma | None = None
         parent_prev: Vma | None = None
         forked: list[tuple[Vma, Vma]] | None = [] if self.walks is not None else None
@@ -33,10 +33,10 @@ class ForkMixin(KernelBase):
             if mpnt.flags & VM_DONTCOPY:
                 continue
             tmp = self.vm_area_dup(mpnt, mm)
-            stale_prev = src_vm_prev if policy.stale_vm_prev else None
+            stale_prev = src_vm_prev if rules.stale_vm_prev else None
             if tmp.flags & VM_WIPEONFORK:
                 tmp.anon_vma = None
-                if policy.prepare_wipeonfork_at_fork:
+                if rules.prepare_wipeonfork_at_fork:
                     # v5.4: anon_vma_prepare(tmp) with tmp's links still the parent's.
                     idx = self._index(oldmm, mpnt)
                     nxt = oldmm.vmas[idx + 1] if idx + 1 < len(oldmm.vmas) else None

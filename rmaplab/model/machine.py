@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from rmaplab.errors import RmaplabError
 from rmaplab.model import invariants
+from rmaplab.model.base import PolicyRules
 from rmaplab.model.counters import Counters
 from rmaplab.model.fork import ForkMixin
 from rmaplab.model.memory import FaultMixin
@@ -101,6 +102,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
                  check: str = "incremental", max_violations: int = 1000,
                  walks: bool = False, thp: bool = True) -> None:
         self.policy = get_policy(policy)
+        self.rules = PolicyRules(self.policy)
         if merge_rule is None:
             merge_rule = self.policy.merge_rule
         if merge_rule not in MERGE_RULES:

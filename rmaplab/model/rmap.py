@@ -34,7 +34,7 @@ class RmapMixin(KernelBase):
         """
         self.next_id += 1
         av = AnonVma(self.next_id)
-        if self.policy.defer_anon_vma(vma, site):
+        if self.rules.defer_anon_vma and self.policy.defer_anon_vma(vma, site):
             av.deferred = True
             self.counters.anon_vma_deferred += 1
         else:
@@ -203,9 +203,9 @@ class RmapMixin(KernelBase):
         anon_vma_fork is dst->anon_vma NULL, and then an existing anon_vma of the chain
         may be reused (policy.may_reuse) to stop the hierarchy growing without bound.
         """
-        policy = self.policy
+        policy, rules = self.policy, self.rules
         c = self.counters
-        if policy.skip_unfaulted and src.anon_vma is None:
+        if rules.skip_unfaulted and src.anon_vma is None:
             # 7.0 "mm/rmap: skip unfaulted VMAs on anon_vma clone, unlink" (ljs 783e3bdb5f85):
             # return at once; check_anon_vma_clone() warns if such a VMA has a chain.
             if src.chain:
@@ -213,7 +213,7 @@ class RmapMixin(KernelBase):
                                f"{src!r} has no anon_vma but {len(src.chain)} AVC(s) "
                                "(VM_WARN_ON_ONCE in check_anon_vma_clone)")
             return
-        preset = policy.clone_preset(dst, src, links)
+        preset = policy.clone_preset(dst, src, links) if rules.clone_preset else None
         if preset is not None:
             dst.anon_vma = preset
             c.share_at_fork += 1
@@ -231,15 +231,15 @@ class RmapMixin(KernelBase):
                     # Where 47b390d23bf8's ``src->anon_vma`` term would decide: counted, so
                     # a replay shows whether it ever does.
                     c.reuse_test_src_null += 1
-                    if policy.reuse_needs_src_anon_vma:
+                    if rules.reuse_needs_src_anon_vma:
                         continue
-                if policy.may_reuse(anon_vma, dst, src):
+                if rules.may_reuse and policy.may_reuse(anon_vma, dst, src):
                     dst.anon_vma = anon_vma
                     c.reuse_at_fork += 1
         allocated = c.avc_alloc - allocated
         if allocated:
             c.anon_vma_lock += 1                  # one root for the whole chain
-            if not policy.avc_alloc_unlocked:
+            if not rules.avc_alloc_unlocked:
                 # dd34739c03f2: the first AVC is allocated before lock_anon_vma_root(), the
                 # others GFP_NOWAIT with the root rwsem held.
                 c.avc_alloc_locked += allocated - 1
@@ -256,10 +256,11 @@ class RmapMixin(KernelBase):
         """
         if pvma.anon_vma is None:
             return
-        policy = self.policy
-        policy.before_fork(self, vma, pvma)
+        policy, rules = self.policy, self.rules
+        if rules.before_fork:
+            policy.before_fork(self, vma, pvma)
         vma.anon_vma = NULL_ANON_VMA              # "we'll reuse existing or allocate new"
-        shared = policy.fork_share(vma, pvma, links)
+        shared = policy.fork_share(vma, pvma, links) if rules.fork_share else None
         if shared is not None:
             vma.anon_vma = shared
             self.counters.share_at_fork += 1
@@ -267,18 +268,18 @@ class RmapMixin(KernelBase):
                 self.counters.share_at_fork_by_forked += 1
             self.anon_vma_clone(vma, links.child_prev, "fork")
             return
-        if policy.fork_allocates_first:
+        if rules.fork_allocates_first:
             # 7.0 "mm/rmap: eliminate partial anon_vma tear-down in anon_vma_fork()" (ljs
             # 783e3bdb5f85): allocate before cloning, free both if an anon_vma is reused.
             anon_vma = self.anon_vma_alloc("anon_vma_fork", vma)
             avc = self.anon_vma_chain_alloc(vma, anon_vma, "anon_vma_fork")
         self.anon_vma_clone(vma, pvma, "fork", links)
         if vma.anon_vma is not None:              # an existing anon_vma has been reused
-            if policy.fork_allocates_first:
+            if rules.fork_allocates_first:
                 self.put_anon_vma(anon_vma)
                 self.anon_vma_chain_free(avc)
             return
-        if not policy.fork_allocates_first:
+        if not rules.fork_allocates_first:
             anon_vma = self.anon_vma_alloc("anon_vma_fork", vma)
             avc = self.anon_vma_chain_alloc(vma, anon_vma, "anon_vma_fork")
         anon_vma.num_active_vmas += 1
@@ -300,7 +301,7 @@ class RmapMixin(KernelBase):
         anon_vmas stay on the list during the first pass and are put in a second
         one (the kernel must drop the root lock before __put_anon_vma).
         """
-        if self.policy.skip_unfaulted and vma.anon_vma is None:
+        if self.rules.skip_unfaulted and vma.anon_vma is None:
             # 7.0 (ljs 783e3bdb5f85): "Unfaulted is a no-op."
             if vma.chain:
                 self.violation("unfaulted-with-chain",
