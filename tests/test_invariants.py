@@ -205,3 +205,19 @@ def test_a_range_checks_every_page_of_the_vmas_it_reaches():
     assert [inv for inv, _ in whole] == ["links"] + ["page-unreachable"] * 2
     assert f"{BASE + 3 * PAGE:#x}" in whole[2][1]
     assert _range_reports(k, 1, BASE, BASE + PAGE) == whole
+
+
+def test_a_vma_twice_in_its_roots_tree_is_not_taken_for_two_users():
+    """The quick family check counts users per AVC of the tree: a VMA linked to its root
+    twice, with num_active_vmas raised to match, must still be reported.  (Found by
+    review: the quick check passed it.)"""
+    k = _three_faulted_vmas()
+    vma = k.mms[1].vmas[0]
+    root = vma.anon_vma
+    twice = AnonVmaChain(vma, root)
+    vma.chain.append(twice)
+    root.avcs.add(twice)
+    root.num_active_vmas = 2
+    got: list = []
+    check_family(root, lambda inv, detail: got.append((inv, detail)))
+    assert got == [("counts", f"{root!r}.num_active_vmas = 2, but 1 VMA(s) use it")]

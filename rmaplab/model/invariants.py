@@ -123,25 +123,23 @@ def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
     while i1 < n and vmas[i1].start <= hi:
         i1 += 1
     prev_end = vmas[i0 - 1].end if i0 > 0 else -1
-    # Every user of the window's anon_vmas in this mm, found from the anon_vmas' trees
-    # (a VMA is in its anon_vma's tree, or a links report above says it is not): the
-    # same-chain rule compares each with the first in address order, as check_mm does.
-    found: set[Vma] | None = None
-    lo_start, hi_end = (vmas[i0].start, vmas[i1 - 1].end) if i0 < i1 else (0, 0)
-    prev_av: AnonVma | None = None
+    # Every other user in this mm of the window's anon_vmas: the same-chain rule compares
+    # each with the first in address order, as check_mm does.  Found by a scan of the
+    # list, not through the anon_vmas' trees: a VMA missing from its anon_vma's tree (a
+    # links report) must still be compared.
+    shared: list[AnonVma] = []
     for i in range(i0, i1):
         av = vmas[i].anon_vma
-        if av is None or av is prev_av:          # (neighbours often share one)
-            continue
-        prev_av = av
-        for avc in av.avcs:
-            user = avc.vma
-            if user.mm is mm and user.anon_vma is av and (user.end <= lo_start
-                                                          or user.start >= hi_end):
-                if found is None:
-                    found = set()
-                found.add(user)
-    outside = sorted(found, key=_by_start) if found is not None else []
+        if av is not None and av not in shared:
+            shared.append(av)
+    outside: list[Vma] = []                   # in address order
+    if shared:
+        for i in range(n):
+            if i0 <= i < i1:
+                continue
+            av = vmas[i].anon_vma
+            if av is not None and av in shared:
+                outside.append(vmas[i])
     first_user: dict[AnonVma, Vma] = {}
     k = 0
     for i in range(i0, i1):
@@ -175,10 +173,6 @@ def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
     if under and not _pages_reachable(mm, under):
         under.sort()
         _report_pages(mm, under, report)
-
-
-def _by_start(vma: Vma) -> int:
-    return vma.start
 
 
 def _report_pages(mm: Mm, vpns: list[int], report: Report) -> None:
@@ -263,12 +257,19 @@ def _family_sound(root: AnonVma) -> bool:
     """True only if check_family would report nothing for root (live, its own root and
     parent, a non-empty tree): the same rules without reports or sorting -- this runs for
     every family an event touched.  The counts go in each member's scratch fields under
-    a fresh token, not in dicts.  False may be wrong the other way (a VMA chained to the
-    root twice, a VMA using an anon_vma not on its chain); the full check then decides."""
+    a fresh token, not in dicts.  False may be wrong the other way (a VMA whose chain
+    does not start with the root's AVC, a VMA using an anon_vma not on its chain); the
+    full check then decides."""
     token = _Token()
     members: list[AnonVma] = []
     for avc in root.avcs:
-        for link in avc.vma.chain:
+        chain = avc.vma.chain
+        if not chain or chain[0] is not avc:
+            # Not the usual shape (the root's AVC heads the chain of each VMA of the
+            # family), or a VMA in the tree twice, which the counts below would count
+            # twice: the full check decides.
+            return False
+        for link in chain:
             m = link.anon_vma
             if m.mark is not token:
                 m.mark = token

@@ -303,8 +303,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         # id -- never a set's (by address): which violations are kept (max_violations)
         # and which is first must not depend on where objects were allocated.
         if self.check == "full":
-            for mm in self.mms.values():
-                invariants.check_mm(mm, report)
+            for pid in sorted(self.mms):
+                invariants.check_mm(self.mms[pid], report)
             roots = {avc.anon_vma.root for mm in self.mms.values() for vma in mm.vmas
                      for avc in vma.chain} | self._roots
         else:

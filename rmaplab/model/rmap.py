@@ -219,11 +219,10 @@ class RmapMixin(KernelBase):
             c.share_at_fork += 1
             if src.mm.forked:
                 c.share_at_fork_by_forked += 1
-        if src.chain:
-            self.touched(src.chain[0].anon_vma)   # dst joins src's family (its root's)
         allocated = c.avc_alloc
         for pavc in src.chain:                    # list_for_each_entry_reverse: oldest first
             anon_vma = pavc.anon_vma
+            self.touched(anon_vma)
             avc = self.anon_vma_chain_alloc(dst, anon_vma, "anon_vma_clone", caller)
             self.anon_vma_chain_link(dst, avc, anon_vma)
             if dst.anon_vma is None:
@@ -321,6 +320,7 @@ class RmapMixin(KernelBase):
                 continue
             self.anon_vma_chain_free(avc)
         if vma.anon_vma is not None:
+            self.touched(vma.anon_vma)            # (on the chain, unless that is broken)
             vma.anon_vma.num_active_vmas -= 1
             vma.anon_vma = None
         for avc in empty:
