@@ -630,3 +630,61 @@ def test_policy_hooks_are_called_where_overridden_on_the_class_or_the_instance()
             kernel.apply(ev)
         assert kernel.counters.anon_vma_deferred == deferred
         assert kernel.counters.anon_vma_alloc == 1 - deferred
+
+
+def _brk_kernel():
+    """pid 1: a heap [H, H + 2 pages) made by brk, and a mapping 4 pages above it."""
+    kernel = Kernel("v6.0", check="full")
+    for ev in ({"op": "spawn", "pid": 1},
+               {"op": "brk", "pid": 1, "start": HEAP, "end": HEAP},
+               {"op": "brk", "pid": 1, "end": HEAP + 2 * PAGE},
+               {"op": "mmap", "pid": 1, "start": HEAP + 6 * PAGE, "end": HEAP + 7 * PAGE,
+                "prot": "rw"}):
+        kernel.apply(ev)
+    return kernel
+
+
+HEAP, PAGE = 0x20000000, 4096
+
+
+@pytest.mark.parametrize("end, refused", [
+    (HEAP + 5 * PAGE, False),        # newbrk + PAGE_SIZE == the mapping's start: allowed
+    (HEAP + 5 * PAGE + 1, True),     # PAGE_ALIGN: 6 pages, into the guard page
+    (HEAP + 8 * PAGE, True),         # over the mapping
+])
+def test_brk_does_not_grow_into_a_mapping(end, refused):
+    """brk() (mm/mmap.c, v6.1+): "if (next && newbrk + PAGE_SIZE > vm_start_gap(next))
+    goto out" -- the break stays where it was and no VMA is added."""
+    kernel = _brk_kernel()
+    kernel.apply({"op": "brk", "pid": 1, "end": end})
+    mm = kernel.mms[1]
+    assert kernel.counters.syscall_errors == int(refused)
+    assert mm.brk == (HEAP + 2 * PAGE if refused else end)
+    assert [(v.start, v.end) for v in mm.vmas] == [
+        (HEAP, HEAP + 2 * PAGE if refused else HEAP + 5 * PAGE),
+        (HEAP + 6 * PAGE, HEAP + 7 * PAGE)]
+    assert kernel.violation_count == 0
+
+
+def test_brk_keeps_a_stack_guard_gap_below_a_growsdown_mapping():
+    kernel = _brk_kernel()
+    stack = HEAP + 300 * PAGE
+    kernel.apply({"op": "mmap", "pid": 1, "start": stack, "end": stack + PAGE, "prot": "rw",
+                  "flags": ["growsdown"]})
+    kernel.apply({"op": "brk", "pid": 1, "end": HEAP + 8 * PAGE})   # past the mapping
+    assert kernel.counters.syscall_errors == 1
+    kernel.apply({"op": "munmap", "pid": 1, "start": HEAP + 6 * PAGE, "end": HEAP + 7 * PAGE})
+    kernel.apply({"op": "brk", "pid": 1, "end": stack - 256 * PAGE})    # the gap's edge
+    assert kernel.counters.syscall_errors == 2 and kernel.mms[1].brk == HEAP + 2 * PAGE
+    kernel.apply({"op": "brk", "pid": 1, "end": stack - 257 * PAGE})    # a page below it
+    assert kernel.counters.syscall_errors == 2
+    assert kernel.mms[1].brk == stack - 257 * PAGE
+
+
+def test_brk_shrink_over_nothing_mapped_is_refused():
+    """brk(): shrinking "Search one past newbrk ... if (!brkvma || brkvma->vm_start >=
+    oldbrk) goto out": with the heap unmapped under it, the break does not move."""
+    kernel = _brk_kernel()
+    kernel.apply({"op": "munmap", "pid": 1, "start": HEAP, "end": HEAP + 2 * PAGE})
+    kernel.apply({"op": "brk", "pid": 1, "end": HEAP + PAGE})
+    assert kernel.counters.syscall_errors == 1 and kernel.mms[1].brk == HEAP + 2 * PAGE

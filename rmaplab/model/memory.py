@@ -11,13 +11,12 @@ or file pages: nothing anonymous happens.
 
 from __future__ import annotations
 
-from typing import Final
-
 from mypy_extensions import trait
 
 from rmaplab.model.base import KernelBase
 from rmaplab.model.structs import (
     PAGE_SHIFT,
+    STACK_GUARD_GAP,
     VM_GROWSDOWN,
     VM_SHARED,
     VM_WRITE,
@@ -25,9 +24,6 @@ from rmaplab.model.structs import (
     Mm,
     Page,
 )
-
-# A fault this far below a VM_GROWSDOWN stack still grows it (stack_guard_gap, 256 pages).
-STACK_GUARD_GAP: Final = 256 << PAGE_SHIFT
 
 
 @trait

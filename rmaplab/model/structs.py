@@ -25,6 +25,9 @@ from typing import Final
 # Final: the compiled model (mypyc) inlines these instead of looking them up per use.
 PAGE_SHIFT: Final = 12
 PAGE_SIZE: Final = 1 << PAGE_SHIFT
+# stack_guard_gap (mm/mmap.c, 256 pages): a fault this far below a VM_GROWSDOWN stack
+# still grows it, and brk() and mmap keep this much free below one (vm_start_gap()).
+STACK_GUARD_GAP: Final = 256 << PAGE_SHIFT
 
 # vm_flags bits that the merge and reuse rules compare (include/linux/mm.h values).
 VM_READ: Final = 0x00000001

@@ -20,8 +20,11 @@ from mypy_extensions import trait
 from rmaplab.model.base import KernelBase
 from rmaplab.model.structs import (
     PAGE_SHIFT,
+    PAGE_SIZE,
+    STACK_GUARD_GAP,
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
+    VM_GROWSDOWN,
     VM_NORESERVE,
     VM_READ,
     VM_SHARED,
@@ -55,6 +58,14 @@ class Vmg:
         self.file = file
         self.anon_vma = anon_vma
         self.copied_from: Vma | None = None
+
+
+def _vm_start_gap(vma: Vma) -> int:
+    """vm_start_gap() (include/linux/mm.h): a VM_GROWSDOWN stack keeps stack_guard_gap
+    free below it (VM_SHADOW_STACK's page is not modelled)."""
+    if not vma.flags & VM_GROWSDOWN:
+        return vma.start
+    return max(vma.start - STACK_GUARD_GAP, 0)
 
 
 def vma_is_fork_child(vma: Vma | None) -> bool:
@@ -484,9 +495,22 @@ class VmaMixin(KernelBase):
         if newbrk == oldbrk:
             mm.brk = new_brk
             return
+        vmas = mm.vmas
         if new_brk <= mm.brk:
+            # "Always allow shrinking brk" -- unless no mapping reaches into [newbrk,
+            # oldbrk): "mapping intersects with an existing non-brk vma" (brk(), v6.1+).
+            i = self.vmas_from(mm, newbrk)
+            if i == len(vmas) or vmas[i].start >= oldbrk:
+                self.counters.syscall_errors += 1
+                return
             mm.brk = new_brk
             self.do_munmap(mm, newbrk, oldbrk)
+            return
+        # brk(): "Only check if the next VMA is within the stack_guard_gap of the
+        # expansion area": the heap never grows into (or up to a page below) a mapping.
+        i = self.vmas_from(mm, oldbrk)
+        if i < len(vmas) and newbrk + PAGE_SIZE > _vm_start_gap(vmas[i]):
+            self.counters.syscall_errors += 1
             return
         self.do_brk_flags(mm, oldbrk, newbrk - oldbrk)
         mm.brk = new_brk
