@@ -26,7 +26,6 @@ from rmaplab import traces
 ev = traces.load('$T')
 t = time.perf_counter(); traces.replay(ev, policy='v6.0', check='off'); t1 = time.perf_counter()
 traces.replay(ev, policy='v6.0', check='incremental'); t2 = time.perf_counter()
-traces.replay(ev, policy='v6.0', check='full') if False else None
 print('$side inproc_off', t1 - t); print('$side inproc_incremental', t2 - t1)"
  done
 done
