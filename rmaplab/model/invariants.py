@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from rmaplab.model.structs import PAGE_SHIFT, AnonVma, Mm, Vma
+from rmaplab.model.structs import PAGE_SHIFT, AnonVma, Mm, Page, Vma
 from rmaplab.model.vma import VmaMixin
 
 Report = Callable[[str, str], None]
@@ -126,20 +126,22 @@ def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
     # Every other user in this mm of the window's anon_vmas: the same-chain rule compares
     # each with the first in address order, as check_mm does.  Found by a scan of the
     # list, not through the anon_vmas' trees: a VMA missing from its anon_vma's tree (a
-    # links report) must still be compared.
+    # links report) must still be compared.  Most windows use one anon_vma or none:
+    # compared by identity, no list.
+    one: AnonVma | None = None
     shared: list[AnonVma] = []
     for i in range(i0, i1):
         av = vmas[i].anon_vma
-        if av is not None and av not in shared:
+        if av is None or av is one:
+            continue
+        if one is None:
+            one = av
+        elif av not in shared:
             shared.append(av)
     outside: list[Vma] = []                   # in address order
-    if shared:
-        for i in range(n):
-            if i0 <= i < i1:
-                continue
-            av = vmas[i].anon_vma
-            if av is not None and av in shared:
-                outside.append(vmas[i])
+    if one is not None:
+        _users(vmas, 0, i0, one, shared, outside)
+        _users(vmas, i1, n, one, shared, outside)
     first_user: dict[AnonVma, Vma] = {}
     k = 0
     for i in range(i0, i1):
@@ -166,13 +168,30 @@ def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
     last = hi if i0 == i1 else max(hi, vmas[i1 - 1].end)
     vlo, vhi = first >> PAGE_SHIFT, (last + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
     pages = mm.pages
-    if vhi - vlo < len(pages):
-        under = [v for v in range(vlo, vhi) if v in pages]
+    reach = _Reach(mm)
+    sound = True
+    if vhi - vlo < len(pages):               # the smaller of the window and the pages
+        for vpn in range(vlo, vhi):
+            page = pages.get(vpn)
+            if page is not None and not reach.ok(vpn, page):
+                sound = False
+                break
     else:
-        under = [v for v in pages if vlo <= v < vhi]
-    if under and not _pages_reachable(mm, under):
-        under.sort()
-        _report_pages(mm, under, report)
+        for vpn, page in pages.items():
+            if vlo <= vpn < vhi and not reach.ok(vpn, page):
+                sound = False
+                break
+    if not sound:
+        _report_pages(mm, sorted([v for v in pages if vlo <= v < vhi]), report)
+
+
+def _users(vmas: list[Vma], lo: int, hi: int, one: AnonVma, more: list[AnonVma],
+           out: list[Vma]) -> None:
+    """Append to out the VMAs of vmas[lo:hi] using anon_vma ``one`` or one in ``more``."""
+    for i in range(lo, hi):
+        av = vmas[i].anon_vma
+        if av is not None and (av is one or (more and av in more)):
+            out.append(vmas[i])
 
 
 def _report_pages(mm: Mm, vpns: list[int], report: Report) -> None:
@@ -203,18 +222,45 @@ def _pages_reachable(mm: Mm, vpns: Iterable[int]) -> bool:
     """True if the page at each of vpns (mapped in mm) has a live anon_vma on the chain
     of the VMA that maps it: check_mm's page checks without reports, in the order given
     (no sort: this runs after every event of a checked replay)."""
-    vmas = mm.vmas
-    n = len(vmas)
     pages = mm.pages
+    reach = _Reach(mm)
     for vpn in vpns:
-        page = pages[vpn]
-        if page.mapping.freed:
-            return False
-        addr = vpn << PAGE_SHIFT
-        lo = VmaMixin.vmas_from(mm, addr)   # the first VMA ending after addr
-        if lo == n or vmas[lo].start > addr or not _on_chain(vmas[lo], page.mapping):
+        if not reach.ok(vpn, pages[vpn]):
             return False
     return True
+
+
+class _Reach:
+    """check_mm's page rules for one page at a time, without reports.  Pages come in
+    dict order, not sorted, but mostly under the VMA of the page before and mapping the
+    same anon_vma: that VMA and the last anon_vma found on its chain are kept."""
+
+    __slots__ = ("mm", "vma", "found")
+
+    def __init__(self, mm: Mm) -> None:
+        self.mm = mm
+        self.vma: Vma | None = None
+        self.found: AnonVma | None = None         # on self.vma's chain
+
+    def ok(self, vpn: int, page: Page) -> bool:
+        mapping = page.mapping
+        if mapping.freed:
+            return False
+        addr = vpn << PAGE_SHIFT
+        vma = self.vma
+        if vma is None or not vma.start <= addr < vma.end:
+            vmas = self.mm.vmas
+            i = VmaMixin.vmas_from(self.mm, addr)   # the first VMA ending after addr
+            if i == len(vmas) or vmas[i].start > addr:
+                return False
+            vma = self.vma = vmas[i]
+            self.found = None
+        if mapping is self.found:
+            return True
+        if not _on_chain(vma, mapping):
+            return False
+        self.found = mapping
+        return True
 
 
 def by_id(anon_vma: AnonVma) -> int:

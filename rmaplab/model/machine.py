@@ -123,9 +123,14 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self._seen: set[tuple[str, str]] = set()
         self._roots: set[AnonVma] = set()
         # What the incremental checks look at after an event: whole mms (by pid), and
-        # for the others the range [lo, hi) the event worked on (check_mm_range).
+        # the range [lo, hi) the event worked on of one more mm (check_mm_range).  One
+        # slot, not a dict: every event that works on a range works on one mm; a range of
+        # a second mm (none today) makes that mm whole-checked (_remember_window).
         self._dirty: set[int] = set()
-        self._ranges: dict[int, tuple[int, int]] = {}
+        self._has_range = False
+        self._range_pid = 0
+        self._range_lo = 0
+        self._range_hi = 0
         self.event_index = 0
         # Whether the invariants run after each event: with check="off" nothing records
         # what an event touched.
@@ -168,7 +173,6 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.mms[pid] = Mm(pid)
         self.counters.execs += 1
         if self.checking:
-            self._ranges.pop(pid, None)
             self._dirty.add(pid)
 
     def fork(self, pid: int, child: int) -> None:
@@ -195,7 +199,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.exit_mmap(mm)
         del self.mms[pid]
         self._dirty.discard(pid)
-        self._ranges.pop(pid, None)
+        if self._has_range and self._range_pid == pid:
+            self._has_range = False
         self.counters.exits += 1
 
     # ------------------------------------------------------------ events
@@ -284,10 +289,16 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
 
     def _remember_window(self, pid: int, lo: int, hi: int) -> None:
         """The event works on [lo, hi) of pid's mm: check that part after it."""
-        old = self._ranges.get(pid)
-        if old is not None:
-            lo, hi = min(lo, old[0]), max(hi, old[1])
-        self._ranges[pid] = (lo, hi)
+        if not self._has_range:
+            self._has_range = True
+            self._range_pid, self._range_lo, self._range_hi = pid, lo, hi
+        elif self._range_pid == pid:
+            if lo < self._range_lo:
+                self._range_lo = lo
+            if hi > self._range_hi:
+                self._range_hi = hi
+        else:
+            self._dirty.add(pid)                 # a second mm: checked whole
 
     def _remember_range(self, mm: Mm, start: int, end: int) -> None:
         """The event works on [start, end) of mm: check that part after it.  (The
@@ -308,26 +319,28 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             roots = {avc.anon_vma.root for mm in self.mms.values() for vma in mm.vmas
                      for avc in vma.chain} | self._roots
         else:
-            ranges = self._ranges
-            if not self._dirty and len(ranges) == 1:     # most events: one range
-                for pid, (lo, hi) in ranges.items():
-                    invariants.check_mm_range(self.mms[pid], lo, hi, report)
+            dirty = self._dirty
+            ranged = self._has_range and self._range_pid not in dirty
+            if not dirty:
+                if ranged:                               # most events: one range
+                    invariants.check_mm_range(self.mms[self._range_pid], self._range_lo,
+                                              self._range_hi, report)
             else:
-                for pid in sorted(self._dirty | ranges.keys()):
-                    dirty = self.mms.get(pid)
-                    if dirty is None:
+                pids = sorted(dirty | {self._range_pid}) if ranged else sorted(dirty)
+                for pid in pids:
+                    mm = self.mms.get(pid)
+                    if mm is None:
                         continue
-                    if pid in self._dirty:
-                        invariants.check_mm(dirty, report)
+                    if pid in dirty:
+                        invariants.check_mm(mm, report)
                     else:
-                        lo, hi = ranges[pid]
-                        invariants.check_mm_range(dirty, lo, hi, report)
+                        invariants.check_mm_range(mm, self._range_lo, self._range_hi, report)
             roots = self._roots
         if roots:
             for root in (roots if len(roots) < 2 else sorted(roots, key=invariants.by_id)):
                 invariants.check_family(root, report)
         self._dirty.clear()
-        self._ranges.clear()
+        self._has_range = False
         self._roots.clear()
 
     def result(self) -> ReplayResult:
