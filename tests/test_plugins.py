@@ -18,7 +18,7 @@ from rmaplab import sweep, traces, workloads
 from rmaplab.cli import main
 from rmaplab.errors import RmaplabError
 from rmaplab.model import POLICIES, get_policy, plugins
-from rmaplab.model.search import find_violation
+from rmaplab.model.search import find_violation, random_search
 from rmaplab.paths import repo_root
 
 PRE_CVE = textwrap.dedent('''
@@ -83,6 +83,11 @@ def test_plugin_file_replays_searches_and_sweeps(tmp_path, pre_cve, cluster, cap
     found = find_violation(pre_cve, budget=300, prefix=prefix)
     assert found is not None and found.policy == "pre-cve"
     assert found.violation["invariant"] == "same-anon_vma-same-chain"
+    # in forked workers too, with the same finding
+    two = find_violation(pre_cve, budget=300, prefix=prefix, examples_per_seed=40, jobs=2)
+    one = find_violation(pre_cve, budget=300, prefix=prefix, examples_per_seed=40, jobs=1)
+    assert two is not None and (two.events, two.examples, two.seed) == \
+        (one.events, one.examples, one.seed)
     assert find_violation("v6.0", budget=300, prefix=prefix) is None
     # sweep on a LocalCluster: the workers run the plug-in, results match a direct replay
     cells = sweep.grid(kind=["micro"], workload=["chainx", "split"], k=[8], n=[4],
@@ -148,10 +153,13 @@ def test_a_broken_plugin_is_one_line_naming_it_exit_2(tmp_path, capsys, source, 
 def test_an_exception_inside_a_hook_names_the_plugin_line_in_search_too(tmp_path):
     path = tmp_path / "boom.py"
     path.write_text(PRE_CVE.replace("return anon_vma is not", "return 1 / 0 or anon_vma is not"))
-    with pytest.raises(RmaplabError) as e:
-        find_violation(f"{path}:PreCve", budget=50)
-    assert e.value.path == str(path) and e.value.line == 11
-    assert "PreCve.may_reuse raised ZeroDivisionError" in str(e.value)
+    for search in (lambda: find_violation(f"{path}:PreCve", budget=50),
+                   lambda: find_violation(f"{path}:PreCve", budget=50, jobs=2),
+                   lambda: random_search(f"{path}:PreCve", budget=300, jobs=2)):
+        with pytest.raises(RmaplabError) as e:
+            search()
+        assert e.value.path == str(path) and e.value.line == 11
+        assert "PreCve.may_reuse raised ZeroDivisionError" in str(e.value)
 
 
 def test_module_spec_and_entry_point(tmp_path, monkeypatch):

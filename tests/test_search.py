@@ -82,3 +82,73 @@ def test_every_committed_finding_breaks_its_policy_and_not_the_v60_counters(key)
                for v in replay_events(events, entry["policy"]).violations)
     for policy in ("v6.0", "v6.0+4e4a9eb", "v6.0+wei-intended"):
         assert replay_events(events, policy).violations == [], policy
+
+
+# ------------------------------------------------------------ searching with several jobs
+# The workers are forked (rmaplab.model.search.ordered): what a search finds must not
+# depend on how many there are.
+
+def _same(a, b) -> bool:
+    return (a is None and b is None) or (
+        a is not None and b is not None and a.events == b.events and a.examples == b.examples
+        and a.seed == b.seed and a.violation == b.violation)
+
+
+def test_unsteered_search_finds_the_same_with_two_jobs():
+    for policy, budget, seed in ((PLANTED, 600, 3), ("v5.4", 22_000, 0), ("v6.0", 1_200, 0)):
+        one = random_search(policy, budget=budget, seed=seed, jobs=1)
+        two = random_search(policy, budget=budget, seed=seed, jobs=2)
+        assert _same(one, two), (policy, one, two)
+    assert one is None                                # v6.0: nothing to find
+    # the v5.4 finding is the committed one's (data/traces/search-summary.json)
+    assert SUMMARY["v5.4/same-anon_vma-same-chain/unsteered"]["examples"] == \
+        random_search("v5.4", budget=22_000, seed=0, jobs=2).examples
+
+
+def test_steered_search_finds_the_same_with_two_jobs():
+    """Seeds of 400 examples: the v5.4 finding comes after several seeds found nothing."""
+    one = find_violation("v5.4", budget=6_000, examples_per_seed=400, jobs=1)
+    two = find_violation("v5.4", budget=6_000, examples_per_seed=400, jobs=2)
+    assert one is not None and one.seed > 1
+    assert _same(one, two)
+
+
+def _short_seed(task, seed, max_examples):
+    """A stand-in for one seed of the steered search: seed 1 stops short (60 examples),
+    seed 3 finds the committed v5.4 trace after 7 examples -- if it was given the 40
+    examples a one-seed-at-a-time search of 300 gives it."""
+    if seed == 1:
+        return 60, None
+    if seed == 3:
+        assert max_examples == 40, max_examples
+        events = [ev for _, ev in traces.load(
+            data_dir() / "traces" / "search-v5.4-same-chain.jsonl")]
+        return 7, events
+    return max_examples, None
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_steered_search_replans_after_a_seed_that_stops_short(monkeypatch, jobs):
+    from rmaplab.model import search
+
+    monkeypatch.setattr(search, "_probe_seed", _short_seed)
+    found = find_violation("v5.4", budget=300, examples_per_seed=100, jobs=jobs)
+    assert found is not None and found.seed == 3
+    assert found.examples == 100 + 60 + 100 + 7
+
+
+def test_ordered_yields_in_order_and_stops_its_workers():
+    import multiprocessing
+
+    from rmaplab.model.search import ordered
+
+    out = ordered(_square, [(i,) for i in range(40)], {"policy": variant("v6.0", "t")}, jobs=2)
+    assert [next(out) for _ in range(5)] == [i * i for i in range(5)]
+    out.close()                                       # the caller stops reading
+    assert multiprocessing.active_children() == []
+    assert list(ordered(_square, [(i,) for i in range(9)], {"policy": PLANTED}, jobs=3)) == \
+        [i * i for i in range(9)]
+
+
+def _square(task, i):
+    return i * i

@@ -187,6 +187,9 @@ def _search(sub) -> None:
                    help="random seed of --unsteered (0)")
     p.add_argument("--budget", type=_args.integer(1, 10**9), default=60_000, metavar="N",
                    help="examples to try at most (60000)")
+    p.add_argument("--jobs", type=_args.integer(1, 256), metavar="N",
+                   help="worker processes (default: one per CPU); the finding -- examples, "
+                        "seed, trace -- is the same for any N, only the time to it changes")
     p.add_argument("-o", "--output", type=_args.output_file, metavar="TRACE",
                    help="write the shrunk trace here (.jsonl or .jsonl.gz)")
     p.add_argument("--summary", type=_args.output_file, metavar="JSON",
@@ -273,10 +276,11 @@ def _run_search(args) -> int:
           f"examples{', unsteered' if args.unsteered else ''})...", file=sys.stderr)
     start = time.perf_counter()
     if args.unsteered:
-        found = random_search(args.policy, args.invariant, budget=args.budget, seed=args.seed)
+        found = random_search(args.policy, args.invariant, budget=args.budget, seed=args.seed,
+                              jobs=args.jobs)
     else:
         found = find_violation(args.policy, args.invariant, budget=args.budget,
-                               with_writes=args.with_writes, prefix=prefix)
+                               with_writes=args.with_writes, prefix=prefix, jobs=args.jobs)
     seconds = time.perf_counter() - start
     # The outcome goes to stdout first: a file that cannot be written loses nothing.
     if found is None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,8 +215,8 @@ def shrink(events: list[dict[str, Any]], policy: str | Policy, invariant: str
 
 def find_violation(policy: str | Policy = "v5.4", invariant: str = "same-anon_vma-same-chain",
                    budget: int = 60_000, examples_per_seed: int = 5_000, max_ops: int = 30,
-                   with_writes: bool = False, prefix: list[dict[str, Any]] | None = None
-                   ) -> Finding | None:
+                   with_writes: bool = False, prefix: list[dict[str, Any]] | None = None,
+                   jobs: int | None = 1) -> Finding | None:
     """Search programs (Hypothesis, steered by :func:`danger`) until one breaks
     ``invariant`` under ``policy``; shrink it.  Seeds 0, 1, 2... are tried in turn
     until ``budget`` examples have been spent.  Only fork, exit and one-page
@@ -225,79 +225,164 @@ def find_violation(policy: str | Policy = "v5.4", invariant: str = "same-anon_vm
     trace, e.g. an earlier finding), programs continue it instead of starting afresh.
     ``policy`` is a built-in name or a plug-in (a spec or a Policy); an exception
     inside a plug-in's hook stops the search with an RmaplabError naming it.
+    ``jobs``: seeds searched at once in worker processes (None: one per CPU); the
+    finding is the one a search of one seed at a time makes (:func:`_search`).
     """
     policy = get_policy(policy)
     with guard(policy):
-        return _search(policy, invariant, budget, examples_per_seed, max_ops, with_writes, prefix)
+        return _search(policy, invariant, budget, examples_per_seed, max_ops, with_writes, prefix,
+                       jobs)
 
 
 def _search(policy: Policy, invariant: str, budget: int, examples_per_seed: int, max_ops: int,
-            with_writes: bool, prefix: list[dict[str, Any]] | None) -> Finding | None:
+            with_writes: bool, prefix: list[dict[str, Any]] | None, jobs: int | None
+            ) -> Finding | None:
+    """Seeds 0, 1, 2... in turn, each given ``examples_per_seed`` or what is left of the
+    budget.  With several jobs the next seeds run ahead, planned on the assumption that
+    a seed which finds nothing spends all it was given (Hypothesis may stop short): the
+    results are taken in seed order, and where a seed spent less, the seeds after it are
+    planned and run again.  So the finding -- seed, examples, events -- is the one a
+    search of one seed at a time makes; only ``seconds`` (to the finding) is shorter."""
+    task = {"policy": policy, "invariant": invariant, "max_ops": max_ops,
+            "with_writes": with_writes, "prefix": prefix}
+    spent = 0
+    seed = 0
+    start = time.perf_counter()
+    with _hypothesis_storage():
+        while spent < budget:
+            plan: list[tuple[int, int]] = []                 # (seed, examples) from here
+            left = budget - spent
+            while left > 0:
+                plan.append((seed + len(plan), min(examples_per_seed, left)))
+                left -= plan[-1][1]
+            replanned = False
+            hit = None
+            with closing(ordered(_probe_seed, plan, task, jobs)) as results:
+                for (k, n), (count, events) in zip(plan, results, strict=True):
+                    if events is not None:
+                        hit = (k, spent + count, events, time.perf_counter() - start)
+                        break
+                    spent += count
+                    seed = k + 1
+                    if count != n:              # stopped short: the plan no longer holds
+                        replanned = True
+                        break
+            if hit is not None:
+                k, examples, events, seconds = hit
+                shrunk = shrink(events, policy, invariant)
+                violation = first_violation(replay_events(shrunk, policy), invariant)
+                return Finding(policy.name, invariant, shrunk, violation.as_dict(), examples,
+                               k, seconds)
+            if not replanned:
+                break
+    return None
+
+
+def _probe_seed(task: dict[str, Any], seed: int, max_examples: int
+                ) -> tuple[int, list[dict[str, Any]] | None]:
+    """One seed of the steered search: (examples run, the events of the first program
+    that broke the invariant, cut after the violating event, or None)."""
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
 
+    policy, invariant, prefix = task["policy"], task["invariant"], task["prefix"]
     idx = st.integers(0, MAX_PROCS - 1)
     choices = [
         st.tuples(st.just("fork"), idx),
         st.tuples(st.just("exit"), idx),
         st.tuples(st.just("prot"), idx, st.integers(0, PAGES - 1), st.sampled_from(["r", "rw"])),
     ]
-    if with_writes:
+    if task["with_writes"]:
         choices.append(st.tuples(st.just("write"), idx, st.integers(0, PAGES - 1)))
     op = st.one_of(*choices)
 
     class Found(Exception):
         pass
 
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"count": 0}
 
-    def make_probe():
-        """A fresh test function per seed (Hypothesis allows one settings object each)."""
-        @given(program=st.lists(op, max_size=max_ops))
-        def probe(program):
-            state["count"] += 1
-            try:
-                kernel, events = run_program(program, policy, check="incremental", prefix=prefix)
-            except Exception as e:
-                # A plug-in's own failure is not a finding: stop at once, do not shrink it.
-                state["error"] = hook_error(e, policy)
-                if state["error"] is None:
-                    raise
-                raise Found from None
-            target(danger(kernel), label="non-ancestor anon_vmas in chains")
-            hit = first_violation(kernel, invariant)
-            if hit is not None:
-                state["events"] = events[: hit.event + 1]
-                raise Found
-        return probe
+    @given(program=st.lists(op, max_size=task["max_ops"]))
+    def probe(program):
+        state["count"] += 1
+        try:
+            kernel, events = run_program(program, policy, check="incremental", prefix=prefix)
+        except Exception as e:
+            # A plug-in's own failure is not a finding: stop at once, do not shrink it.
+            state["error"] = hook_error(e, policy)
+            if state["error"] is None:
+                raise
+            raise Found from None
+        target(danger(kernel), label="non-ancestor anon_vmas in chains")
+        hit = first_violation(kernel, invariant)
+        if hit is not None:
+            state["events"] = events[: hit.event + 1]
+            raise Found
 
-    spent = 0
-    seed = 0
-    start = time.perf_counter()
-    with _hypothesis_storage():
-        while spent < budget:
-            state.clear()
-            state["count"] = 0
-            run = hseed(seed)(settings(
-                max_examples=min(examples_per_seed, budget - spent), deadline=None, database=None,
-                phases=[Phase.generate, Phase.target, Phase.shrink],
-                suppress_health_check=list(HealthCheck))(make_probe()))
-            try:
-                run()
-            except Found:
-                pass
-            if state.get("error") is not None:
-                raise state["error"]
-            spent += state["count"]
-            if "events" in state:
-                seconds = time.perf_counter() - start
-                events = shrink(state["events"], policy, invariant)
-                violation = first_violation(replay_events(events, policy), invariant)
-                return Finding(policy.name, invariant, events, violation.as_dict(), spent, seed,
-                               seconds)
-            seed += 1
-    return None
+    run = hseed(seed)(settings(
+        max_examples=max_examples, deadline=None, database=None,
+        phases=[Phase.generate, Phase.target, Phase.shrink],
+        suppress_health_check=list(HealthCheck))(probe))
+    try:
+        run()
+    except Found:
+        pass
+    if state.get("error") is not None:
+        raise state["error"]
+    return state["count"], state.get("events")
+
+
+# What the workers of ordered() run, set before they are forked: they inherit it (a
+# plug-in policy included) instead of receiving it pickled.
+_TASK: dict[str, Any] | None = None
+
+
+def _call_task(fn: Callable[..., Any], args: tuple) -> Any:
+    assert _TASK is not None
+    with guard(_TASK["policy"]):
+        return fn(_TASK, *args)
+
+
+def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any],
+            jobs: int | None = 1) -> Iterator[Any]:
+    """``fn(task, *args)`` for each args of ``calls``, yielded in order.  With more than
+    one job (None: one per CPU) the calls run ahead in forked worker processes, at most
+    ``jobs`` ahead of the one the caller waits for; when the caller stops reading, the
+    workers are killed.  One job, or no fork on this platform: in this process, one call
+    at a time, each only when the caller asks for it."""
+    import multiprocessing
+    import os
+    from collections import deque
+
+    global _TASK
+    if jobs is None:
+        jobs = os.cpu_count() or 1
+    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for args in calls:
+            yield fn(task, *args)
+        return
+    if _TASK is not None:
+        raise RuntimeError("ordered() does not nest")
+    _TASK = task
+    try:
+        pool = multiprocessing.get_context("fork").Pool(jobs)
+    finally:
+        _TASK = None                       # the workers have their copy
+    try:
+        pending: deque = deque()
+        todo = iter(calls)
+        while True:
+            while len(pending) < jobs:
+                args = next(todo, None)
+                if args is None:
+                    break
+                pending.append(pool.apply_async(_call_task, (fn, args)))
+            if not pending:
+                break
+            yield pending.popleft().get()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def random_program(rng: random.Random, max_ops: int = 30) -> list[Op]:
@@ -316,26 +401,57 @@ def random_program(rng: random.Random, max_ops: int = 30) -> list[Op]:
 
 
 def random_search(policy: str | Policy, invariant: str = "same-anon_vma-same-chain",
-                  budget: int = 100_000, seed: int = 0, max_ops: int = 30
-                  ) -> Finding | None:
+                  budget: int = 100_000, seed: int = 0, max_ops: int = 30,
+                  jobs: int | None = 1) -> Finding | None:
     """Unsteered search: independent uniform random programs until one breaks
     ``invariant`` under ``policy`` or ``budget`` programs were tried; shrink it.
-    ``policy`` as for :func:`find_violation`."""
+    ``policy`` as for :func:`find_violation`.  ``jobs``: worker processes running the
+    programs (None: one per CPU); every program is drawn here, from the one seeded
+    generator, and the first that breaks the invariant wins, as with one job."""
     policy = get_policy(policy)
     with guard(policy):
-        return _random_search(policy, invariant, budget, seed, max_ops)
+        return _random_search(policy, invariant, budget, seed, max_ops, jobs)
 
 
-def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_ops: int
-                   ) -> Finding | None:
+# Programs per batch a worker runs (about a second's work at most): batches are how far
+# the workers may run past the first program that breaks the invariant.
+BATCH = 250
+
+
+def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_ops: int,
+                   jobs: int | None) -> Finding | None:
     rng = random.Random(seed)
     start = time.perf_counter()
-    for n in range(1, budget + 1):
-        kernel, events = run_program(random_program(rng, max_ops), policy, check="incremental")
-        hit = first_violation(kernel, invariant)
+
+    def batches() -> Iterator[tuple[int, list[Op]]]:
+        done = 0
+        while done < budget:
+            size = min(BATCH, budget - done)
+            yield done, [random_program(rng, max_ops) for _ in range(size)]
+            done += size
+
+    task = {"policy": policy, "invariant": invariant}
+    hit = None
+    with closing(ordered(_run_batch, batches(), task, jobs)) as results:
+        for first, (i, events) in results:
+            if events is not None:
+                hit = (first + i + 1, events, time.perf_counter() - start)
+                break
+    if hit is None:
+        return None
+    examples, events, seconds = hit
+    shrunk = shrink(events, policy, invariant)
+    violation = first_violation(replay_events(shrunk, policy), invariant)
+    return Finding(policy.name, invariant, shrunk, violation.as_dict(), examples, seed, seconds)
+
+
+def _run_batch(task: dict[str, Any], first: int, programs: list[Op]
+               ) -> tuple[int, tuple[int, list[dict[str, Any]] | None]]:
+    """(first, (index in the batch, events cut after the violation)) of the first program
+    that breaks the invariant; (first, (len, None)) if none does."""
+    for i, program in enumerate(programs):
+        kernel, events = run_program(program, task["policy"], check="incremental")
+        hit = first_violation(kernel, task["invariant"])
         if hit is not None:
-            seconds = time.perf_counter() - start
-            shrunk = shrink(events[: hit.event + 1], policy, invariant)
-            violation = first_violation(replay_events(shrunk, policy), invariant)
-            return Finding(policy.name, invariant, shrunk, violation.as_dict(), n, seed, seconds)
-    return None
+            return first, (i, events[: hit.event + 1])
+    return first, (len(programs), None)
