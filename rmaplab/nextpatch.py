@@ -217,14 +217,16 @@ def claim_verdicts(chg: pd.DataFrame, claims: list[Claim], workloads: list[str]
     return pd.DataFrame(rows)
 
 
-def searches(policies: list[str], budget: int, continuation_budget: int) -> pd.DataFrame:
+def searches(policies: list[str], budget: int, continuation_budget: int,
+             jobs: int | None = None) -> pd.DataFrame:
     """The invariant search under each policy, and under the control (v5.4).
 
     ``fresh``: same-anon_vma-same-chain from scratch (``budget`` examples, fork, exit and
     mprotect).  ``cve-double-reuse`` and ``cve-use-after-free``: continuations (of
     ``continuation_budget`` examples) of CVE-2022-42703's two findings minus their last
     event; the control must find both, a candidate that does not reintroduce the bug
-    neither.
+    neither.  ``jobs``: worker processes of each search (default one per CPU; the same
+    findings for any number).
     """
     from rmaplab.model.search import find_violation
 
@@ -238,7 +240,8 @@ def searches(policies: list[str], budget: int, continuation_budget: int) -> pd.D
         for search, invariant, n, pre, writes in runs:
             if spec == CONTROL and search == "fresh":
                 continue                    # the control's fresh search is notebook 02's
-            found = find_violation(spec, invariant, budget=n, with_writes=writes, prefix=pre)
+            found = find_violation(spec, invariant, budget=n, with_writes=writes, prefix=pre,
+                                   jobs=jobs)
             rows.append({"policy": name, "search": search, "invariant": invariant,
                          "budget": n, "found": found is not None,
                          "examples": found.examples if found else n,
