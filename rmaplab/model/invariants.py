@@ -28,6 +28,7 @@ would, in check_mm's order.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from rmaplab.model.structs import PAGE_SHIFT, AnonVma, Mm, Page, Vma
 from rmaplab.model.vma import VmaMixin
@@ -129,19 +130,22 @@ def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
     # links report) must still be compared.  Most windows use one anon_vma or none:
     # compared by identity, no list.
     one: AnonVma | None = None
-    shared: list[AnonVma] = []
+    more: list[AnonVma] | None = None
     for i in range(i0, i1):
         av = vmas[i].anon_vma
         if av is None or av is one:
             continue
         if one is None:
             one = av
-        elif av not in shared:
-            shared.append(av)
-    outside: list[Vma] = []                   # in address order
+        elif more is None:
+            more = [av]
+        elif av not in more:
+            more.append(av)
+    outside: list[Vma] = _NO_VMAS             # in address order
     if one is not None:
-        _users(vmas, 0, i0, one, shared, outside)
-        _users(vmas, i1, n, one, shared, outside)
+        outside = []
+        _users(vmas, 0, i0, one, more, outside)
+        _users(vmas, i1, n, one, more, outside)
     first_user: dict[AnonVma, Vma] = {}
     k = 0
     for i in range(i0, i1):
@@ -185,13 +189,17 @@ def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
         _report_pages(mm, sorted([v for v in pages if vlo <= v < vhi]), report)
 
 
-def _users(vmas: list[Vma], lo: int, hi: int, one: AnonVma, more: list[AnonVma],
+def _users(vmas: list[Vma], lo: int, hi: int, one: AnonVma, more: list[AnonVma] | None,
            out: list[Vma]) -> None:
     """Append to out the VMAs of vmas[lo:hi] using anon_vma ``one`` or one in ``more``."""
     for i in range(lo, hi):
         av = vmas[i].anon_vma
-        if av is not None and (av is one or (more and av in more)):
+        if av is not None and (av is one or (more is not None and av in more)):
             out.append(vmas[i])
+
+
+# check_mm_range's outside users when the window uses no anon_vma: read, never appended to.
+_NO_VMAS: Final[list[Vma]] = []
 
 
 def _report_pages(mm: Mm, vpns: list[int], report: Report) -> None:

@@ -8,6 +8,7 @@ policy and the counters; :meth:`Kernel.apply` runs one event of the trace format
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Final
 
 from rmaplab.errors import RmaplabError
@@ -118,6 +119,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.next_id = 0
         self.mms: dict[int, Mm] = {}
         self.violations: list[Violation] = []
+        # What the checks report to, bound once (not a new method object per event).
+        self._report: Callable[[str, str], None] = self.violation
         self.violation_count = 0
         self.max_violations = max_violations
         self._seen: set[tuple[str, str]] = set()
@@ -127,8 +130,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         # slot, not a dict: every event that works on a range works on one mm; a range of
         # a second mm (none today) makes that mm whole-checked (_remember_window).
         self._dirty: set[int] = set()
-        self._has_range = False
-        self._range_pid = 0
+        self._range_mm: Mm | None = None
         self._range_lo = 0
         self._range_hi = 0
         self.event_index = 0
@@ -199,8 +201,8 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.exit_mmap(mm)
         del self.mms[pid]
         self._dirty.discard(pid)
-        if self._has_range and self._range_pid == pid:
-            self._has_range = False
+        if self._range_mm is mm:
+            self._range_mm = None
         self.counters.exits += 1
 
     # ------------------------------------------------------------ events
@@ -212,7 +214,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             mm = self._mm(pid)
             if self.checking:
                 addr: int = ev["addr"]
-                self._remember_window(pid, addr, addr + 1)
+                self._remember_window(mm, addr, addr + 1)
             self.handle_mm_fault(mm, ev["addr"], ev["write"])
         elif op == "mmap":
             flags = 0
@@ -287,18 +289,17 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         for _, ev in events:
             self.apply(ev)
 
-    def _remember_window(self, pid: int, lo: int, hi: int) -> None:
-        """The event works on [lo, hi) of pid's mm: check that part after it."""
-        if not self._has_range:
-            self._has_range = True
-            self._range_pid, self._range_lo, self._range_hi = pid, lo, hi
-        elif self._range_pid == pid:
+    def _remember_window(self, mm: Mm, lo: int, hi: int) -> None:
+        """The event works on [lo, hi) of mm: check that part after it."""
+        if self._range_mm is None:
+            self._range_mm, self._range_lo, self._range_hi = mm, lo, hi
+        elif self._range_mm is mm:
             if lo < self._range_lo:
                 self._range_lo = lo
             if hi > self._range_hi:
                 self._range_hi = hi
         else:
-            self._dirty.add(pid)                 # a second mm: checked whole
+            self._dirty.add(mm.pid)              # a second mm: checked whole
 
     def _remember_range(self, mm: Mm, start: int, end: int) -> None:
         """The event works on [start, end) of mm: check that part after it.  (The
@@ -306,27 +307,29 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         through anon_vma_prepare, anon_vma_clone, anon_vma_fork or unlink_anon_vmas,
         which report the anon_vmas they touch.)"""
         if self.checking:
-            self._remember_window(mm.pid, start, end)
+            self._remember_window(mm, start, end)
 
     def check_invariants(self) -> None:
-        report = self.violation
+        report = self._report
         # Reports come in a deterministic order -- mms by pid, families by their root's
         # id -- never a set's (by address): which violations are kept (max_violations)
         # and which is first must not depend on where objects were allocated.
+        dirty = self._dirty
+        ranged = self._range_mm
         if self.check == "full":
             for pid in sorted(self.mms):
                 invariants.check_mm(self.mms[pid], report)
             roots = {avc.anon_vma.root for mm in self.mms.values() for vma in mm.vmas
                      for avc in vma.chain} | self._roots
         else:
-            dirty = self._dirty
-            ranged = self._has_range and self._range_pid not in dirty
             if not dirty:
-                if ranged:                               # most events: one range
-                    invariants.check_mm_range(self.mms[self._range_pid], self._range_lo,
-                                              self._range_hi, report)
+                if ranged is not None:                   # most events: one range
+                    invariants.check_mm_range(ranged, self._range_lo, self._range_hi, report)
             else:
-                pids = sorted(dirty | {self._range_pid}) if ranged else sorted(dirty)
+                if ranged is not None and ranged.pid not in dirty:
+                    pids = sorted(dirty | {ranged.pid})
+                else:
+                    pids = sorted(dirty)
                 for pid in pids:
                     mm = self.mms.get(pid)
                     if mm is None:
@@ -336,12 +339,18 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
                     else:
                         invariants.check_mm_range(mm, self._range_lo, self._range_hi, report)
             roots = self._roots
-        if roots:
-            for root in (roots if len(roots) < 2 else sorted(roots, key=invariants.by_id)):
+        n = len(roots)
+        if n == 1:
+            for root in roots:
                 invariants.check_family(root, report)
-        self._dirty.clear()
-        self._has_range = False
-        self._roots.clear()
+        elif n > 1:
+            for root in sorted(roots, key=invariants.by_id):
+                invariants.check_family(root, report)
+        if n:
+            self._roots.clear()
+        if dirty:
+            dirty.clear()
+        self._range_mm = None
 
     def result(self) -> ReplayResult:
         return ReplayResult(self.policy.name, self.merge_rule, self.event_index,
