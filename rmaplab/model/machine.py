@@ -212,14 +212,19 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         pid: int = ev["pid"]
         if op == "touch":
             mm = self._mm(pid)
+            addr: int = ev["addr"]
             if self.checking:
-                addr: int = ev["addr"]
                 self._remember_window(mm, addr, addr + 1)
-            self.handle_mm_fault(mm, ev["addr"], ev["write"])
+            self.handle_mm_fault(mm, addr, ev["write"])
         elif op == "mmap":
+            # Each field read once, into typed locals (a dict lookup each).
+            start: int = ev["start"]
+            end: int = ev["end"]
             flags = 0
-            for name in ev.get("flags", ()):
-                flags |= MMAP_FLAGS[name]
+            names = ev.get("flags")
+            if names:
+                for name in names:
+                    flags |= MMAP_FLAGS[name]
             if self.thp and ev.get("stack", False):
                 # calc_vm_flag_bits() (include/linux/mman.h): _calc_vm_trans(flags,
                 # MAP_STACK, VM_NOHUGEPAGE), from c4608d1bf7c6 ("mm: mmap: map MAP_STACK
@@ -231,17 +236,21 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
                 # (anon_vma_compatible): both compare vm_flags beyond VM_ACCESS_FLAGS.
                 flags |= VM_NOHUGEPAGE
             mm = self._mm(pid)
-            self._remember_range(mm, ev["start"], ev["end"])
-            self.do_mmap(mm, ev["start"], ev["end"], PROT[ev["prot"]], ev.get("file"),
-                         ev.get("pgoff", 0), ev.get("shared", False), flags)
+            self._remember_range(mm, start, end)
+            self.do_mmap(mm, start, end, PROT[ev["prot"]], ev.get("file"), ev.get("pgoff", 0),
+                         ev.get("shared", False), flags)
         elif op == "munmap":
+            start = ev["start"]
+            end = ev["end"]
             mm = self._mm(pid)
-            self._remember_range(mm, ev["start"], ev["end"])
-            self.do_munmap(mm, ev["start"], ev["end"])
+            self._remember_range(mm, start, end)
+            self.do_munmap(mm, start, end)
         elif op == "mprotect":
+            start = ev["start"]
+            end = ev["end"]
             mm = self._mm(pid)
-            self._remember_range(mm, ev["start"], ev["end"])
-            self.do_mprotect(mm, ev["start"], ev["end"], PROT[ev["prot"]])
+            self._remember_range(mm, start, end)
+            self.do_mprotect(mm, start, end, PROT[ev["prot"]])
         elif op == "brk":
             mm = self._mm(pid)
             if mm.brk is not None:
@@ -250,18 +259,20 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
                 self._dirty.add(pid)         # the first brk of an mm places the heap
             self.do_brk(mm, ev["end"], ev.get("start"))
         elif op == "madvise":
+            start = ev["start"]
+            end = ev["end"]
             mm = self._mm(pid)
-            self._remember_range(mm, ev["start"], ev["end"])
+            self._remember_range(mm, start, end)
             advice = ev["advice"]
             if advice == "dontneed":
-                self.zap_range(mm, ev["start"], ev["end"])
+                self.zap_range(mm, start, end)
             elif advice in THP_ADVICE and not self.thp:
                 # madvise_behavior_valid(): MADV_HUGEPAGE/NOHUGEPAGE are valid only
                 # #ifdef CONFIG_TRANSPARENT_HUGEPAGE; else -EINVAL before any VMA is seen.
                 self.counters.syscall_errors += 1
             else:
                 set_bits, clear_bits = MADVISE[advice]
-                self.do_madvise_flags(mm, ev["start"], ev["end"], set_bits, clear_bits)
+                self.do_madvise_flags(mm, start, end, set_bits, clear_bits)
         elif op == "mremap":
             mm = self._mm(pid)
             self._remember_range(mm, ev["start"], ev["end"])
