@@ -73,14 +73,20 @@ class ForkMixin(KernelBase):
         if not pages or vma.anon_vma is None:
             return
         lo, hi = vma.start >> PAGE_SHIFT, vma.end >> PAGE_SHIFT
-        if hi - lo < len(pages):
-            found = [(v, pages[v]) for v in range(lo, hi) if v in pages]
+        shared = mm.pages
+        if hi - lo < len(pages):             # the smaller of the VMA and the parent's pages
+            for vpn in range(lo, hi):
+                page = pages.get(vpn)
+                if page is not None:
+                    page.mapcount += 1
+                    page.exclusive = False
+                    shared[vpn] = page
         else:
-            found = [(v, p) for v, p in pages.items() if lo <= v < hi]
-        for vpn, page in found:
-            page.mapcount += 1
-            page.exclusive = False
-            mm.pages[vpn] = page
+            for vpn, page in pages.items():
+                if lo <= vpn < hi:
+                    page.mapcount += 1
+                    page.exclusive = False
+                    shared[vpn] = page
 
     def exit_mmap(self, mm: Mm) -> None:
         """exit_mmap(): unmap every page, free_pgtables() (unlink_anon_vmas), remove_vma()."""

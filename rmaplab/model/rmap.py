@@ -307,7 +307,10 @@ class RmapMixin(KernelBase):
                                f"{vma!r} has no anon_vma but {len(vma.chain)} AVC(s) "
                                "(VM_WARN_ON_ONCE in unlink_anon_vmas)")
             return
-        if vma.chain:
+        if not vma.chain:
+            if vma.anon_vma is None:
+                return              # nothing chained (most VMAs: file-backed): nothing to do
+        else:
             self.anon_vma_lock_write(vma.chain[0].anon_vma)
         empty: list[AnonVmaChain] = []
         for avc in reversed(vma.chain):
