@@ -69,6 +69,8 @@ CASES: list[tuple[str, str, str]] = [
     ("search --policy nope",                              "--policy",      "unknown policy 'nope'"),
     ("search --policy {missing}:Cls",                     "--policy",      "no such plug-in policy file"),
     ("search --prefix {missing}",                         "--prefix",      "no such file"),
+    ("search --jobs 0",                                   "--jobs",        "got '0'"),
+    ("search --unsteered --jobs 999",                     "--jobs",        "from 1 to 256"),
     ("search --prefix {dir}",                             "--prefix",      "is a directory"),
     ("search --prefix {empty}",                           "--prefix",      "is empty"),
     ("search --prefix {badjson}",                         "--prefix",      ":2: not valid JSON"),
