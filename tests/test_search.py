@@ -152,3 +152,14 @@ def test_ordered_yields_in_order_and_stops_its_workers():
 
 def _square(task, i):
     return i * i
+
+
+def test_searches_report_progress_until_the_budget():
+    seen = []
+    assert random_search("v6.0", budget=600, seed=0, jobs=2,
+                         progress=lambda n, budget, s: seen.append((n, budget))) is None
+    assert seen == [(250, 600), (500, 600), (600, 600)]
+    seen.clear()
+    assert find_violation("v6.0", budget=90, examples_per_seed=40,
+                          progress=lambda n, budget, s: seen.append((n, budget))) is None
+    assert seen == [(40, 90), (80, 90), (90, 90)]

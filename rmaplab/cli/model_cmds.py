@@ -275,12 +275,22 @@ def _run_search(args) -> int:
     print(f"searching under {name} for {args.invariant} (budget {args.budget:,} "
           f"examples{', unsteered' if args.unsteered else ''})...", file=sys.stderr)
     start = time.perf_counter()
+    shown = [start]
+
+    def progress(examples: int, budget: int, seconds: float) -> None:
+        """A line on stderr at most every 10 s: searches run for minutes."""
+        if time.perf_counter() - shown[0] >= 10:
+            shown[0] = time.perf_counter()
+            print(f"search: {examples:,} of {budget:,} examples, nothing yet ({seconds:.0f} s)",
+                  file=sys.stderr, flush=True)
+
     if args.unsteered:
         found = random_search(args.policy, args.invariant, budget=args.budget, seed=args.seed,
-                              jobs=args.jobs)
+                              jobs=args.jobs, progress=progress)
     else:
         found = find_violation(args.policy, args.invariant, budget=args.budget,
-                               with_writes=args.with_writes, prefix=prefix, jobs=args.jobs)
+                               with_writes=args.with_writes, prefix=prefix, jobs=args.jobs,
+                               progress=progress)
     seconds = time.perf_counter() - start
     # The outcome goes to stdout first: a file that cannot be written loses nothing.
     if found is None:

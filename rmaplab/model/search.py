@@ -42,6 +42,7 @@ PAGES = 2
 MAX_PROCS = 8
 
 Op = tuple  # ("fork", i) | ("exit", i) | ("write", i, page) | ("prot", i, page, prot)
+Progress = Callable[[int, int, float], None]   # (examples so far, budget, seconds)
 
 
 def setup_events() -> list[dict[str, Any]]:
@@ -216,7 +217,7 @@ def shrink(events: list[dict[str, Any]], policy: str | Policy, invariant: str
 def find_violation(policy: str | Policy = "v5.4", invariant: str = "same-anon_vma-same-chain",
                    budget: int = 60_000, examples_per_seed: int = 5_000, max_ops: int = 30,
                    with_writes: bool = False, prefix: list[dict[str, Any]] | None = None,
-                   jobs: int | None = 1) -> Finding | None:
+                   jobs: int | None = 1, progress: Progress | None = None) -> Finding | None:
     """Search programs (Hypothesis, steered by :func:`danger`) until one breaks
     ``invariant`` under ``policy``; shrink it.  Seeds 0, 1, 2... are tried in turn
     until ``budget`` examples have been spent.  Only fork, exit and one-page
@@ -227,16 +228,17 @@ def find_violation(policy: str | Policy = "v5.4", invariant: str = "same-anon_vm
     inside a plug-in's hook stops the search with an RmaplabError naming it.
     ``jobs``: seeds searched at once in worker processes (None: one per CPU); the
     finding is the one a search of one seed at a time makes (:func:`_search`).
+    ``progress(examples, budget, seconds)`` is called after each seed that found nothing.
     """
     policy = get_policy(policy)
     with guard(policy):
         return _search(policy, invariant, budget, examples_per_seed, max_ops, with_writes, prefix,
-                       jobs)
+                       jobs, progress)
 
 
 def _search(policy: Policy, invariant: str, budget: int, examples_per_seed: int, max_ops: int,
-            with_writes: bool, prefix: list[dict[str, Any]] | None, jobs: int | None
-            ) -> Finding | None:
+            with_writes: bool, prefix: list[dict[str, Any]] | None, jobs: int | None,
+            progress: Progress | None = None) -> Finding | None:
     """Seeds 0, 1, 2... in turn, each given ``examples_per_seed`` or what is left of the
     budget.  With several jobs the next seeds run ahead, planned on the assumption that
     a seed which finds nothing spends all it was given (Hypothesis may stop short): the
@@ -264,6 +266,8 @@ def _search(policy: Policy, invariant: str, budget: int, examples_per_seed: int,
                         break
                     spent += count
                     seed = k + 1
+                    if progress is not None:
+                        progress(spent, budget, time.perf_counter() - start)
                     if count != n:              # stopped short: the plan no longer holds
                         replanned = True
                         break
@@ -402,15 +406,16 @@ def random_program(rng: random.Random, max_ops: int = 30) -> list[Op]:
 
 def random_search(policy: str | Policy, invariant: str = "same-anon_vma-same-chain",
                   budget: int = 100_000, seed: int = 0, max_ops: int = 30,
-                  jobs: int | None = 1) -> Finding | None:
+                  jobs: int | None = 1, progress: Progress | None = None) -> Finding | None:
     """Unsteered search: independent uniform random programs until one breaks
     ``invariant`` under ``policy`` or ``budget`` programs were tried; shrink it.
     ``policy`` as for :func:`find_violation`.  ``jobs``: worker processes running the
     programs (None: one per CPU); every program is drawn here, from the one seeded
-    generator, and the first that breaks the invariant wins, as with one job."""
+    generator, and the first that breaks the invariant wins, as with one job.
+    ``progress(programs, budget, seconds)`` is called after each batch that found nothing."""
     policy = get_policy(policy)
     with guard(policy):
-        return _random_search(policy, invariant, budget, seed, max_ops, jobs)
+        return _random_search(policy, invariant, budget, seed, max_ops, jobs, progress)
 
 
 # Programs per batch a worker runs (about a second's work at most): batches are how far
@@ -419,7 +424,7 @@ BATCH = 250
 
 
 def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_ops: int,
-                   jobs: int | None) -> Finding | None:
+                   jobs: int | None, progress: Progress | None = None) -> Finding | None:
     rng = random.Random(seed)
     start = time.perf_counter()
 
@@ -437,6 +442,8 @@ def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_o
             if events is not None:
                 hit = (first + i + 1, events, time.perf_counter() - start)
                 break
+            if progress is not None:
+                progress(first + i, budget, time.perf_counter() - start)
     if hit is None:
         return None
     examples, events, seconds = hit
