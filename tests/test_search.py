@@ -163,3 +163,39 @@ def test_searches_report_progress_until_the_budget():
     assert find_violation("v6.0", budget=90, examples_per_seed=40,
                           progress=lambda n, budget, s: seen.append((n, budget))) is None
     assert seen == [(40, 90), (80, 90), (90, 90)]
+
+
+STOP_EARLY = """
+import faulthandler, operator, signal, sys
+from rmaplab.model.search import ordered
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # as rmaplab.cli
+task = {"policy": None, **{i: i * i for i in range(50)}}
+for n in range(100):
+    faulthandler.dump_traceback_later(30, exit=True)
+    out = ordered(operator.getitem, [(i,) for i in range(50)], task, jobs=2)
+    assert [next(out), next(out)] == [0, 1]
+    out.close()
+print("ok")
+"""
+
+
+def test_workers_stop_when_the_caller_stops_under_the_command_lines_sigterm_handler():
+    """100 times: two results, then stop.  With multiprocessing.Pool and the command
+    line's SIGTERM handler (inherited by the workers) this hung within a few rounds, and
+    `rmaplab search --jobs 2` about one run in three."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", STOP_EARLY], capture_output=True, text=True,
+                         timeout=240, start_new_session=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_the_command_line_search_with_workers():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "rmaplab", "search", "--unsteered",
+                          "--policy", "v5.4", "--budget", "22000", "--jobs", "2"],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and "after 21,271 examples" in out.stdout, out.stderr

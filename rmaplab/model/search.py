@@ -20,7 +20,9 @@ trace.  Nothing here knows the CVE's sequence.
 
 from __future__ import annotations
 
+import itertools
 import random
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -341,22 +343,41 @@ def _probe_seed(task: dict[str, Any], seed: int, max_examples: int
 _TASK: dict[str, Any] | None = None
 
 
-def _call_task(fn: Callable[..., Any], args: tuple) -> Any:
+def _worker(conn: Any) -> None:
+    """A worker of ordered(): (fn, args) in, (True, result) or (False, exception) out,
+    until None or the parent goes away.  One pipe per worker and no threads or shared
+    locks (multiprocessing.Pool has both: its terminate() could wait forever for a worker
+    that unwound on the command line's SIGTERM handler); the parent kills it when done."""
     assert _TASK is not None
-    with guard(_TASK["policy"]):
-        return fn(_TASK, *args)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C: the parent stops, and kills this
+    while True:
+        try:
+            call = conn.recv()
+        except EOFError:
+            return
+        if call is None:
+            return
+        fn, args = call
+        try:
+            with guard(_TASK["policy"]):
+                out = (True, fn(_TASK, *args))
+        except Exception as e:
+            out = (False, e)
+        try:
+            conn.send(out)
+        except Exception as e:                    # an exception that does not pickle
+            conn.send((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]} ({e})")))
 
 
 def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any],
             jobs: int | None = 1) -> Iterator[Any]:
     """``fn(task, *args)`` for each args of ``calls``, yielded in order.  With more than
-    one job (None: one per CPU) the calls run ahead in forked worker processes, at most
-    ``jobs`` ahead of the one the caller waits for; when the caller stops reading, the
-    workers are killed.  One job, or no fork on this platform: in this process, one call
-    at a time, each only when the caller asks for it."""
+    one job (None: one per CPU) the calls run in forked worker processes, call i in worker
+    i mod jobs, each worker one call ahead; when the caller stops reading, the workers are
+    killed.  One job, or no fork on this platform: in this process, one call at a time,
+    each only when the caller asks for it."""
     import multiprocessing
     import os
-    from collections import deque
 
     global _TASK
     if jobs is None:
@@ -367,26 +388,48 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
         return
     if _TASK is not None:
         raise RuntimeError("ordered() does not nest")
+    ctx = multiprocessing.get_context("fork")
+    workers = []
     _TASK = task
     try:
-        pool = multiprocessing.get_context("fork").Pool(jobs)
+        for _ in range(jobs):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(theirs,), daemon=True)
+            proc.start()
+            theirs.close()
+            workers.append((proc, mine))
     finally:
-        _TASK = None                       # the workers have their copy
+        _TASK = None                              # the workers have their copy
     try:
-        pending: deque = deque()
         todo = iter(calls)
-        while True:
-            while len(pending) < jobs:
-                args = next(todo, None)
-                if args is None:
-                    break
-                pending.append(pool.apply_async(_call_task, (fn, args)))
-            if not pending:
+        sent = 0
+        for _, conn in workers:                   # one call each to start
+            args = next(todo, None)
+            if args is None:
                 break
-            yield pending.popleft().get()
+            conn.send((fn, args))
+            sent += 1
+        for i in itertools.count():
+            if i == sent:
+                return
+            proc, conn = workers[i % jobs]
+            try:
+                ok, out = conn.recv()
+            except EOFError:
+                raise RuntimeError(f"search worker {proc.pid} died (exit status "
+                                   f"{proc.exitcode})") from None
+            args = next(todo, None)
+            if args is not None:
+                conn.send((fn, args))             # its next call: i + jobs
+                sent += 1
+            if not ok:
+                raise out
+            yield out
     finally:
-        pool.terminate()
-        pool.join()
+        for proc, conn in workers:
+            proc.kill()
+            proc.join()
+            conn.close()
 
 
 def random_program(rng: random.Random, max_ops: int = 30) -> list[Op]:
