@@ -7,8 +7,8 @@ policy and the counters; :meth:`Kernel.apply` runs one event of the trace format
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from rmaplab.errors import RmaplabError

@@ -25,7 +25,7 @@ import random
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,7 +370,7 @@ def _worker(conn: Any) -> None:
 
 
 def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any],
-            jobs: int | None = 1) -> Iterator[Any]:
+            jobs: int | None = 1) -> Generator[Any, None, None]:
     """``fn(task, *args)`` for each args of ``calls``, yielded in order.  With more than
     one job (None: one per CPU) the calls run in forked worker processes, call i in worker
     i mod jobs, each worker one call ahead; when the caller stops reading, the workers are
@@ -404,10 +404,10 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
         todo = iter(calls)
         sent = 0
         for _, conn in workers:                   # one call each to start
-            args = next(todo, None)
-            if args is None:
+            call = next(todo, None)
+            if call is None:
                 break
-            conn.send((fn, args))
+            conn.send((fn, call))
             sent += 1
         for i in itertools.count():
             if i == sent:
@@ -418,9 +418,9 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
             except EOFError:
                 raise RuntimeError(f"search worker {proc.pid} died (exit status "
                                    f"{proc.exitcode})") from None
-            args = next(todo, None)
-            if args is not None:
-                conn.send((fn, args))             # its next call: i + jobs
+            call = next(todo, None)
+            if call is not None:
+                conn.send((fn, call))             # its next call: i + jobs
                 sent += 1
             if not ok:
                 raise out
@@ -471,7 +471,7 @@ def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_o
     rng = random.Random(seed)
     start = time.perf_counter()
 
-    def batches() -> Iterator[tuple[int, list[Op]]]:
+    def batches() -> Iterator[tuple[int, list[list[Op]]]]:
         done = 0
         while done < budget:
             size = min(BATCH, budget - done)
@@ -495,7 +495,7 @@ def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_o
     return Finding(policy.name, invariant, shrunk, violation.as_dict(), examples, seed, seconds)
 
 
-def _run_batch(task: dict[str, Any], first: int, programs: list[Op]
+def _run_batch(task: dict[str, Any], first: int, programs: list[list[Op]]
                ) -> tuple[int, tuple[int, list[dict[str, Any]] | None]]:
     """(first, (index in the batch, events cut after the violation)) of the first program
     that breaks the invariant; (first, (len, None)) if none does."""
