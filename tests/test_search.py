@@ -154,6 +154,19 @@ def _square(task, i):
     return i * i
 
 
+def _die(task, status):
+    import os
+
+    os._exit(status)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    from rmaplab.model.search import ordered
+
+    with pytest.raises(RuntimeError, match=r"died \(exit status 3\)"):
+        list(ordered(_die, [(3,), (3,)], {"policy": PLANTED}, jobs=2))
+
+
 def test_searches_report_progress_until_the_budget():
     seen = []
     assert random_search("v6.0", budget=600, seed=0, jobs=2,

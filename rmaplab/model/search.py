@@ -390,17 +390,17 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
         raise RuntimeError("ordered() does not nest")
     ctx = multiprocessing.get_context("fork")
     workers = []
-    _TASK = task
     try:
-        for _ in range(jobs):
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(theirs,), daemon=True)
-            proc.start()
-            theirs.close()
-            workers.append((proc, mine))
-    finally:
-        _TASK = None                              # the workers have their copy
-    try:
+        _TASK = task
+        try:
+            for _ in range(jobs):
+                mine, theirs = ctx.Pipe()
+                proc = ctx.Process(target=_worker, args=(theirs,), daemon=True)
+                workers.append((proc, mine))
+                proc.start()
+                theirs.close()
+        finally:
+            _TASK = None                          # the workers have their copy
         todo = iter(calls)
         sent = 0
         for _, conn in workers:                   # one call each to start
@@ -416,6 +416,7 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
             try:
                 ok, out = conn.recv()
             except EOFError:
+                proc.join(5)
                 raise RuntimeError(f"search worker {proc.pid} died (exit status "
                                    f"{proc.exitcode})") from None
             call = next(todo, None)
@@ -427,8 +428,9 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
             yield out
     finally:
         for proc, conn in workers:
-            proc.kill()
-            proc.join()
+            if proc.pid is not None:              # started
+                proc.kill()
+                proc.join()
             conn.close()
 
 
