@@ -161,9 +161,10 @@ def _die(task, status):
 
 
 def test_a_worker_that_dies_is_an_error_not_a_hang():
+    from rmaplab.errors import RmaplabError
     from rmaplab.model.search import ordered
 
-    with pytest.raises(RuntimeError, match=r"died \(exit status 3\)"):
+    with pytest.raises(RmaplabError, match=r"died \(exit status 3\)"):
         list(ordered(_die, [(3,), (3,)], {"policy": PLANTED}, jobs=2))
 
 
@@ -212,3 +213,49 @@ def test_the_command_line_search_with_workers():
                           "--policy", "v5.4", "--budget", "22000", "--jobs", "2"],
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0 and "after 21,271 examples" in out.stdout, out.stderr
+
+
+def _session(sid: int) -> list[int]:
+    """Pids of the processes in session sid (from /proc)."""
+    import os
+
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[3]) == sid:
+                pids.append(int(entry))
+    return pids
+
+
+def test_workers_end_when_their_parent_is_killed_outright():
+    """SIGKILL to `rmaplab search --jobs 2` (no unwinding): its workers see their pipes
+    end and exit, instead of waiting forever as orphans."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "rmaplab", "search", "--unsteered",
+                             "--policy", "v6.0", "--budget", "400000", "--jobs", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while len(_session(proc.pid)) < 3 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(_session(proc.pid)) == 3               # the command and its 2 workers
+        time.sleep(1)
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 20
+        while _session(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        assert _session(proc.pid) == []
+    finally:
+        for pid in _session(proc.pid):
+            os.kill(pid, signal.SIGKILL)

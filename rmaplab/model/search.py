@@ -33,6 +33,7 @@ from typing import Any
 
 from rmaplab import ddmin
 from rmaplab.ddmin import renumber
+from rmaplab.errors import RmaplabError
 from rmaplab.model.machine import EventError, Kernel
 from rmaplab.model.plugins import guard, hook_error
 from rmaplab.model.policies import Policy, get_policy
@@ -343,17 +344,21 @@ def _probe_seed(task: dict[str, Any], seed: int, max_examples: int
 _TASK: dict[str, Any] | None = None
 
 
-def _worker(conn: Any) -> None:
+def _worker(conn: Any, parent_ends: list[Any]) -> None:
     """A worker of ordered(): (fn, args) in, (True, result) or (False, exception) out,
     until None or the parent goes away.  One pipe per worker and no threads or shared
     locks (multiprocessing.Pool has both: its terminate() could wait forever for a worker
     that unwound on the command line's SIGTERM handler); the parent kills it when done."""
     assert _TASK is not None
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C: the parent stops, and kills this
+    # The parent's ends of this and earlier workers' pipes came along with fork: closed,
+    # so that a parent killed outright ends the pipe (EOF) and this worker with it.
+    for end in parent_ends:
+        end.close()
     while True:
         try:
             call = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         if call is None:
             return
@@ -365,6 +370,8 @@ def _worker(conn: Any) -> None:
             out = (False, e)
         try:
             conn.send(out)
+        except OSError:
+            return                                # the parent is gone
         except Exception as e:                    # an exception that does not pickle
             conn.send((False, RuntimeError(f"{type(out[1]).__name__}: {out[1]} ({e})")))
 
@@ -395,7 +402,8 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
         try:
             for _ in range(jobs):
                 mine, theirs = ctx.Pipe()
-                proc = ctx.Process(target=_worker, args=(theirs,), daemon=True)
+                parent_ends = [end for _, end in workers] + [mine]
+                proc = ctx.Process(target=_worker, args=(theirs, parent_ends), daemon=True)
                 workers.append((proc, mine))
                 proc.start()
                 theirs.close()
@@ -417,8 +425,11 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
                 ok, out = conn.recv()
             except EOFError:
                 proc.join(5)
-                raise RuntimeError(f"search worker {proc.pid} died (exit status "
-                                   f"{proc.exitcode})") from None
+                # An RmaplabError: not taken for a plug-in's failure by guard().
+                raise RmaplabError(f"search worker {proc.pid} died (exit status "
+                                   f"{proc.exitcode})",
+                                   hint="-9 is SIGKILL, e.g. from the kernel's OOM killer; "
+                                        "try --jobs 1") from None
             call = next(todo, None)
             if call is not None:
                 conn.send((fn, call))             # its next call: i + jobs
