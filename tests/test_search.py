@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rmaplab import traces
-from rmaplab.model.policies import variant
+from rmaplab.model.policies import get_policy, variant
 from rmaplab.model.search import find_violation, random_search, renumber, replay_events, shrink
 from rmaplab.paths import data_dir, repo_root
 
@@ -111,6 +111,42 @@ def test_steered_search_finds_the_same_with_two_jobs():
     two = find_violation("v5.4", budget=6_000, examples_per_seed=400, jobs=2)
     assert one is not None and one.seed > 1
     assert _same(one, two)
+
+
+def test_a_seed_counts_the_programs_up_to_its_first_violation():
+    """A seed's count is the number of programs run up to and including its first
+    violation -- not the calls Hypothesis makes after it (generating more, shrinking),
+    which were bounded by wall time.  The reference: a probe that never fails sees the
+    same programs in the same order until then (with the same seed and the same target
+    observations, Hypothesis generates the same), so the first violating one is found by
+    scanning them."""
+    from hypothesis import HealthCheck, Phase, given, settings, target
+    from hypothesis import seed as hseed
+
+    from rmaplab.model.search import _probe_seed, danger, first_violation, programs, run_program
+
+    task = {"policy": get_policy("v5.4"), "invariant": "same-anon_vma-same-chain",
+            "max_ops": 30, "with_writes": False, "prefix": None}
+    count, events = _probe_seed(task, 2, 5_000)
+    assert events is not None and 100 < count < 5_000    # found, neither at once nor at the end
+
+    seen: list[tuple[int, list[dict] | None]] = []
+
+    @given(program=programs(False, 30))
+    def record(program):
+        if len(seen) == count:
+            return                      # past the probe's end: Hypothesis need not agree
+        kernel, evs = run_program(program, "v5.4", check="incremental")
+        target(danger(kernel), label="non-ancestor anon_vmas in chains")
+        hit = first_violation(kernel, "same-anon_vma-same-chain")
+        seen.append((len(seen) + 1, evs[: hit.event + 1] if hit is not None else None))
+
+    # The same max_examples: Hypothesis's generation depends on it.
+    hseed(2)(settings(max_examples=5_000, deadline=None, database=None,
+                      phases=[Phase.generate, Phase.target],
+                      suppress_health_check=list(HealthCheck))(record))()
+    first = next((n, evs) for n, evs in seen if evs is not None)
+    assert first == (count, events)
 
 
 def _short_seed(task, seed, max_examples):

@@ -285,31 +285,37 @@ def _search(policy: Policy, invariant: str, budget: int, examples_per_seed: int,
     return None
 
 
-def _probe_seed(task: dict[str, Any], seed: int, max_examples: int
-                ) -> tuple[int, list[dict[str, Any]] | None]:
-    """One seed of the steered search: (examples run, the events of the first program
-    that broke the invariant, cut after the violating event, or None)."""
-    from hypothesis import HealthCheck, Phase, given, settings, target
-    from hypothesis import seed as hseed
+def programs(with_writes: bool, max_ops: int) -> Any:
+    """The steered search's Hypothesis strategy: lists of up to ``max_ops`` fork, exit and
+    one-page mprotect operations (and writes, ``with_writes``), as run_program takes them."""
     from hypothesis import strategies as st
 
-    policy, invariant, prefix = task["policy"], task["invariant"], task["prefix"]
     idx = st.integers(0, MAX_PROCS - 1)
     choices = [
         st.tuples(st.just("fork"), idx),
         st.tuples(st.just("exit"), idx),
         st.tuples(st.just("prot"), idx, st.integers(0, PAGES - 1), st.sampled_from(["r", "rw"])),
     ]
-    if task["with_writes"]:
+    if with_writes:
         choices.append(st.tuples(st.just("write"), idx, st.integers(0, PAGES - 1)))
-    op = st.one_of(*choices)
+    return st.lists(st.one_of(*choices), max_size=max_ops)
+
+
+def _probe_seed(task: dict[str, Any], seed: int, max_examples: int
+                ) -> tuple[int, list[dict[str, Any]] | None]:
+    """One seed of the steered search: (examples run, the events of the first program
+    that broke the invariant, cut after the violating event, or None)."""
+    from hypothesis import HealthCheck, Phase, given, settings, target
+    from hypothesis import seed as hseed
+
+    policy, invariant, prefix = task["policy"], task["invariant"], task["prefix"]
 
     class Found(Exception):
         pass
 
     state: dict[str, Any] = {"count": 0}
 
-    @given(program=st.lists(op, max_size=task["max_ops"]))
+    @given(program=programs(task["with_writes"], task["max_ops"]))
     def probe(program):
         if "events" in state or "error" in state:
             # Hypothesis runs the failing example once more to report it: not an example.
