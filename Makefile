@@ -67,7 +67,7 @@ ceiling-campaign: $(STAMP)
 cost-campaign: $(STAMP)
 	$(BIN)/rmaplab forkcost $(ARGS)
 
-# Invariant searches behind notebook 02 (~17 min on 2 cores, 2026-12-03): regenerates data/traces/.
+# Invariant searches behind notebook 02 (~22 min on 2 cores, 2026-12-03): regenerates data/traces/.
 # Steered (Hypothesis + danger target; the page-mapping-freed searches continue the v5.4
 # finding minus its last event), then unsteered (uniform random programs, no prefix).
 T      = data/traces
