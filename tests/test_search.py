@@ -125,10 +125,10 @@ def test_a_seed_counts_the_programs_up_to_its_first_violation():
 
     from rmaplab.model.search import _probe_seed, danger, first_violation, programs, run_program
 
-    task = {"policy": get_policy("v5.4"), "invariant": "same-anon_vma-same-chain",
+    task = {"policy": get_policy("v5.5"), "invariant": "same-anon_vma-same-chain",
             "max_ops": 30, "with_writes": False, "prefix": None}
-    count, events = _probe_seed(task, 2, 5_000)
-    assert events is not None and 100 < count < 5_000    # found, neither at once nor at the end
+    count, events = _probe_seed(task, 0, 1_000)
+    assert events is not None and 100 < count < 1_000    # found, neither at once nor at the end
 
     seen: list[tuple[int, list[dict] | None]] = []
 
@@ -136,17 +136,40 @@ def test_a_seed_counts_the_programs_up_to_its_first_violation():
     def record(program):
         if len(seen) == count:
             return                      # past the probe's end: Hypothesis need not agree
-        kernel, evs = run_program(program, "v5.4", check="incremental")
+        kernel, evs = run_program(program, "v5.5", check="incremental")
         target(danger(kernel), label="non-ancestor anon_vmas in chains")
         hit = first_violation(kernel, "same-anon_vma-same-chain")
         seen.append((len(seen) + 1, evs[: hit.event + 1] if hit is not None else None))
 
     # The same max_examples: Hypothesis's generation depends on it.
-    hseed(2)(settings(max_examples=5_000, deadline=None, database=None,
+    hseed(0)(settings(max_examples=1_000, deadline=None, database=None,
                       phases=[Phase.generate, Phase.target],
                       suppress_health_check=list(HealthCheck))(record))()
     first = next((n, evs) for n, evs in seen if evs is not None)
     assert first == (count, events)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_error_in_a_steered_search_is_raised_not_taken_for_a_seed_that_stopped_short(
+        monkeypatch, jobs):
+    """A failure of the model itself (not a plug-in's) ends the search with that error.
+    (Found by review: with Hypothesis's re-run of the failing example answered by the
+    stop signal, the seed came back as one that had stopped short at the failure, and
+    the search went on.)"""
+    from rmaplab.model import search
+
+    real = search.run_program
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 50:
+            raise RuntimeError("a bug in the model")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "run_program", failing)   # forked workers inherit it
+    with pytest.raises(RuntimeError, match="a bug in the model"):
+        find_violation("v6.0", budget=600, examples_per_seed=300, jobs=jobs)
 
 
 def _short_seed(task, seed, max_examples):

@@ -317,17 +317,22 @@ def _probe_seed(task: dict[str, Any], seed: int, max_examples: int
 
     @given(program=programs(task["with_writes"], task["max_ops"]))
     def probe(program):
+        # Hypothesis runs the failing example once more to report it: not an example, and
+        # it must fail the same way (a failure of the model itself is raised again).
+        if "unexpected" in state:
+            raise state["unexpected"]
         if "events" in state or "error" in state:
-            # Hypothesis runs the failing example once more to report it: not an example.
             raise Found
         state["count"] += 1
         try:
             kernel, events = run_program(program, policy, check="incremental", prefix=prefix)
         except Exception as e:
             # A plug-in's own failure is not a finding: stop at once, do not shrink it.
-            state["error"] = hook_error(e, policy)
-            if state["error"] is None:
+            error = hook_error(e, policy)
+            if error is None:
+                state["unexpected"] = e
                 raise
+            state["error"] = error
             raise Found from None
         target(danger(kernel), label="non-ancestor anon_vmas in chains")
         hit = first_violation(kernel, invariant)
