@@ -486,10 +486,12 @@ def random_search(policy: str | Policy, invariant: str = "same-anon_vma-same-cha
                   jobs: int | None = 1, progress: Progress | None = None) -> Finding | None:
     """Unsteered search: independent uniform random programs until one breaks
     ``invariant`` under ``policy`` or ``budget`` programs were tried; shrink it.
-    ``policy`` as for :func:`find_violation`.  ``jobs``: worker processes running the
-    programs (None: one per CPU); every program is drawn here, from the one seeded
-    generator, and the first that breaks the invariant wins, as with one job.
-    ``progress(programs, budget, seconds)`` is called after each batch that found nothing."""
+    ``policy`` as for :func:`find_violation`.  The programs come in batches of ``BATCH``,
+    batch k drawn from its own generator (:func:`batch_rng`), so they are the same
+    whoever draws them; ``jobs`` worker processes (None: one per CPU) draw and run the
+    batches, and the first program that breaks the invariant, in batch order, wins -- as
+    with one job.  ``progress(programs, budget, seconds)`` is called after each batch
+    that found nothing."""
     policy = get_policy(policy)
     with guard(policy):
         return _random_search(policy, invariant, budget, seed, max_ops, jobs, progress)
@@ -500,21 +502,21 @@ def random_search(policy: str | Policy, invariant: str = "same-anon_vma-same-cha
 BATCH = 250
 
 
+def batch_rng(seed: int, batch: int) -> random.Random:
+    """The generator of the unsteered search's batch ``batch`` under ``seed``: one per
+    batch (seeded from a string, which Python hashes with SHA-512 -- the same on every
+    version), so workers draw their batches themselves.  (Until 2026-12-03 the parent drew
+    every program from one generator, and on two CPUs its drawing took a core's share.)"""
+    return random.Random(f"rmaplab unsteered search: seed {seed}, batch {batch}")
+
+
 def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_ops: int,
                    jobs: int | None, progress: Progress | None = None) -> Finding | None:
-    rng = random.Random(seed)
     start = time.perf_counter()
-
-    def batches() -> Iterator[tuple[int, list[list[Op]]]]:
-        done = 0
-        while done < budget:
-            size = min(BATCH, budget - done)
-            yield done, [random_program(rng, max_ops) for _ in range(size)]
-            done += size
-
-    task = {"policy": policy, "invariant": invariant}
+    plan = [(first, min(BATCH, budget - first)) for first in range(0, budget, BATCH)]
+    task = {"policy": policy, "invariant": invariant, "seed": seed, "max_ops": max_ops}
     hit = None
-    with closing(ordered(_run_batch, batches(), task, jobs)) as results:
+    with closing(ordered(_run_batch, plan, task, jobs)) as results:
         for first, (i, events) in results:
             if events is not None:
                 hit = (first + i + 1, events, time.perf_counter() - start)
@@ -529,13 +531,16 @@ def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_o
     return Finding(policy.name, invariant, shrunk, violation.as_dict(), examples, seed, seconds)
 
 
-def _run_batch(task: dict[str, Any], first: int, programs: list[list[Op]]
+def _run_batch(task: dict[str, Any], first: int, size: int
                ) -> tuple[int, tuple[int, list[dict[str, Any]] | None]]:
-    """(first, (index in the batch, events cut after the violation)) of the first program
-    that breaks the invariant; (first, (len, None)) if none does."""
-    for i, program in enumerate(programs):
+    """Draw and run the batch starting at program ``first``: (first, (index in the batch,
+    events cut after the violation)) of the first program that breaks the invariant;
+    (first, (size, None)) if none does."""
+    rng = batch_rng(task["seed"], first // BATCH)
+    for i in range(size):
+        program = random_program(rng, task["max_ops"])
         kernel, events = run_program(program, task["policy"], check="incremental")
         hit = first_violation(kernel, task["invariant"])
         if hit is not None:
             return first, (i, events[: hit.event + 1])
-    return first, (len(programs), None)
+    return first, (size, None)
