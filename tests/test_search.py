@@ -319,3 +319,23 @@ def test_workers_end_when_their_parent_is_killed_outright():
     finally:
         for pid in _session(proc.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_summary_keeps_one_record_per_unsteered_seed(tmp_path):
+    """`make search-seeds` records 20 seeds of one search in one file: seeds other than 0
+    get keys of their own (seed 0 keeps the key the summaries always had)."""
+    import subprocess
+    import sys
+
+    summary = tmp_path / "seeds.json"
+    for seed in ("0", "3"):
+        out = subprocess.run([sys.executable, "-m", "rmaplab", "search", "--unsteered",
+                              "--policy", "v6.0", "--budget", "300", "--seed", seed, "--jobs",
+                              "1", "--summary", str(summary)], capture_output=True, text=True,
+                             timeout=240)
+        assert out.returncode == 1, out.stderr                      # nothing to find
+    records = json.loads(summary.read_text())
+    assert sorted(records) == ["v6.0/same-anon_vma-same-chain/unsteered",
+                               "v6.0/same-anon_vma-same-chain/unsteered/seed=3"]
+    assert [r["seed"] for _, r in sorted(records.items())] == [0, 3]
+    assert all(r["examples"] == 300 and not r["found"] for r in records.values())

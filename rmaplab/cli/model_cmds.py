@@ -217,7 +217,8 @@ def _record_search(path: Path, args, found, seconds: float) -> None:
     summary = _read_summary(path)
     key = f"{args.policy}/{args.invariant}" + ("/writes" if args.with_writes else "") + \
         (f"/prefix={args.prefix.name}" if args.prefix is not None else "") + \
-        ("/unsteered" if args.unsteered else "")
+        ("/unsteered" if args.unsteered else "") + \
+        (f"/seed={args.seed}" if args.unsteered and args.seed else "")  # seed 0: its old key
     summary[key] = {
         "policy": args.policy, "invariant": args.invariant,
         "with_writes": args.with_writes or args.unsteered,
