@@ -84,6 +84,8 @@ CASES: list[tuple[str, str, str]] = [
     ("search --budget 1e3",                               "--budget",      "not a whole number"),
     ("search --unsteered --seed -1",                      "--seed",        "must be a whole number >= 0"),
     ("search --unsteered --prefix {trace}",               "--unsteered",   "takes no --prefix"),
+    ("search --violators",                                "--violators",   "goes with --unsteered"),
+    ("search --unsteered --violators -o {dir}/v.jsonl",   "--violators",   "writes no trace"),
     ("search --budget 99999999999",                       "--budget",      "from 1 to 1000000000"),
     ("search -o {dir}",                                   "-o",            "is a directory; give a file name"),
     ("search -o /",                                       "-o",            "is a directory"),

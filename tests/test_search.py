@@ -339,3 +339,36 @@ def test_the_summary_keeps_one_record_per_unsteered_seed(tmp_path):
                                "v6.0/same-anon_vma-same-chain/unsteered/seed=3"]
     assert [r["seed"] for _, r in sorted(records.items())] == [0, 3]
     assert all(r["examples"] == 300 and not r["found"] for r in records.values())
+
+
+def test_the_violators_of_a_seed_start_where_its_search_stops():
+    """random_violators runs every program of the unsteered sequence; its first is the
+    program random_search stops at (a separate loop over the same batches), the same
+    with one or two jobs."""
+    from rmaplab.model.search import random_violators
+
+    one = random_violators("v5.4", budget=7_000, seed=0, jobs=1)
+    assert one and one == random_violators("v5.4", budget=7_000, seed=0, jobs=2)
+    assert one[0] == random_search("v5.4", budget=7_000, seed=0, jobs=1).examples
+    planted = random_violators(PLANTED, budget=600, seed=3, jobs=2)
+    assert planted[0] == random_search(PLANTED, budget=600, seed=3).examples
+    assert len(planted) > 1 and planted == sorted(set(planted))
+    assert random_violators("v6.0", budget=600, seed=0) == []
+
+
+def test_the_command_line_records_every_violator(tmp_path):
+    import subprocess
+    import sys
+
+    summary = tmp_path / "v.json"
+    out = subprocess.run([sys.executable, "-m", "rmaplab", "search", "--unsteered",
+                          "--violators", "--policy", "v5.4", "--budget", "7000", "--jobs", "2",
+                          "--summary", str(summary)], capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 0, out.stderr
+    (record,) = json.loads(summary.read_text()).values()
+    from rmaplab.model.search import random_violators
+
+    assert record["violators"] == random_violators("v5.4", budget=7_000, seed=0)
+    assert record["examples"] == record["violators"][0] and record["found"]
+    assert f"the first at program {record['examples']:,}" in out.stdout

@@ -185,6 +185,10 @@ def _search(sub) -> None:
                         "steered Hypothesis search")
     p.add_argument("--seed", type=_args.non_negative_int, default=0, metavar="N",
                    help="random seed of --unsteered (0)")
+    p.add_argument("--violators", action="store_true",
+                   help="with --unsteered: run every program of the budget and record the "
+                        "numbers of all that break the invariant (in --summary), not only "
+                        "the first; nothing is shrunk or written with -o")
     p.add_argument("--budget", type=_args.integer(1, 10**9), default=60_000, metavar="N",
                    help="examples to try at most (60000)")
     p.add_argument("--jobs", type=_args.integer(1, 256), metavar="N",
@@ -215,11 +219,7 @@ def _record_search(path: Path, args, found, seconds: float) -> None:
     from rmaplab import atomic
 
     summary = _read_summary(path)
-    key = f"{args.policy}/{args.invariant}" + ("/writes" if args.with_writes else "") + \
-        (f"/prefix={args.prefix.name}" if args.prefix is not None else "") + \
-        ("/unsteered" if args.unsteered else "") + \
-        (f"/seed={args.seed}" if args.unsteered and args.seed else "")  # seed 0: its old key
-    summary[key] = {
+    summary[_summary_key(args)] = {
         "policy": args.policy, "invariant": args.invariant,
         "with_writes": args.with_writes or args.unsteered,
         "mode": "unsteered" if args.unsteered else "steered",
@@ -232,6 +232,46 @@ def _record_search(path: Path, args, found, seconds: float) -> None:
         "trace": str(args.output) if found and args.output else None,
     }
     atomic.write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+
+
+def _run_violators(args, name: str, start: float, progress) -> int:
+    """``search --unsteered --violators``: every program of the budget is run."""
+    import time
+
+    from rmaplab import atomic
+    from rmaplab.model.search import random_violators
+
+    found = random_violators(args.policy, args.invariant, budget=args.budget, seed=args.seed,
+                             jobs=args.jobs, progress=progress)
+    seconds = time.perf_counter() - start
+    first = found[0] if found else None
+    if args.json:
+        json_out({"found": bool(found), "policy": name, "invariant": args.invariant,
+                  "seed": args.seed, "budget": args.budget, "violators": found})
+    else:
+        print(f"{len(found):,} of {args.budget:,} programs break {args.invariant} under {name}"
+              + (f", the first at program {first:,}" if found else "") + f" ({seconds:.1f} s)")
+    sys.stdout.flush()
+    if args.summary:
+        summary = _read_summary(args.summary)
+        summary[_summary_key(args)] = {
+            "policy": args.policy, "invariant": args.invariant, "with_writes": True,
+            "mode": "unsteered", "prefix": None, "budget": args.budget, "found": bool(found),
+            "examples": first if found else args.budget, "seconds": round(seconds, 1),
+            "seed": args.seed, "events": None, "trace": None, "violators": found}
+        try:
+            atomic.write_text(args.summary, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+        except OSError as e:
+            raise RmaplabError(f"cannot write {args.summary} ({e.strerror or e}); the outcome "
+                               "is printed above") from None
+    return 0 if found else 1
+
+
+def _summary_key(args) -> str:
+    return f"{args.policy}/{args.invariant}" + ("/writes" if args.with_writes else "") + \
+        (f"/prefix={args.prefix.name}" if args.prefix is not None else "") + \
+        ("/unsteered" if args.unsteered else "") + \
+        (f"/seed={args.seed}" if args.unsteered and args.seed else "")  # seed 0: its old key
 
 
 def _search_prefix(args) -> list[dict] | None:
@@ -269,6 +309,8 @@ def _run_search(args) -> int:
 
     if args.unsteered and (args.prefix is not None or args.with_writes):
         raise RmaplabError("--unsteered takes no --prefix and always generates writes")
+    if args.violators and (not args.unsteered or args.output is not None):
+        raise RmaplabError("--violators goes with --unsteered, and writes no trace (-o)")
     name = get_policy(args.policy).name
     prefix = _search_prefix(args)
     if args.summary is not None:
@@ -285,6 +327,8 @@ def _run_search(args) -> int:
             print(f"search: {examples:,} of {budget:,} examples, nothing yet ({seconds:.0f} s)",
                   file=sys.stderr, flush=True)
 
+    if args.violators:
+        return _run_violators(args, name, start, progress)
     if args.unsteered:
         found = random_search(args.policy, args.invariant, budget=args.budget, seed=args.seed,
                               jobs=args.jobs, progress=progress)

@@ -531,6 +531,39 @@ def _random_search(policy: Policy, invariant: str, budget: int, seed: int, max_o
     return Finding(policy.name, invariant, shrunk, violation.as_dict(), examples, seed, seconds)
 
 
+def random_violators(policy: str | Policy, invariant: str = "same-anon_vma-same-chain",
+                     budget: int = 100_000, seed: int = 0, max_ops: int = 30,
+                     jobs: int | None = 1, progress: Progress | None = None) -> list[int]:
+    """Every program of the unsteered search's sequence (``seed``, ``budget``) that breaks
+    ``invariant`` under ``policy``: their numbers, counting from 1 (the first is where
+    :func:`random_search` stops).  A seed draws the same programs under every policy, so
+    two policies' lists compare program by program."""
+    policy = get_policy(policy)
+    plan = [(first, min(BATCH, budget - first)) for first in range(0, budget, BATCH)]
+    task = {"policy": policy, "invariant": invariant, "seed": seed, "max_ops": max_ops}
+    start = time.perf_counter()
+    out: list[int] = []
+    with guard(policy), closing(ordered(_batch_violators, plan, task, jobs)) as results:
+        for (first, size), found in zip(plan, results, strict=True):
+            out += found
+            if progress is not None:
+                progress(first + size, budget, time.perf_counter() - start)
+    return out
+
+
+def _batch_violators(task: dict[str, Any], first: int, size: int) -> list[int]:
+    """The numbers (from 1) of the programs of the batch at ``first`` that break the
+    invariant."""
+    rng = batch_rng(task["seed"], first // BATCH)
+    out = []
+    for i in range(size):
+        kernel, _ = run_program(random_program(rng, task["max_ops"]), task["policy"],
+                                check="incremental")
+        if first_violation(kernel, task["invariant"]) is not None:
+            out.append(first + i + 1)
+    return out
+
+
 def _run_batch(task: dict[str, Any], first: int, size: int
                ) -> tuple[int, tuple[int, list[dict[str, Any]] | None]]:
     """Draw and run the batch starting at program ``first``: (first, (index in the batch,
