@@ -90,7 +90,7 @@ searches: $(STAMP) $(FAST)
 	      -o $(T)/unsteered-$$p-$$i.jsonl || true; done; done
 	$(MAKE) search-seeds
 
-# The unsteered same-chain search over seeds 0-19, every program run (~15 min on 2 cores):
+# The unsteered same-chain search over seeds 0-19, every program run (~20 min on 2 cores):
 # which programs break each policy, and how soon, as 20 draws rather than one count (notebook 02).
 SEEDS         = 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19
 SEED_POLICIES = v5.4 v5.5 wei-intended v6.0+4e4a9eb v6.0+wei-intended
