@@ -1,7 +1,7 @@
 #!/bin/bash
 # Searches, before against after, interleaved, $3 rounds (default 3); each side a checkout
 # with its own compiled build (python -m rmaplab.model build run in it).
-# Prints "<commit> <measure> <seconds>" lines; median them with summarize.py.
+# Prints "<commit> <measure> <seconds>" lines; median them with ../perf-2026-12-03-search/summarize.py.
 #   compare.sh BEFORE_DIR AFTER_DIR [ROUNDS]
 BEFORE=$1 AFTER=$2 ROUNDS=${3:-3}
 PY=${PY:-/work/main/.venv/bin/python}

@@ -215,7 +215,8 @@ def _read_summary(path: Path) -> dict:
     return summary
 
 
-def _record_search(path: Path, args, found, seconds: float) -> None:
+def _record_search(path: Path, args, outcome: dict) -> None:
+    """Record a search's outcome (found, examples, seconds, seed, ...) under its key."""
     from rmaplab import atomic
 
     summary = _read_summary(path)
@@ -224,13 +225,7 @@ def _record_search(path: Path, args, found, seconds: float) -> None:
         "with_writes": args.with_writes or args.unsteered,
         "mode": "unsteered" if args.unsteered else "steered",
         "prefix": str(args.prefix) if args.prefix is not None else None,
-        "budget": args.budget, "found": found is not None,
-        "examples": found.examples if found else args.budget,
-        "seconds": round(found.seconds if found else seconds, 1),
-        "seed": found.seed if found else (args.seed if args.unsteered else None),
-        "events": len(found.events) if found else None,
-        "trace": str(args.output) if found and args.output else None,
-    }
+        "budget": args.budget, **outcome}
     atomic.write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
 
 
@@ -238,7 +233,6 @@ def _run_violators(args, name: str, start: float, progress) -> int:
     """``search --unsteered --violators``: every program of the budget is run."""
     import time
 
-    from rmaplab import atomic
     from rmaplab.model.search import random_violators
 
     found = random_violators(args.policy, args.invariant, budget=args.budget, seed=args.seed,
@@ -253,14 +247,11 @@ def _run_violators(args, name: str, start: float, progress) -> int:
               + (f", the first at program {first:,}" if found else "") + f" ({seconds:.1f} s)")
     sys.stdout.flush()
     if args.summary:
-        summary = _read_summary(args.summary)
-        summary[_summary_key(args)] = {
-            "policy": args.policy, "invariant": args.invariant, "with_writes": True,
-            "mode": "unsteered", "prefix": None, "budget": args.budget, "found": bool(found),
-            "examples": first if found else args.budget, "seconds": round(seconds, 1),
-            "seed": args.seed, "events": None, "trace": None, "violators": found}
         try:
-            atomic.write_text(args.summary, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+            _record_search(args.summary, args, {
+                "found": bool(found), "examples": first if found else args.budget,
+                "seconds": round(seconds, 1), "seed": args.seed, "events": None,
+                "trace": None, "violators": found})
         except OSError as e:
             raise RmaplabError(f"cannot write {args.summary} ({e.strerror or e}); the outcome "
                                "is printed above") from None
@@ -371,7 +362,13 @@ def _run_search(args) -> int:
                       f"{found.violation['detail']}\n")
             traces.write(found.events, args.output, header=header)
         if args.summary:
-            _record_search(args.summary, args, found, seconds)
+            _record_search(args.summary, args, {
+                "found": found is not None,
+                "examples": found.examples if found else args.budget,
+                "seconds": round(found.seconds if found else seconds, 1),
+                "seed": found.seed if found else (args.seed if args.unsteered else None),
+                "events": len(found.events) if found else None,
+                "trace": str(args.output) if found and args.output else None})
     except OSError as e:
         raise RmaplabError(f"cannot write {e.filename or args.output} ({e.strerror or e}); the "
                            "outcome is printed above") from None
