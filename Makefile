@@ -15,7 +15,7 @@ FAST   := build/fast/$(FAST_TAG)/manifest.json
 MODEL  := $(wildcard rmaplab/model/*.py)
 
 .PHONY: reproduce test bench lint lab venv kbuild-campaign ceiling-campaign cost-campaign \
-        searches search-seeds clean-venv
+        searches search-seeds steered-seeds clean-venv
 
 venv: $(STAMP) $(FAST)
 
@@ -89,6 +89,7 @@ searches: $(STAMP) $(FAST)
 	    $(SEARCH) --policy $$p --invariant $$i --unsteered --budget 100000 \
 	      -o $(T)/unsteered-$$p-$$i.jsonl || true; done; done
 	$(MAKE) search-seeds
+	$(MAKE) steered-seeds
 
 # The unsteered same-chain search over seeds 0-19, every program run (~20 min on 2 cores):
 # which programs break each policy, and how soon, as 20 draws rather than one count (notebook 02).
@@ -98,3 +99,13 @@ search-seeds: $(STAMP) $(FAST)
 	for p in $(SEED_POLICIES); do for s in $(SEEDS); do \
 	  $(BIN)/rmaplab search --summary $(T)/unsteered-seeds.json --policy $$p --unsteered --violators \
 	    --seed $$s --budget 100000 || true; done; done
+
+# The steered same-chain search, one Hypothesis seed at a time (5000 examples, the
+# search's examples per seed), seeds 0-9, two searches side by side (--summary is
+# written under a lock): how often a seed of the steered search breaks each policy,
+# rather than the one count of a search that runs seeds in turn (notebook 02).
+STEERED_SEEDS = 0 1 2 3 4 5 6 7 8 9
+steered-seeds: $(STAMP) $(FAST)
+	for p in $(SEED_POLICIES); do for s in $(STEERED_SEEDS); do echo "$$p $$s"; done; done | \
+	  xargs -P 2 -L 1 sh -c '$(BIN)/rmaplab search --summary $(T)/steered-seeds.json \
+	    --policy "$$0" --seed "$$1" --budget 5000 --jobs 1 || true'

@@ -106,11 +106,21 @@ def test_unsteered_search_finds_the_same_with_two_jobs():
 
 
 def test_steered_search_finds_the_same_with_two_jobs():
-    """Seeds of 400 examples: the v5.4 finding comes after several seeds found nothing."""
+    """Seeds of 400 examples: the v5.4 finding comes after several seeds found nothing.
+    A search started at the finding's seed (``first_seed``, `--seed` of the steered
+    search) with one seed's budget finds the same program there, with that seed's share
+    of the count."""
     one = find_violation("v5.4", budget=6_000, examples_per_seed=400, jobs=1)
     two = find_violation("v5.4", budget=6_000, examples_per_seed=400, jobs=2)
     assert one is not None and one.seed > 1
     assert _same(one, two)
+    alone = find_violation("v5.4", budget=400, examples_per_seed=400, jobs=1,
+                           first_seed=one.seed)
+    assert alone is not None and alone.seed == one.seed and alone.events == one.events
+    assert 0 < alone.examples <= 400 and alone.examples < one.examples
+    before = find_violation("v5.4", budget=400 * one.seed, examples_per_seed=400, jobs=2)
+    assert before is None                   # the seeds before it: nothing, all they had
+    assert one.examples == 400 * one.seed + alone.examples
 
 
 def test_a_seed_counts_the_programs_up_to_its_first_violation():
@@ -339,6 +349,70 @@ def test_the_summary_keeps_one_record_per_unsteered_seed(tmp_path):
                                "v6.0/same-anon_vma-same-chain/unsteered/seed=3"]
     assert [r["seed"] for _, r in sorted(records.items())] == [0, 3]
     assert all(r["examples"] == 300 and not r["found"] for r in records.values())
+    # The steered search's --seed (its first Hypothesis seed) keys its record the same way.
+    out = subprocess.run([sys.executable, "-m", "rmaplab", "search", "--policy", "v6.0",
+                          "--budget", "40", "--seed", "2", "--jobs", "1", "--summary",
+                          str(summary)], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 1, out.stderr
+    steered = json.loads(summary.read_text())["v6.0/same-anon_vma-same-chain/seed=2"]
+    assert steered["mode"] == "steered" and steered["first_seed"] == 2
+    assert steered["examples"] == 40 and not steered["found"]
+
+
+def test_the_seed_option_states_the_steered_search_s_examples_per_seed():
+    from rmaplab.cli import build_parser
+    from rmaplab.model.search import EXAMPLES_PER_SEED
+
+    helps = [a.help for sub in build_parser()._subparsers._group_actions
+             for name, p in sub.choices.items() if name == "search"
+             for a in p._actions if "--seed" in a.option_strings]
+    assert len(helps) == 1 and f"get {EXAMPLES_PER_SEED} examples each" in helps[0]
+    assert f"--budget {EXAMPLES_PER_SEED} searches seed N alone" in helps[0]
+
+
+def test_searches_sharing_a_summary_keep_each_other_s_records(tmp_path, monkeypatch):
+    """Two searches finishing at once (`make steered-seeds` runs two side by side): the
+    second waits for the first's read-update-write, so both records are kept.  Without
+    the lock the second reads the file before the first has written it, and the first
+    record is lost."""
+    import argparse
+    import threading
+
+    from rmaplab import atomic
+    from rmaplab.cli import model_cmds
+
+    summary = tmp_path / "s.json"
+    real_write = atomic.write_text
+    first_writing = threading.Event()
+    release = threading.Event()
+
+    def slow_write(path, text):
+        if "seed=1" in text and not release.is_set():
+            first_writing.set()
+            release.wait(10)                 # the first search holds its write here
+        real_write(path, text)
+
+    monkeypatch.setattr(atomic, "write_text", slow_write)
+
+    def record(seed):
+        args = argparse.Namespace(policy="v6.0", invariant="same-anon_vma-same-chain",
+                                  with_writes=False, unsteered=True, prefix=None,
+                                  budget=10, seed=seed)
+        model_cmds._record_search(summary, args, {"found": False, "seed": seed})
+
+    first = threading.Thread(target=record, args=(1,))
+    first.start()
+    assert first_writing.wait(10)
+    second = threading.Thread(target=record, args=(2,))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()                  # waiting for the lock, not reading yet
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert sorted(json.loads(summary.read_text())) == [
+        "v6.0/same-anon_vma-same-chain/unsteered/seed=1",
+        "v6.0/same-anon_vma-same-chain/unsteered/seed=2"]
 
 
 def test_the_violators_of_a_seed_start_where_its_search_stops():

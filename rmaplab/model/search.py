@@ -217,13 +217,19 @@ def shrink(events: list[dict[str, Any]], policy: str | Policy, invariant: str
     return renumber(ddmin.shrink(events, keep, chunked=False))
 
 
+# Examples Hypothesis gets per seed in the steered search before the next seed starts.
+EXAMPLES_PER_SEED = 5_000
+
+
 def find_violation(policy: str | Policy = "v5.4", invariant: str = "same-anon_vma-same-chain",
-                   budget: int = 60_000, examples_per_seed: int = 5_000, max_ops: int = 30,
+                   budget: int = 60_000, examples_per_seed: int = EXAMPLES_PER_SEED, max_ops: int = 30,
                    with_writes: bool = False, prefix: list[dict[str, Any]] | None = None,
-                   jobs: int | None = 1, progress: Progress | None = None) -> Finding | None:
+                   jobs: int | None = 1, progress: Progress | None = None,
+                   first_seed: int = 0) -> Finding | None:
     """Search programs (Hypothesis, steered by :func:`danger`) until one breaks
-    ``invariant`` under ``policy``; shrink it.  Seeds 0, 1, 2... are tried in turn
-    until ``budget`` examples have been spent.  Only fork, exit and one-page
+    ``invariant`` under ``policy``; shrink it.  Seeds ``first_seed``, ``first_seed`` + 1,
+    ... are tried in turn, ``examples_per_seed`` each, until ``budget`` examples have
+    been spent (so ``budget`` = ``examples_per_seed`` searches one seed alone).  Only fork, exit and one-page
     mprotect are generated unless ``with_writes``: they are the operations that
     change the anon_vma topology; writes only create pages.  With ``prefix`` (a
     trace, e.g. an earlier finding), programs continue it instead of starting afresh.
@@ -236,13 +242,13 @@ def find_violation(policy: str | Policy = "v5.4", invariant: str = "same-anon_vm
     policy = get_policy(policy)
     with guard(policy):
         return _search(policy, invariant, budget, examples_per_seed, max_ops, with_writes, prefix,
-                       jobs, progress)
+                       jobs, progress, first_seed)
 
 
 def _search(policy: Policy, invariant: str, budget: int, examples_per_seed: int, max_ops: int,
             with_writes: bool, prefix: list[dict[str, Any]] | None, jobs: int | None,
-            progress: Progress | None = None) -> Finding | None:
-    """Seeds 0, 1, 2... in turn, each given ``examples_per_seed`` or what is left of the
+            progress: Progress | None = None, first_seed: int = 0) -> Finding | None:
+    """Seeds first_seed, first_seed + 1, ... in turn, each given ``examples_per_seed`` or what is left of the
     budget.  With several jobs the next seeds run ahead, planned on the assumption that
     a seed which finds nothing spends all it was given (Hypothesis may stop short): the
     results are taken in seed order, and where a seed spent less, the seeds after it are
@@ -251,7 +257,7 @@ def _search(policy: Policy, invariant: str, budget: int, examples_per_seed: int,
     task = {"policy": policy, "invariant": invariant, "max_ops": max_ops,
             "with_writes": with_writes, "prefix": prefix}
     spent = 0
-    seed = 0
+    seed = first_seed
     start = time.perf_counter()
     with _hypothesis_storage():
         while spent < budget:
