@@ -222,14 +222,16 @@ def _read_summary(path: Path) -> dict:
 def _record_search(path: Path, args, outcome: dict) -> None:
     """Record a search's outcome (found, examples, seconds, seed, ...) under its key.
     Searches that share a summary may finish at once (two seeds run side by side): the
-    read, update and atomic rewrite happen under a lock (``.NAME.lock`` beside the file),
-    so neither loses the other's record."""
+    read, update and atomic rewrite happen under a lock on the file's directory (created
+    if missing), so neither loses the other's record and no lock file is left behind."""
     import fcntl
+    import os
 
     from rmaplab import atomic
 
-    lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "a") as held:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    held = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         fcntl.flock(held, fcntl.LOCK_EX)
         summary = _read_summary(path)
         summary[_summary_key(args)] = {
@@ -239,6 +241,8 @@ def _record_search(path: Path, args, outcome: dict) -> None:
             "prefix": str(args.prefix) if args.prefix is not None else None,
             "budget": args.budget, **outcome}
         atomic.write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    finally:
+        os.close(held)                     # and with it the lock
 
 
 def _run_violators(args, name: str, start: float, progress) -> int:
