@@ -228,7 +228,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             if self.thp and ev.get("stack", False):
                 # calc_vm_flag_bits() (include/linux/mman.h): _calc_vm_trans(flags,
                 # MAP_STACK, VM_NOHUGEPAGE), from c4608d1bf7c6 ("mm: mmap: map MAP_STACK
-                # to VM_NOHUGEPAGE", v6.7), under #ifdef CONFIG_TRANSPARENT_HUGEPAGE since
+                # to VM_NOHUGEPAGE", v6.8; 6.7.y), under #ifdef CONFIG_TRANSPARENT_HUGEPAGE since
                 # "mm: mmap: map MAP_STACK to VM_NOHUGEPAGE only if THP is enabled" (2025;
                 # 7190b3c8bd2b in a mailing-list revlist, id not checked against a tree;
                 # the #ifdef is in 6.12.118's include/linux/mman.h).  The flag keeps the VMA from merging with a

@@ -42,7 +42,7 @@ VM_ACCOUNT: Final = 0x00100000
 VM_NORESERVE: Final = 0x00200000
 VM_WIPEONFORK: Final = 0x02000000
 # Set only on kernels with CONFIG_TRANSPARENT_HUGEPAGE: by madvise(MADV_HUGEPAGE /
-# MADV_NOHUGEPAGE) (hugepage_madvise()) and, since c4608d1bf7c6 (v6.7), by mmap(MAP_STACK).
+# MADV_NOHUGEPAGE) (hugepage_madvise()) and, since c4608d1bf7c6 (v6.8 and 6.7.y), by mmap(MAP_STACK).
 VM_HUGEPAGE: Final = 0x20000000
 VM_NOHUGEPAGE: Final = 0x40000000
 VM_ACCESS_FLAGS: Final = VM_READ | VM_WRITE | VM_EXEC
