@@ -554,17 +554,31 @@ def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str
     sources = plugins.sources(policies)
     fork = "fork" in multiprocessing.get_all_start_methods()
     _INHERITED = events if fork else None
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(
+        "fork" if fork else None))
     try:
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(
-                "fork" if fork else None)) as pool:
-            futures = {pool.submit(_replay_worker, spec, sources.get(spec), merge_rule, check,
-                                   source, walks, thp): i for i, spec in enumerate(policies)}
-            results: list[dict[str, Any]] = [{}] * len(policies)
-            for done, fut in enumerate(as_completed(futures), 1):
-                results[futures[fut]] = fut.result()
-                if progress:
-                    progress(done, len(policies), results[futures[fut]]["policy"],
-                             time.perf_counter() - start)
+        futures = {pool.submit(_replay_worker, spec, sources.get(spec), merge_rule, check,
+                               source, walks, thp): i for i, spec in enumerate(policies)}
+        results: list[dict[str, Any]] = [{}] * len(policies)
+        for done, fut in enumerate(as_completed(futures), 1):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(done, len(policies), results[futures[fut]]["policy"],
+                         time.perf_counter() - start)
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM) or a policy failed: stop the replays still running
+        # now.  Leaving the pool by its `with` would wait for every queued policy (a
+        # worker hit by Ctrl-C reports it and takes the next one).  The executor has no
+        # public way to stop its workers before Python 3.14 (terminate_workers).
+        workers = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            worker.join(10)
+        raise
+    else:
+        pool.shutdown()
     finally:
         _INHERITED = None
     return results

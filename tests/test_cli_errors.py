@@ -482,6 +482,45 @@ def test_interrupted_measure_keeps_its_finished_runs_and_nothing_else(live_kerne
     assert ps.stdout == "", f"processes of the interrupted measurement still run: {ps.stdout}"
 
 
+def test_interrupted_replay_of_every_policy_stops_its_workers_at_once(tmp_path):
+    """Ctrl-C during `replay --policy all` on two workers: exit 130 within seconds and no
+    process left.  (Found by review: the pool finished every queued policy first -- a
+    worker hit by Ctrl-C reported it and took the next -- 27 s here, longer on a build.)"""
+    import signal
+
+    from rmaplab import workloads
+
+    trace = tmp_path / "big.jsonl"
+    # Enough work that seven full-check replays take minutes, not seconds.
+    events = [ev for _, ev in workloads.numbered(workloads.split(3000, 3000))]
+    traces.write(events, trace)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rmaplab", "replay", str(trace), "--policy", "all",
+         "--check", "full", "--jobs", "2"], cwd=tmp_path, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for _ in range(600):                  # until both workers run
+        ps = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
+        if len(ps.stdout.split()) >= 3:
+            break
+        time.sleep(0.1)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)    # what Ctrl-C sends: the whole process group
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - start < 15, err
+    assert err.strip().splitlines()[-1] == "rmaplab replay: interrupted"
+    assert "no-reuse" not in out          # no table of results that were never finished
+    for _ in range(100):
+        ps = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True,
+                            text=True)
+        if ps.stdout == "":
+            break
+        time.sleep(0.1)
+    assert ps.stdout == "", f"replay workers still run: {ps.stdout}"
+
+
 def test_forkcost_prints_no_library_warning_on_a_tiny_run(tmp_path, live_env):
     """Eight forks: a fit this small is meaningless, and it says so in its own words."""
     out = rmaplab("forkcost", "--design", "state", "--ks", "0,1", "--forks", "1", "--repeats", "2",
