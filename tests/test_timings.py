@@ -141,6 +141,24 @@ def test_perf_stat_csv_other_separator(timing_file):
     assert df.groupby("metric").size().to_dict() == {"real": 2, "sys": 2, "user": 2}
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "abc", "3e7", ""])
+@pytest.mark.parametrize("name", ["perf_stat_csv.txt", "perf_stat_csv_semicolon.txt"])
+def test_perf_stat_csv_line_without_a_count_is_an_error_not_skipped(timing_file, tmp_path,
+                                                                   name, value):
+    """Skipping it shifted every later run by one metric (run 2's real became run 3's;
+    found by review)."""
+    lines = timing_file(name).read_text().splitlines()
+    n = next(i for i, line in enumerate(lines) if "duration_time" in line
+             and i > 0 and line[0].isdigit())
+    sep = ";" if "semicolon" in name else ","
+    lines[n] = value + lines[n][lines[n].index(sep):]
+    bad = tmp_path / name
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RmaplabError, match=rf"{name}:{n + 1}: perf stat CSV line for "
+                                           "duration_time has no count"):
+        timings.load(bad)
+
+
 def test_perf_stat_csv_repeat_is_means(timing_file):
     df = frame(timing_file("perf_stat_csv_r3.txt"))
     assert (df["kind"] == "mean").all()

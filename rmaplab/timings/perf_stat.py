@@ -37,6 +37,9 @@ _TOOL_EVENTS = {"duration_time": "real", "user_time": "user", "system_time": "sy
 _CSV_LINE = re.compile(
     r"^(?P<value>[^A-Za-z]*?\d|<not counted>|<not supported>)(?P<sep>[^\d.\s])(?P<unit>[^\d]*?)(?P=sep)(?P<event>[A-Za-z_][\w:.-]*)(?P=sep)"
 )
+# A line that names one of the tool events as a field (any separator).
+_TOOL_EVENT_FIELD = re.compile(
+    r"(?P<sep>[^\w\s.:-])(?P<event>duration_time|user_time|system_time)(?::\w+)?(?:(?P=sep)|$)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "msec": 1e-3, "ms": 1e-3, "s": 1.0}
 
 
@@ -138,6 +141,13 @@ def _csv_rows(lines: list[str], source: str) -> list[dict]:
             continue
         m = _CSV_LINE.match(line)
         if not m:
+            # Another event's line, or one of ours whose value is not a count: skipping
+            # that would shift every later run's times by one metric.
+            named = _TOOL_EVENT_FIELD.search(line)
+            if named:
+                raise RmaplabError(f"perf stat CSV line for {named['event']} has no count "
+                                   f"(value field {line.split(named['sep'])[0]!r})",
+                                   path=source, line=i)
             continue
         fields = line.split(m["sep"])
         # With -r the 4th field is the relative standard error ("0.09%"), else the run time.
