@@ -138,6 +138,11 @@ def test_sweep_of_user_traces_from_the_command_line(tmp_path, pre_cve, capsys):
      "PreCve", "calls itself 'v6.0', a built-in policy"),
     (PRE_CVE.replace("return anon_vma is not", "return 1 / 0 or anon_vma is not"), "PreCve",
      "PreCve.may_reuse raised ZeroDivisionError"),
+    # sys.exit() in a hook ended the command with 0 or 1, which mean found / broken.
+    (PRE_CVE.replace("return anon_vma is not", "return __import__('sys').exit(0) or anon_vma is not"),
+     "PreCve", "PreCve.may_reuse raised SystemExit: 0"),
+    (PRE_CVE.replace("return anon_vma is not", "return __import__('sys').exit('bye') or anon_vma is not"),
+     "PreCve", "PreCve.may_reuse raised SystemExit: bye"),
 ])
 def test_a_broken_plugin_is_one_line_naming_it_exit_2(tmp_path, capsys, source, spec_tail,
                                                        message):
@@ -150,16 +155,19 @@ def test_a_broken_plugin_is_one_line_naming_it_exit_2(tmp_path, capsys, source, 
     assert err.count("\n") == 1 and message in err and str(path) in err
 
 
-def test_an_exception_inside_a_hook_names_the_plugin_line_in_search_too(tmp_path):
+@pytest.mark.parametrize("failure, raised", [("1 / 0", "ZeroDivisionError"),
+                                             ("__import__('sys').exit(0)", "SystemExit")])
+def test_an_exception_inside_a_hook_names_the_plugin_line_in_search_too(tmp_path, failure,
+                                                                        raised):
     path = tmp_path / "boom.py"
-    path.write_text(PRE_CVE.replace("return anon_vma is not", "return 1 / 0 or anon_vma is not"))
+    path.write_text(PRE_CVE.replace("return anon_vma is not", f"return {failure} or anon_vma is not"))
     for search in (lambda: find_violation(f"{path}:PreCve", budget=50),
                    lambda: find_violation(f"{path}:PreCve", budget=50, jobs=2),
                    lambda: random_search(f"{path}:PreCve", budget=300, jobs=2)):
         with pytest.raises(RmaplabError) as e:
             search()
         assert e.value.path == str(path) and e.value.line == 11
-        assert "PreCve.may_reuse raised ZeroDivisionError" in str(e.value)
+        assert f"PreCve.may_reuse raised {raised}" in str(e.value)
 
 
 def test_module_spec_and_entry_point(tmp_path, monkeypatch):

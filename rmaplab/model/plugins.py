@@ -179,6 +179,8 @@ def hook_error(exc: BaseException, policy: Policy) -> RmaplabError | None:
     if files is None or isinstance(exc, RmaplabError):
         return None
     frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SystemExit) and (not frames or frames[-1].filename not in files):
+        return None       # not sys.exit() in a hook (e.g. the command line's SIGTERM handler)
     inside = [f for f in frames if f.filename in files]
     if inside:
         return RmaplabError(
@@ -194,10 +196,12 @@ def hook_error(exc: BaseException, policy: Policy) -> RmaplabError | None:
 
 @contextlib.contextmanager
 def guard(policy: Policy) -> Iterator[None]:
-    """Run model code under ``policy``; a plug-in's exception becomes an RmaplabError."""
+    """Run model code under ``policy``; a plug-in's exception becomes an RmaplabError --
+    also sys.exit() in a hook, which would otherwise end the command with a status that
+    means something else (0: found, 1: invariant broken)."""
     try:
         yield
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         error = hook_error(e, policy)
         if error is None:
             raise

@@ -341,7 +341,7 @@ def _probe_seed(task: dict[str, Any], seed: int, max_examples: int
         error = None
         try:
             kernel, events = run_program(program, policy, check="incremental", prefix=prefix)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             # A plug-in's own failure is not a finding: stop at once, do not shrink it.
             error = hook_error(e, policy)
             if error is None:
