@@ -86,6 +86,8 @@ CASES: list[tuple[str, str, str]] = [
     ("search --unsteered --prefix {trace}",               "--unsteered",   "takes no --prefix"),
     ("search --violators",                                "--violators",   "goes with --unsteered"),
     ("search --unsteered --violators -o {dir}/v.jsonl",   "--violators",   "writes no trace"),
+    ("search --unsteered --budget 9 -o {dir}/s.json --summary {dir}/s.json", "-o", "-o and --summary name the same file"),
+    ("search --prefix {trace} -o {trace}",                "-o",            "-o and --prefix name the same file"),
     ("search --budget 99999999999",                       "--budget",      "from 1 to 1000000000"),
     ("search -o {dir}",                                   "-o",            "is a directory; give a file name"),
     ("search -o /",                                       "-o",            "is a directory"),

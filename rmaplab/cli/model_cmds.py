@@ -281,6 +281,18 @@ def _summary_key(args) -> str:
         (f"/seed={args.seed}" if args.seed else "")  # seed 0: its old key
 
 
+def _refuse_same_file(args) -> None:
+    """-o, --summary and --prefix name three different files: found before the search, not
+    after it (the trace written over the summary, or over the prefix it continues)."""
+    named = [(opt, path) for opt, path in (("-o", args.output), ("--summary", args.summary),
+                                           ("--prefix", args.prefix)) if path is not None]
+    for i, (opt, path) in enumerate(named):
+        for other, other_path in named[i + 1:]:
+            if path.resolve() == other_path.resolve():
+                raise RmaplabError(f"{opt} and {other} name the same file ({path}): the search "
+                                   "would write over it")
+
+
 def _search_prefix(args) -> list[dict] | None:
     """The --prefix trace minus --drop-last events, checked to be a state to continue from."""
     from rmaplab import traces
@@ -318,6 +330,7 @@ def _run_search(args) -> int:
         raise RmaplabError("--unsteered takes no --prefix and always generates writes")
     if args.violators and (not args.unsteered or args.output is not None):
         raise RmaplabError("--violators goes with --unsteered, and writes no trace (-o)")
+    _refuse_same_file(args)
     name = get_policy(args.policy).name
     prefix = _search_prefix(args)
     if args.summary is not None:
@@ -327,11 +340,14 @@ def _run_search(args) -> int:
     start = time.perf_counter()
     shown = [start]
 
+    # --violators runs every program whatever it finds: its progress says how far, only.
+    so_far = "" if args.violators else ", nothing yet"
+
     def progress(examples: int, budget: int, seconds: float) -> None:
         """A line on stderr at most every 10 s: searches run for minutes."""
         if time.perf_counter() - shown[0] >= 10:
             shown[0] = time.perf_counter()
-            print(f"search: {examples:,} of {budget:,} examples, nothing yet ({seconds:.0f} s)",
+            print(f"search: {examples:,} of {budget:,} examples{so_far} ({seconds:.0f} s)",
                   file=sys.stderr, flush=True)
 
     if args.violators:
