@@ -484,6 +484,66 @@ def test_interrupted_measure_keeps_its_finished_runs_and_nothing_else(live_kerne
     assert ps.stdout == "", f"processes of the interrupted measurement still run: {ps.stdout}"
 
 
+def _recorded_trace(tmp_path, live=None, meta=None):
+    """A directory as `rmaplab trace` writes it: trace, live_counts.json (the model's own
+    counts unless ``live``), metadata.json."""
+    from rmaplab import workloads
+    from rmaplab.measure.capture import VALIDATED
+
+    events = [ev for _, ev in workloads.numbered(workloads.split(4, 2))]
+    trace = traces.write(events, tmp_path / "trace.jsonl")
+    counters = traces.replay(list(enumerate(events, 1)), policy="v6.0", check="off").counters
+    own = {k: counters[k] for k in VALIDATED}
+    if isinstance(live, bytes):
+        (tmp_path / "live_counts.json").write_bytes(live)
+    else:
+        (tmp_path / "live_counts.json").write_text(
+            live if isinstance(live, str) else json.dumps(live if live is not None else own))
+    (tmp_path / "metadata.json").write_text(
+        meta if isinstance(meta, str) else json.dumps(meta if meta is not None
+                                                      else {"preamble_events": 0}))
+    return trace
+
+
+@pytest.mark.parametrize("live, meta, message", [
+    ("[1, 2]", None, "live_counts.json: expected a JSON object, found list"),
+    (None, "[]", "metadata.json: expected a JSON object, found list"),
+    (None, {"preamble_events": "2"}, "preamble_events is '2'"),
+    (None, {"preamble_events": 2.5}, "preamble_events is 2.5"),
+    (None, {"preamble_events": -3}, "preamble_events is -3"),
+    (None, {"preamble_events": 10**6}, "preamble_events is 1000000"),
+    ({"anon_vma_fork": True}, None, "live counts lack"),
+    (b"\xff\xfe{}", None, "live_counts.json: not valid UTF-8"),
+])
+def test_replay_validate_refuses_damaged_companion_files(tmp_path, capsys, live, meta,
+                                                         message):
+    """Found by review: tracebacks (exit 1, read as a mismatch), or a negative preamble
+    accepted and wrong numbers printed."""
+    trace = _recorded_trace(tmp_path, live, meta)
+    status, out, err = run_cli(["replay", str(trace), "--validate"], capsys)
+    assert status == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_replay_validate_json_of_a_counter_only_the_model_counts_is_strict_json(tmp_path,
+                                                                               capsys):
+    """A live count of 0 against a model count above 0 differs by infinitely many percent:
+    null in the JSON (which has no Infinity), and a mismatch (exit 1)."""
+    from rmaplab.measure.capture import VALIDATED
+
+    trace = _recorded_trace(tmp_path)
+    live = json.loads((tmp_path / "live_counts.json").read_text())
+    assert live["anon_vma_alloc"] > 0
+    live["anon_vma_alloc"] = 0
+    (tmp_path / "live_counts.json").write_text(json.dumps(live))
+    status, out, err = run_cli(["replay", str(trace), "--validate", "--json"], capsys)
+    assert status == 1, err
+    result = json.loads(out)
+    assert result["ok"] is False and result["max_abs_diff_pct"] is None
+    assert {r["counter"] for r in result["counters"] if r["diff_pct"] is None} == {"anon_vma_alloc"}
+    assert len(result["counters"]) == len(VALIDATED)
+
+
 def test_interrupted_replay_of_every_policy_stops_its_workers_at_once(tmp_path):
     """Ctrl-C during `replay --policy all` on two workers: exit 130 within seconds and no
     process left.  (Found by review: the pool finished every queued policy first -- a

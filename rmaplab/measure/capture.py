@@ -527,12 +527,22 @@ def validate_trace(trace: Path, policy: str | Policy = "v6.0", merge_rule: str =
                                hint="--validate needs a trace recorded by `rmaplab trace`") from None
         except json.JSONDecodeError as e:
             raise RmaplabError(f"not valid JSON ({e.msg})", path=path, line=e.lineno) from None
+        except UnicodeDecodeError:
+            raise RmaplabError("not valid UTF-8", path=path) from None
+        if not isinstance(files[name], dict):
+            raise RmaplabError(f"expected a JSON object, found {type(files[name]).__name__}",
+                               path=path)
     live = files["live_counts.json"]
-    missing = [k for k in VALIDATED if not isinstance(live.get(k), int)]
+    # bool is an int to Python, and a count is never negative.
+    missing = [k for k in VALIDATED if type(live.get(k)) is not int or live[k] < 0]
     if missing:
-        raise RmaplabError(f"live counts lack {', '.join(missing)}",
-                           path=directory / "live_counts.json")
+        raise RmaplabError(f"live counts lack {', '.join(missing)} (or not as whole numbers "
+                           ">= 0)", path=directory / "live_counts.json")
     events = [ev for _, ev in traces.load(trace)]
     preamble = files["metadata.json"].get("preamble_events", 0)
+    if type(preamble) is not int or not 0 <= preamble <= len(events):
+        raise RmaplabError(f"preamble_events is {preamble!r}: expected a whole number from 0 "
+                           f"to the trace's {len(events):,} events",
+                           path=directory / "metadata.json")
     return (validation(events, live, preamble, policy, merge_rule, thp),
             directory / "live_counts.json")
