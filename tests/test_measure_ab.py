@@ -75,6 +75,42 @@ def test_a_measurement_directory_loads_times_and_counters_in_command_order(tmp_p
     assert df[df.order == 4]["exit_status"].eq(3).all()
 
 
+GOOD = [(1, "A", 1, "False", 0, "False", 0.3, 0.1, 0.1, 7, 10),
+        (2, "B", 1, "False", 0, "False", 0.4, 0.1, 0.2, 9, 20)]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "metadata.json").write_text("{oops"), r"metadata.json:1: not valid JSON"),
+    (lambda d: (d / "metadata.json").write_text("[1]"), r"metadata.json: expected an object"),
+    (lambda d: (d / "metadata.json").write_text('{"conditions": ["A"]}'),
+     r"metadata.json: expected an object whose 'conditions'"),
+    (lambda d: (d / "metadata.json").write_bytes(b"\xff{}"), r"metadata.json: not valid UTF-8"),
+    (lambda d: (d / "runs.csv").write_bytes(b"order,label\n1,\xff\n"),
+     r"runs.csv: not valid UTF-8"),
+    (lambda d: (d / "runs.csv").write_text("order,real,user,sys\n1,1,1,1\n"),
+     r"runs.csv:1: no label column"),
+    (lambda d: (d / "runs.csv").write_text(
+        (d / "runs.csv").read_text().replace(",0.4,0.1,0.2,9,", ",0.4,0.1,0.2,nan,")),
+     r"runs.csv:3: run 2: anon_vma_alloc is 'nan', not a count"),
+    (lambda d: (d / "runs.csv").write_text(
+        (d / "runs.csv").read_text().replace("\n2,B,", "\n1,B,")),
+     r"runs.csv:3: order 1 twice \(also at line 2\)"),
+])
+def test_a_damaged_measurement_directory_is_one_error_naming_the_file(tmp_path, damage,
+                                                                     message):
+    """Found by review: tracebacks (JSONDecodeError, AttributeError, KeyError,
+    UnicodeDecodeError), a count of nan dropped unseen, duplicate run orders accepted."""
+    d = tmp_path / "m"
+    write_measurement(d, GOOD, labels=["A", "B"])
+    timings.load(d)                          # sound before the damage
+    damage(d)
+    with pytest.raises(RmaplabError, match=message):
+        timings.load(d)
+    out = rmaplab("compare", str(d))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
 def test_compare_reads_measure_json_from_standard_input(tmp_path):
     runs = [{"order": i, "label": "A" if i % 2 else "B", "run": i, "warmup": False,
              "exit_status": 0, "failed": False, "real": 1.0 + i / 100, "user": 0.5, "sys": 0.25,

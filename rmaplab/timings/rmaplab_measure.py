@@ -86,16 +86,37 @@ def parse_dir(directory: Path) -> list[TimingRecord]:
     except FileNotFoundError:
         raise RmaplabError("is a directory, not a timing file or a measurement (no runs.csv)",
                            path=directory) from None
+    except UnicodeDecodeError:
+        raise RmaplabError("not valid UTF-8", path=path) from None
     rows = list(csv.DictReader(io.StringIO(text)))
     if not rows:
         raise RmaplabError("no runs", path=path)
+    if "label" not in rows[0]:
+        raise RmaplabError("no label column (not the runs.csv of `rmaplab measure`)",
+                           path=path, line=1)
     records = _records(rows, str(path), line_of=lambda i: i + 2)
     meta = path.parent / "metadata.json"
     if meta.exists():
         # Groups in the order the commands were given (A first), not the order they ran.
-        labels = [c.get("label") for c in json.loads(meta.read_text()).get("conditions", [])]
+        labels = _condition_labels(meta)
         records.sort(key=lambda r: labels.index(r.group) if r.group in labels else len(labels))
     return records
+
+
+def _condition_labels(meta: Path) -> list[str]:
+    """The labels of metadata.json's conditions, in the order they were given."""
+    try:
+        obj = json.loads(meta.read_text())
+    except json.JSONDecodeError as e:
+        raise RmaplabError(f"not valid JSON ({e.msg})", path=meta, line=e.lineno) from None
+    except UnicodeDecodeError:
+        raise RmaplabError("not valid UTF-8", path=meta) from None
+    conditions = obj.get("conditions", []) if isinstance(obj, dict) else None
+    if not isinstance(conditions, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("label"), str) for c in conditions):
+        raise RmaplabError("expected an object whose 'conditions' are objects with a label",
+                           path=meta)
+    return [c["label"] for c in conditions]
 
 
 def _number(value: Any) -> float | None:
@@ -114,12 +135,17 @@ def _flag(value: Any) -> bool:
 
 def _records(rows: list[dict], source: str, line_of) -> list[TimingRecord]:
     out = []
+    seen: dict[int, int] = {}
     for i, row in enumerate(rows):
         warmup = _flag(row.get("warmup"))
         status = _number(row.get("exit_status"))
         order = _number(row.get("order"))
         if order is None:
             raise RmaplabError("a run without its order", path=source, line=line_of(i))
+        if int(order) in seen:
+            raise RmaplabError(f"order {int(order)} twice (also at line {seen[int(order)]})",
+                               path=source, line=line_of(i))
+        seen[int(order)] = line_of(i)
         extra = {"order": int(order), "exit_status": int(status) if status is not None else 0}
         if _flag(row.get("failed")) and not extra["exit_status"]:
             extra["exit_status"] = 1          # counted nothing usable: never compared
@@ -129,6 +155,10 @@ def _records(rows: list[dict], source: str, line_of) -> list[TimingRecord]:
                 if metric in TIMES:
                     raise RmaplabError(f"run {int(order)} has no {metric} time", path=source,
                                        line=line_of(i))
+                if row.get(metric) not in (None, ""):
+                    # Empty: perf did not count it.  Anything else would be dropped unseen.
+                    raise RmaplabError(f"run {int(order)}: {metric} is {row[metric]!r}, not a "
+                                       "count", path=source, line=line_of(i))
                 continue
             out.append(TimingRecord(source=source, line=line_of(i), group=str(row["label"]),
                                     run=int(_number(row.get("run")) or 0), metric=metric,
