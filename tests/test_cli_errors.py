@@ -484,6 +484,22 @@ def test_interrupted_measure_keeps_its_finished_runs_and_nothing_else(live_kerne
     assert ps.stdout == "", f"processes of the interrupted measurement still run: {ps.stdout}"
 
 
+def test_a_finding_is_written_even_when_standard_output_cannot_be(tmp_path):
+    """stdout on a full disk: the trace and the summary are still written, and the error
+    says it was standard output (it said only "[Errno 28] No space left on device", and
+    the finding was lost; found by review)."""
+    trace, summary = tmp_path / "x.jsonl", tmp_path / "s.json"
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "rmaplab", "search", "--unsteered",
+                              "--budget", "7000", "--jobs", "1", "-o", str(trace), "--summary",
+                              str(summary)], stdout=full, stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert ("cannot write the outcome to standard output (No space left on device); it is in "
+            f"{trace}, {summary}") in out.stderr
+    assert traces.load(trace) and json.loads(summary.read_text())
+
+
 def _recorded_trace(tmp_path, live=None, meta=None):
     """A directory as `rmaplab trace` writes it: trace, live_counts.json (the model's own
     counts unless ``live``), metadata.json."""

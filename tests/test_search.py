@@ -371,6 +371,46 @@ def test_a_seed_that_hypothesis_revisits_after_its_hit_finds_without_flakiness()
     assert found.examples == record["examples"] and record["found"]   # counted from seed 8
 
 
+def test_summary_keys_keep_different_searches_apart():
+    """One record per search: a --violators run is not the first-hit search of its seed, nor
+    is a prefix with --drop-last the prefix whole (each replaced the other's record; found
+    by review)."""
+    import argparse
+    from pathlib import Path
+
+    from rmaplab.cli.model_cmds import _summary_key
+
+    def key(**changed):
+        args = dict(policy="v5.4", invariant="same-anon_vma-same-chain", with_writes=False,
+                    prefix=None, drop_last=0, unsteered=True, violators=False, seed=0)
+        return _summary_key(argparse.Namespace(**{**args, **changed}))
+
+    keys = [key(), key(violators=True), key(seed=3), key(violators=True, seed=3),
+            key(unsteered=False, prefix=Path("p.jsonl")),
+            key(unsteered=False, prefix=Path("p.jsonl"), drop_last=1)]
+    assert len(set(keys)) == len(keys), keys
+    assert key() == "v5.4/same-anon_vma-same-chain/unsteered"      # as recorded before
+    # the committed per-seed runs were all --violators runs, and say so
+    seeds = json.loads((data_dir() / "traces" / "unsteered-seeds.json").read_text())
+    assert all(k.split("/seed=")[0].endswith("/unsteered/violators") for k in seeds)
+
+
+def test_a_summary_that_is_a_symlink_is_written_through_it(tmp_path):
+    import argparse
+
+    from rmaplab.cli import model_cmds
+
+    target = tmp_path / "real.json"
+    target.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    args = argparse.Namespace(policy="v6.0", invariant="same-anon_vma-same-chain",
+                              with_writes=False, unsteered=False, prefix=None, drop_last=0,
+                              budget=10, seed=0)
+    model_cmds._record_search(link, args, {"found": False})
+    assert link.is_symlink() and "v6.0/same-anon_vma-same-chain" in json.loads(target.read_text())
+
+
 def test_a_summary_in_a_missing_directory_is_written_there_and_nothing_else(tmp_path):
     import argparse
 

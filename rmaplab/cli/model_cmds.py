@@ -235,6 +235,7 @@ def _record_search(path: Path, args, outcome: dict) -> None:
 
     from rmaplab import atomic
 
+    path = Path(os.path.realpath(path))      # a symlink's target is the summary, not the link
     path.parent.mkdir(parents=True, exist_ok=True)
     held = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -245,6 +246,7 @@ def _record_search(path: Path, args, outcome: dict) -> None:
             "with_writes": args.with_writes or args.unsteered,
             "mode": "unsteered" if args.unsteered else "steered",
             "prefix": str(args.prefix) if args.prefix is not None else None,
+            "drop_last": args.drop_last if args.prefix is not None else None,
             "budget": args.budget, **outcome}
         atomic.write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
     finally:
@@ -281,10 +283,38 @@ def _run_violators(args, name: str, start: float, progress) -> int:
 
 
 def _summary_key(args) -> str:
+    """What makes two searches different, so that one's record never replaces the
+    other's: a --violators run is not the first-hit search of the same seed."""
     return f"{args.policy}/{args.invariant}" + ("/writes" if args.with_writes else "") + \
         (f"/prefix={args.prefix.name}" if args.prefix is not None else "") + \
+        (f"/drop-last={args.drop_last}" if args.prefix is not None and args.drop_last else "") + \
         ("/unsteered" if args.unsteered else "") + \
+        ("/violators" if getattr(args, "violators", False) else "") + \
         (f"/seed={args.seed}" if args.seed else "")  # seed 0: its old key
+
+
+def _print_outcome(args, name: str, found) -> None:
+    from rmaplab import traces
+
+    if found is None:
+        msg = {"found": False, "policy": name, "invariant": args.invariant,
+               "examples": args.budget}
+        if args.json:
+            json_out(msg)
+        else:
+            print(f"no violation of {args.invariant} under {name} in {args.budget:,} "
+                  "examples")
+    elif args.json:
+        json_out({"found": True, "policy": found.policy, "invariant": found.invariant,
+                   "examples": found.examples, "seed": found.seed, "seconds": found.seconds,
+                   "violation": found.violation, "events": found.events})
+    else:
+        print(f"violation of {found.invariant} under {found.policy} after {found.examples:,} "
+              f"examples ({found.seconds:.1f} s), shrunk to {len(found.events)} events:")
+        for i, ev in enumerate(found.events):
+            print(f"  {i:3d} {traces.dumps(ev)}")
+        print(f"  -> event {found.violation['event']}: {found.violation['detail']}")
+    sys.stdout.flush()
 
 
 def _refuse_same_file(args) -> None:
@@ -366,33 +396,21 @@ def _run_search(args) -> int:
                                with_writes=args.with_writes, prefix=prefix, jobs=args.jobs,
                                progress=progress, first_seed=args.seed)
     seconds = time.perf_counter() - start
-    # The outcome goes to stdout first: a file that cannot be written loses nothing.
-    if found is None:
-        msg = {"found": False, "policy": name, "invariant": args.invariant,
-               "examples": args.budget}
-        if args.json:
-            json_out(msg)
-        else:
-            print(f"no violation of {args.invariant} under {name} in {args.budget:,} "
-                  "examples")
-    elif args.json:
-        json_out({"found": True, "policy": found.policy, "invariant": found.invariant,
-                   "examples": found.examples, "seed": found.seed, "seconds": found.seconds,
-                   "violation": found.violation, "events": found.events})
-    else:
-        print(f"violation of {found.invariant} under {found.policy} after {found.examples:,} "
-              f"examples ({found.seconds:.1f} s), shrunk to {len(found.events)} events:")
-        for i, ev in enumerate(found.events):
-            print(f"  {i:3d} {traces.dumps(ev)}")
-        print(f"  -> event {found.violation['event']}: {found.violation['detail']}")
-    sys.stdout.flush()
+    # The outcome goes to stdout first: a file that cannot be written loses nothing.  And
+    # stdout that cannot be written (a full disk, a closed pipe) does not stop the files.
+    unprinted: OSError | None = None
+    try:
+        _print_outcome(args, name, found)
+    except OSError as e:
+        unprinted = e
     try:
         if found is not None and args.output:
             cont = (f" --prefix {args.prefix} --drop-last {args.drop_last}"
                     if args.prefix is not None else "")
+            seed = f" --seed {args.seed}" if args.seed else ""
             how = (f" --unsteered --seed {args.seed}` after {found.examples} examples"
                    if args.unsteered else
-                   f"{' --with-writes' if args.with_writes else ''}{cont}` after "
+                   f"{' --with-writes' if args.with_writes else ''}{cont}{seed}` after "
                    f"{found.examples} examples (hypothesis seed {found.seed})")
             header = (f"# found by `rmaplab search --policy {args.policy} --invariant "
                       f"{args.invariant}{how}; shrunk\n"
@@ -409,6 +427,14 @@ def _run_search(args) -> int:
                 "events": len(found.events) if found else None,
                 "trace": str(args.output) if found and args.output else None})
     except OSError as e:
+        where = "printed above" if unprinted is None else "not printed either"
         raise RmaplabError(f"cannot write {e.filename or args.output} ({e.strerror or e}); the "
-                           "outcome is printed above") from None
+                           f"outcome is {where}") from None
+    if isinstance(unprinted, BrokenPipeError):
+        raise unprinted                    # the reader went away: main() stops quietly
+    if unprinted is not None:
+        written = [str(p) for p in (args.output if found else None, args.summary) if p]
+        why = unprinted.strerror or unprinted
+        kept = f"; it is in {', '.join(written)}" if written else ""
+        raise RmaplabError(f"cannot write the outcome to standard output ({why}){kept}")
     return 0 if found is not None else 1
