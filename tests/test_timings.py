@@ -159,6 +159,20 @@ def test_perf_stat_csv_line_without_a_count_is_an_error_not_skipped(timing_file,
         timings.load(bad)
 
 
+@pytest.mark.parametrize("times, message", [
+    ("[1" + "0" * 400 + ", 2.0, 3.0]", "holds a number too large to be a time"),
+    ("[1e150, 2e150, 3e150]", r"real time 1e\+150 s is outside 1e-12 s to 1e\+07 s"),
+    ("[1e-150, 2e-150, 3e-150]", "real time 1e-150 s is outside"),
+])
+def test_times_no_clock_measures_are_refused(tmp_path, times, message):
+    """They reached the statistics and ended in OverflowError or ZeroDivisionError (found
+    by review)."""
+    f = tmp_path / "h.json"
+    f.write_text('{"results": [{"command": "a", "mean": 1, "times": ' + times + '}]}')
+    with pytest.raises(RmaplabError, match=message):
+        timings.load(f)
+
+
 def test_perf_stat_csv_repeat_is_means(timing_file):
     df = frame(timing_file("perf_stat_csv_r3.txt"))
     assert (df["kind"] == "mean").all()

@@ -108,7 +108,16 @@ def load(path: str | Path, format: str = "auto", time_format: str | None = None
     name = detect(text, source) if format == "auto" else format
     if name not in FORMATS:
         raise RmaplabError(f"unknown format {name!r}", hint="one of: auto, " + ", ".join(FORMATS))
-    return _checked(FORMATS[name].parse(text, source), source)
+    try:
+        records = FORMATS[name].parse(text, source)
+    except OverflowError:                  # a JSON integer beyond any float: 10**400
+        raise RmaplabError("holds a number too large to be a time", path=source) from None
+    return _checked(records, source)
+
+
+TIME_METRICS = ("real", "user", "sys")
+TIME_MIN = 1e-12           # a picosecond: pyperf's fastest timings are nanoseconds
+TIME_MAX = 1e7             # 116 days
 
 
 def _checked(records: list[TimingRecord], source: str) -> list[TimingRecord]:
@@ -123,6 +132,13 @@ def _checked(records: list[TimingRecord], source: str) -> list[TimingRecord]:
         if not (math.isfinite(r.seconds) and r.seconds >= 0):
             raise RmaplabError(f"{r.metric} time {r.seconds!r} s is not a finite, non-negative "
                                "number", path=source, line=r.line or None)
+        # Beyond these no clock measures, and the statistics' sums of squares overflow or
+        # underflow (1e150 s: OverflowError; 1e-150 s: a variance of 0, ZeroDivisionError).
+        # (Counts of `rmaplab measure`, also in `seconds`, are not times.)
+        if r.metric in TIME_METRICS and not (r.seconds == 0 or TIME_MIN <= r.seconds <= TIME_MAX):
+            raise RmaplabError(f"{r.metric} time {r.seconds!r} s is outside {TIME_MIN:g} s to "
+                               f"{TIME_MAX:g} s (not a measured time)", path=source,
+                               line=r.line or None)
         if r.kind == "run" and "order" not in r.extra:
             r = dataclasses.replace(r, extra={**r.extra, "order": r.line})
         out.append(r)
