@@ -278,6 +278,10 @@ def read(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _parse(f: BinaryIO, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """The events of the open trace file ``f`` (gunzipped if ``path`` ends in .gz)."""
     source = str(path)
+    peek = getattr(f, "peek", None)            # buffered files: look without consuming
+    if path.suffix != ".gz" and peek is not None and peek(2)[:2] == b"\x1f\x8b":
+        raise TraceError("gzip-compressed, but not named .gz (a trace is read as gzip by its "
+                         "name)", path=source, line=1)
     try:
         lines = gzip.GzipFile(fileobj=f, mode="rb") if path.suffix == ".gz" else f
         for i, text in _numbered_lines(lines):

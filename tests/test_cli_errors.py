@@ -76,6 +76,8 @@ CASES: list[tuple[str, str, str]] = [
     ("search --prefix {empty}",                           "--prefix",      "is empty"),
     ("search --prefix {badjson}",                         "--prefix",      ":2: not valid JSON"),
     ("search --prefix {dead}",                            "--prefix",      "no process is alive"),
+    ("search --prefix {comments}",                        "--prefix",      "the prefix has no events"),
+    ("search --prefix {found}",                           "--prefix",      "the prefix already breaks same-anon_vma-same-chain under v5.4 at its event"),
     ("search --prefix {trace} --drop-last 3",             "--drop-last",   "would leave nothing of the 3 events"),
     ("search --prefix {trace} --drop-last -1",            "--drop-last",   "must be a whole number >= 0"),
     ("search --drop-last 1",                              "--drop-last",   "applies to a --prefix trace"),
@@ -86,6 +88,8 @@ CASES: list[tuple[str, str, str]] = [
     ("search --unsteered --prefix {trace}",               "--unsteered",   "takes no --prefix"),
     ("search --violators",                                "--violators",   "goes with --unsteered"),
     ("search --unsteered --violators -o {dir}/v.jsonl",   "--violators",   "writes no trace"),
+    ("replay {trace} --policy all,all",                   "--policy",      "'all' is given twice"),
+    ("sweep --kind trace --trace {badjson} --out {dir}/s", "--trace",       "badjson.jsonl:2: not valid JSON"),
     ("search --unsteered --budget 9 -o {dir}/s.json --summary {dir}/s.json", "-o", "-o and --summary name the same file"),
     ("search --prefix {trace} -o {trace}",                "-o",            "-o and --prefix name the same file"),
     ("search --budget 99999999999",                       "--budget",      "from 1 to 1000000000"),
@@ -294,6 +298,7 @@ def sandbox(tmp_path, monkeypatch) -> dict[str, str]:
         "comments": ("comments.jsonl", "# nothing but a comment\n\n"),
         "badjson": ("badjson.jsonl", '{"op":"spawn","pid":1}\n{"op": \n'),
         "dead": ("dead.jsonl", '{"op":"spawn","pid":1}\n{"op":"exit","pid":1}\n'),
+        "found": ("found.jsonl", FOUND.read_text()),
         "badyaml": ("badyaml.yaml", "a: [\n"),
     }
     paths = {"missing": str(tmp_path / "missing.txt"), "dir": str(tmp_path / "dir"),
@@ -498,6 +503,24 @@ def test_a_finding_is_written_even_when_standard_output_cannot_be(tmp_path):
     assert ("cannot write the outcome to standard output (No space left on device); it is in "
             f"{trace}, {summary}") in out.stderr
     assert traces.load(trace) and json.loads(summary.read_text())
+
+
+def test_small_messages_found_by_review(tmp_path, capsys):
+    """A gzipped trace not named .gz; a duplicate fork child ("fork: fork: ..." before);
+    'all' beside a policy it contains, in either order."""
+    from rmaplab.cli._args import policy_list
+
+    gz = tmp_path / "t.jsonl"
+    gz.write_bytes(gzip.compress(FOUND.read_bytes()))
+    status, _, err = run_cli(["replay", str(gz)], capsys)
+    assert status == 2 and "t.jsonl:1: gzip-compressed, but not named .gz" in err, err
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"op":"spawn","pid":1}\n{"op":"spawn","pid":2}\n'
+                   '{"op":"fork","pid":1,"child":2}\n')
+    status, _, err = run_cli(["replay", str(dup)], capsys)
+    assert status == 2 and err.strip().endswith("dup.jsonl:3: fork: child 2 already exists"), err
+    assert policy_list("all,v6.0")[:-1] == policy_list("v6.0,all")[1:]
+    assert sorted(policy_list("all,v6.0")) == sorted(policy_list("all"))
 
 
 def _recorded_trace(tmp_path, live=None, meta=None):

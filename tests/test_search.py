@@ -206,6 +206,22 @@ def test_steered_search_replans_after_a_seed_that_stops_short(monkeypatch, jobs)
     assert found.examples == 100 + 60 + 100 + 7
 
 
+def test_ordered_starts_no_more_workers_than_calls():
+    """`search --jobs 256 --budget 1` forked 256 workers for one batch (found by review)."""
+    import multiprocessing
+
+    from rmaplab.model import search
+
+    results = search.ordered(_square, [(3,), (4,)], {"policy": get_policy("v6.0")}, jobs=16)
+    assert next(results) == 9                # every worker has been started by now
+    assert len(multiprocessing.active_children()) == 2
+    assert list(results) == [16]
+
+
+def _square(task, x):
+    return x * x
+
+
 def test_ordered_yields_in_order_and_stops_its_workers():
     import multiprocessing
 

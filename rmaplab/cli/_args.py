@@ -341,10 +341,15 @@ def policy_list(text: str) -> list[str]:
     """Comma-separated policy specs; ``all`` stands for every built-in policy."""
     from rmaplab.model import POLICIES
 
+    parts = _parts(text)
+    _no_repeats(parts, text)                  # "all,all", "v6.0,v6.0"
+    # "all" stands for the built-ins not named besides it, in either order ("all,v6.0" as
+    # "v6.0,all"); a plug-in beside it is added.
+    named = {policy(p) for p in parts if p != "all"}
     specs: list[str] = []
-    for part in _parts(text):
+    for part in parts:
         if part == "all":
-            specs += [p for p in POLICIES if p not in specs]
+            specs += [p for p in POLICIES if p not in named and p not in specs]
         else:
             specs.append(policy(part))
     return _no_repeats(specs, text)

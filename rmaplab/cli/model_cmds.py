@@ -339,16 +339,25 @@ def _search_prefix(args) -> list[dict] | None:
             raise RmaplabError("--drop-last applies to a --prefix trace; none given")
         return None
     numbered = traces.load(args.prefix)
+    if not numbered:
+        raise RmaplabError("the prefix has no events", path=args.prefix)
     if args.drop_last >= len(numbered):
         raise RmaplabError(f"--drop-last {args.drop_last} would leave nothing of the "
                            f"{len(numbered)} events in the prefix", path=args.prefix)
     numbered = numbered[: len(numbered) - args.drop_last]
-    kernel = Kernel(args.policy, check="off")
+    kernel = Kernel(args.policy, check="incremental")
     for line, ev in numbered:
         try:
             kernel.apply(ev)
         except EventError as e:
             raise RmaplabError(f"{ev['op']}: {e}", path=args.prefix, line=line) from None
+    broken = next((v for v in kernel.violations if v.invariant == args.invariant), None)
+    if broken is not None:
+        # Every program would "find" it at once (reported as found after 1 example).
+        raise RmaplabError(f"the prefix already breaks {args.invariant} under "
+                           f"{kernel.policy.name} at its event {broken.event + 1}: nothing to "
+                           "search for (cut it with --drop-last)", path=args.prefix,
+                           line=numbered[broken.event][0])
     if not kernel.mms:
         raise RmaplabError("no process is alive at the end of the prefix to continue from",
                            path=args.prefix)

@@ -65,6 +65,10 @@ def _run_sweep(args) -> int:
     if (args.kind == "trace") != (args.trace is not None):
         raise RmaplabError("--trace FILE... goes with --kind trace, and --kind trace needs it")
     if args.kind == "trace":
+        from rmaplab import traces
+
+        for path in args.trace:               # a broken line: refused before any cluster starts
+            traces.load(path)                 # (and cached: the workers read it at once)
         cells = sweep.grid(kind=["trace"], trace=[str(p.resolve()) for p in args.trace],
                            policy=args.policy)
     elif args.kind == "generated":

@@ -180,7 +180,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
     def fork(self, pid: int, child: int) -> None:
         parent = self._mm(pid)
         if child in self.mms:
-            raise EventError(f"fork: child {child} already exists")
+            raise EventError(f"child {child} already exists")   # the caller adds "fork: "
         mm = Mm(child)
         mm.forked = True
         self.mms[child] = mm

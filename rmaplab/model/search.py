@@ -25,7 +25,7 @@ import random
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sized
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -427,6 +427,8 @@ def ordered(fn: Callable[..., Any], calls: Iterable[tuple], task: dict[str, Any]
     global _TASK
     if jobs is None:
         jobs = os.cpu_count() or 1
+    if isinstance(calls, Sized):
+        jobs = min(jobs, len(calls))          # no idle workers (--jobs 256 for one seed)
     if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         for args in calls:
             yield fn(task, *args)
