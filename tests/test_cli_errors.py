@@ -89,6 +89,7 @@ CASES: list[tuple[str, str, str]] = [
     ("search --violators",                                "--violators",   "goes with --unsteered"),
     ("search --unsteered --violators -o {dir}/v.jsonl",   "--violators",   "writes no trace"),
     ("replay {trace} --policy all,all",                   "--policy",      "'all' is given twice"),
+    ("replay {trace} --policy {trace}:Cls",               "--policy",      "not a Python file (PATH.py:Class)"),
     ("sweep --kind trace --trace {badjson} --out {dir}/s", "--trace",       "badjson.jsonl:2: not valid JSON"),
     ("search --unsteered --budget 9 -o {dir}/s.json --summary {dir}/s.json", "-o", "-o and --summary name the same file"),
     ("search --prefix {trace} -o {trace}",                "-o",            "-o and --prefix name the same file"),

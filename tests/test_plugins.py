@@ -155,6 +155,16 @@ def test_a_broken_plugin_is_one_line_naming_it_exit_2(tmp_path, capsys, source, 
     assert err.count("\n") == 1 and message in err and str(path) in err
 
 
+def test_two_plugins_with_one_name_are_refused(tmp_path, capsys, pre_cve):
+    """Their columns were identical and could not be told apart (found by review)."""
+    other = tmp_path / "other.py"
+    other.write_text(PRE_CVE)
+    trace = write_trace(tmp_path, workloads.chain_exited(4, 3))
+    assert status_of(["replay", str(trace), "--policy", f"{pre_cve},{other}:PreCve"]) == 2
+    err = capsys.readouterr().err
+    assert "two policies of --policy are called 'pre-cve'" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("failure, raised", [("1 / 0", "ZeroDivisionError"),
                                              ("__import__('sys').exit(0)", "SystemExit")])
 def test_an_exception_inside_a_hook_names_the_plugin_line_in_search_too(tmp_path, failure,

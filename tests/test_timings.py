@@ -173,6 +173,16 @@ def test_times_no_clock_measures_are_refused(tmp_path, times, message):
         timings.load(f)
 
 
+def test_gnu_time_negative_exit_status_is_kept(tmp_path):
+    """GNU time prints "non-zero status -3" for some failures; the line was not matched and
+    the run counted as a success (found by review)."""
+    f = tmp_path / "g.txt"
+    f.write_text("Command exited with non-zero status -3\n"
+                 "0.01user 0.00system 0:00.02elapsed 0%CPU\n")
+    df = frame(f)
+    assert set(df["exit_status"]) == {-3}
+
+
 def test_perf_stat_csv_repeat_is_means(timing_file):
     df = frame(timing_file("perf_stat_csv_r3.txt"))
     assert (df["kind"] == "mean").all()

@@ -83,6 +83,13 @@ def _run_replay(args) -> int:
 
     if args.validate:
         return _validate(args)
+    from rmaplab.model import get_policy
+
+    names = [get_policy(spec).name for spec in args.policy]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise RmaplabError(f"two policies of --policy are called {twice!r}: their columns "
+                           "could not be told apart (give a plug-in its own name)")
     events = traces.load(args.trace)
     if not events:
         raise RmaplabError("no events in this trace (only comments or blank lines)",

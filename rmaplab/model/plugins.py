@@ -83,6 +83,10 @@ def _find_class(spec: str, source: str | None) -> type:
     if not target or not class_name.isidentifier():
         raise RmaplabError(f"policy spec {spec!r} is not PATH.py:Class or package.module:Class")
     if is_file_spec(spec):
+        if not target.endswith(".py") and Path(target).exists():
+            # Not run as Python whatever it holds (a trace given by mistake: a NameError).
+            raise RmaplabError(f"plug-in policy {spec!r}: not a Python file (PATH.py:Class)",
+                               path=target)
         module = _module_from_file(Path(target), source)
         where = target
     else:

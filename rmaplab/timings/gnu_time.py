@@ -30,7 +30,7 @@ _DEFAULT = re.compile(
 )
 _LOOKS_DEFAULT = re.compile(r"\buser\b.*\bsystem\b.*\belapsed\b|\duser\s|\dsystem\s")
 _IO_LINE = re.compile(r"^\d+inputs\+\d+outputs \(\d+major\+\d+minor\)pagefaults \d+swaps\s*$")
-_STATUS = re.compile(r"^Command (?:exited with non-zero status|terminated by signal|stopped by signal) (?P<n>\d+)\s*$")
+_STATUS = re.compile(r"^Command (?:exited with non-zero status|terminated by signal|stopped by signal) (?P<n>-?\d+)\s*$")
 _VERBOSE_START = re.compile(r'^\s*Command being timed: "(?P<cmd>.*)"\s*$')
 _VERBOSE_KV = re.compile(r"^\s+(?P<key>.+?): (?P<value>\S.*?)\s*$")
 
