@@ -479,15 +479,20 @@ def test_interrupted_measure_keeps_its_finished_runs_and_nothing_else(live_kerne
     assert 1 <= len(pd.read_csv(kept / "runs.csv")) <= 2
     assert "stopped after" in json.loads((kept / "metadata.json").read_text())["incomplete"]
     assert list((tmp_path / "tmp").iterdir()) == []
-    # Killed processes may take a moment to go on a loaded machine (seen once, under two
-    # concurrent searches): left behind means still there after 10 s.
-    for _ in range(100):
-        ps = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True,
-                            text=True)
-        if ps.stdout == "":
-            break
+    left = _session_left_after(proc.pid)
+    assert left == "", f"processes of the interrupted measurement still run: {left}"
+
+
+def _session_left_after(sid: int, seconds: float = 10) -> str:
+    """The processes of session ``sid`` still there after up to ``seconds`` (`pgrep -a`
+    lines; "" when none).  Killed processes may take a moment to go on a loaded machine
+    (seen once, under two concurrent searches)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        ps = subprocess.run(["pgrep", "-a", "-s", str(sid)], capture_output=True, text=True)
+        if ps.stdout == "" or time.monotonic() > deadline:
+            return ps.stdout
         time.sleep(0.1)
-    assert ps.stdout == "", f"processes of the interrupted measurement still run: {ps.stdout}"
 
 
 def test_a_finding_is_written_even_when_standard_output_cannot_be(tmp_path):
@@ -614,13 +619,8 @@ def test_interrupted_replay_of_every_policy_stops_its_workers_at_once(tmp_path):
     assert time.monotonic() - start < 15, err
     assert err.strip().splitlines()[-1] == "rmaplab replay: interrupted"
     assert "no-reuse" not in out          # no table of results that were never finished
-    for _ in range(100):
-        ps = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True,
-                            text=True)
-        if ps.stdout == "":
-            break
-        time.sleep(0.1)
-    assert ps.stdout == "", f"replay workers still run: {ps.stdout}"
+    left = _session_left_after(proc.pid)
+    assert left == "", f"replay workers still run: {left}"
 
 
 def test_forkcost_prints_no_library_warning_on_a_tiny_run(tmp_path, live_env):
