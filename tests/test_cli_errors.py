@@ -85,6 +85,7 @@ CASES: list[tuple[str, str, str]] = [
     ("search --budget -1",                                "--budget",      "got '-1'"),
     ("search --budget 1e3",                               "--budget",      "not a whole number"),
     ("search --unsteered --seed -1",                      "--seed",        "must be a whole number >= 0"),
+    ("search --seed x",                                   "--seed",        "not a whole number: 'x'"),
     ("search --unsteered --prefix {trace}",               "--unsteered",   "takes no --prefix"),
     ("search --violators",                                "--violators",   "goes with --unsteered"),
     ("search --unsteered --violators -o {dir}/v.jsonl",   "--violators",   "writes no trace"),
