@@ -136,3 +136,21 @@ def test_madvise_hugepage_advices_are_captured():
         assert out[-1] == {"op": "madvise", "pid": 1, "start": 0x10000, "end": 0x12000,
                            "advice": name}
     assert conv.stats["madvise_ignored"] == 0
+
+
+def test_ignored_madvise_advices_are_counted_by_number_and_flag_advices_reported():
+    """MADV_FREE (8) changes no vm_flags: counted and dropped.  MADV_DONTDUMP (16) sets
+    VM_DONTDUMP, which the trace cannot express: dropped too, but named in the problems."""
+    out: list = []
+    conv = capture.Converter()
+    conv.own.add(1)
+    conv.kernel.spawn(1)
+    conv.kernel.apply({"op": "mmap", "pid": 1, "start": 0x10000, "end": 0x14000, "prot": "rw"})
+    for behavior in (8, 8, 16):
+        conv.feed(f"1/1  1.0:  syscalls:sys_enter_madvise: start: 0x00010000, len_in: "
+                  f"0x00001000, behavior: 0x{behavior:08x}", out)
+        conv.feed("1/1  1.1:  syscalls:sys_exit_madvise: 0x0", out)
+    assert out == []
+    assert (conv.stats["madvise_ignored"], conv.stats["madvise_ignored_8"],
+            conv.stats["madvise_ignored_16"]) == (3, 2, 1)
+    assert len(conv.problems) == 1 and "MADV_DONTDUMP" in conv.problems[0]
