@@ -528,3 +528,24 @@ def test_the_command_line_records_every_violator(tmp_path):
     assert record["violators"] == random_violators("v5.4", budget=7_000, seed=0)
     assert record["examples"] == record["violators"][0] and record["found"]
     assert f"the first at program {record['examples']:,}" in out.stdout
+
+
+def test_unsteered_batches_are_made_on_demand():
+    """The batches of a budget, by hand for 501 programs; a budget of 10**9 (four million
+    batches) costs no memory to plan, and its last batch is the budget's tail."""
+    import tracemalloc
+
+    from rmaplab.model.search import BATCH, Batches
+
+    assert BATCH == 250
+    assert list(Batches(501)) == [(0, 250), (250, 250), (500, 1)]
+    assert list(Batches(500)) == [(0, 250), (250, 250)] and len(Batches(0)) == 0
+    tracemalloc.start()
+    try:
+        plan = Batches(10**9)
+        assert len(plan) == 4_000_000 and plan[-1] == (999_999_750, 250)
+        assert next(iter(plan)) == (0, 250)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000
