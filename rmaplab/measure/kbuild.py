@@ -196,7 +196,8 @@ def overhead(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """What perf stat's counters add to each shell's real/user/sys: plain (A) vs perf (B).
 
     One row per shell and metric with rmaplab.stats' comparison (change of means in
-    percent of the plain mean, its Fieller-Welch CI, Welch's p, exact tests).
+    percent of the plain mean, its Fieller-Welch CI, Welch's p, exact tests, and the
+    verdict of rmaplab.stats.verdict's rules, Holm across the three metrics).
     """
     from rmaplab.measure.data import timing_frame
     from rmaplab.stats import compare
@@ -222,7 +223,7 @@ def overhead(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             rows.append({"shell": shell, "metric": m.metric, "n_plain": m.n_a, "n_perf": m.n_b,
                          "plain_s": m.mean_a, "perf_s": m.mean_b, "overhead_pct": m.pct_change,
                          "ci_low": m.ci_low, "ci_high": m.ci_high, "p_welch": m.p_welch,
-                         "p_mannwhitney": m.p_mannwhitney})
+                         "p_mannwhitney": m.p_mannwhitney, "verdict": m.verdict})
     return pd.DataFrame(rows)
 
 
