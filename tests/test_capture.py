@@ -154,3 +154,24 @@ def test_ignored_madvise_advices_are_counted_by_number_and_flag_advices_reported
     assert (conv.stats["madvise_ignored"], conv.stats["madvise_ignored_8"],
             conv.stats["madvise_ignored_16"]) == (3, 2, 1)
     assert len(conv.problems) == 1 and "MADV_DONTDUMP" in conv.problems[0]
+
+
+def test_a_traced_kbuild_says_whether_its_tree_was_built_before(tmp_path, live_kernel):
+    """`make clean` keeps Kconfig's include/config/auto.conf, and a first build runs more
+    than a later one (notebook 05): the trace's metadata records which it was."""
+    import json
+
+    from rmaplab.cli import main
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "Makefile").write_text("all:\n\t@true\nclean:\n\t@true\n")
+    for built_before in (False, True):
+        if built_before:
+            (tree / "include" / "config").mkdir(parents=True)
+            (tree / "include" / "config" / "auto.conf").write_text("CONFIG_X=y\n")
+        out = tmp_path / f"out-{built_before}"
+        assert main(["kbuild", "--trace", "--tree", str(tree), "--shells", "sh",
+                     "--out", str(out)]) == 0
+        (meta,) = out.glob("*/metadata.json")
+        assert json.loads(meta.read_text())["tree_built_before"] is built_before

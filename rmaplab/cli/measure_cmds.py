@@ -547,15 +547,18 @@ def _trace_kbuild(args, tree: Path, shells: tuple[str, ...], meta: dict[str, Any
 
     status = 0
     for shell in shells:
+        # A tree's first build also runs Kconfig's syncconfig and builds the host tools,
+        # which `make clean` keeps: a different workload (notebook 05), so say which it is.
+        built_before = (tree / "include" / "config" / "auto.conf").exists()
         subprocess.run(["make", "-s", "clean"], cwd=tree, check=True, capture_output=True)
         label = (kbuild.trace_label(args.config, shell) if args.tree is None
                  else f"kbuild-{tree.name}-{shell}")
         name = record.run_name(label)
         cmd = kbuild.build_command(shell, args.jobs)
-        shell_meta = meta
+        shell_meta = {**meta, "tree_built_before": built_before}
         if args.mmap_layout == "legacy":
             cmd = kbuild.legacy_layout(cmd)
-            shell_meta = {**meta, "mmap_layout": kbuild.LEGACY_LAYOUT_NOTE}
+            shell_meta = {**shell_meta, "mmap_layout": kbuild.LEGACY_LAYOUT_NOTE}
         events, _, where, _, status_shell = _record_trace(
             cmd, out_root, name, tree, None, extra_meta=shell_meta)
         print(f"{shell}: {len(events):,} events -> {where}")
