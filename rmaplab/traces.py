@@ -575,11 +575,18 @@ def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str
         # worker hit by Ctrl-C reports it and takes the next one).  The executor has no
         # public way to stop its workers before Python 3.14 (terminate_workers).
         workers = list(getattr(pool, "_processes", {}).values())
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         for worker in workers:
             worker.kill()
         for worker in workers:
             worker.join(10)
+        # The executor's manager thread sees the dead workers and closes its wake-up pipe;
+        # if it does so while the interpreter exits, CPython 3.11's exit hook writes to the
+        # closed pipe ("OSError: [Errno 9] Bad file descriptor" after our message, 2 runs
+        # in 10).  Let it finish first.
+        if manager is not None:
+            manager.join(10)
         raise
     else:
         pool.shutdown()

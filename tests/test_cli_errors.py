@@ -590,18 +590,27 @@ def test_replay_validate_json_of_a_counter_only_the_model_counts_is_strict_json(
     assert len(result["counters"]) == len(VALIDATED)
 
 
-def test_interrupted_replay_of_every_policy_stops_its_workers_at_once(tmp_path):
-    """Ctrl-C during `replay --policy all` on two workers: exit 130 within seconds and no
-    process left.  (Found by review: the pool finished every queued policy first -- a
-    worker hit by Ctrl-C reported it and took the next -- 27 s here, longer on a build.)"""
-    import signal
-
+@pytest.mark.parametrize("delay, repeats", [(1.0, 1), (0.0, 6)])
+def test_interrupted_replay_of_every_policy_stops_its_workers_at_once(tmp_path, delay, repeats):
+    """Ctrl-C during `replay --policy all` on two workers: exit 130 within seconds, our
+    message last, and no process left.  (Found by review: the pool finished every queued
+    policy first -- a worker hit by Ctrl-C reported it and took the next -- 27 s here.
+    Found by CI: a Ctrl-C as the workers start left the executor's manager thread closing
+    its pipe while the interpreter exited, and a traceback "OSError: [Errno 9] Bad file
+    descriptor" followed the message, 2 runs in 10 at no delay.)"""
     from rmaplab import workloads
 
     trace = tmp_path / "big.jsonl"
     # Enough work that seven full-check replays take minutes, not seconds.
     events = [ev for _, ev in workloads.numbered(workloads.split(3000, 3000))]
     traces.write(events, trace)
+    for _ in range(repeats):
+        _interrupt_replay_of_every_policy(tmp_path, trace, delay)
+
+
+def _interrupt_replay_of_every_policy(tmp_path, trace, delay: float) -> None:
+    import signal
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "rmaplab", "replay", str(trace), "--policy", "all",
          "--check", "full", "--jobs", "2"], cwd=tmp_path, stderr=subprocess.PIPE,
@@ -612,7 +621,7 @@ def test_interrupted_replay_of_every_policy_stops_its_workers_at_once(tmp_path):
         if len(ps.stdout.split()) >= 3:
             break
         time.sleep(0.1)
-    time.sleep(1)
+    time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)    # what Ctrl-C sends: the whole process group
     start = time.monotonic()
     out, err = proc.communicate(timeout=120)

@@ -299,3 +299,25 @@ def test_escaped_lone_surrogates_are_json_and_load(tmp_path):
     events = traces.load(path)
     assert [ev.get("comm") for _, ev in events] == ["sh\ud800", "\udfff"]
     assert traces.replay(events).counters["spawns"] == 1
+
+
+def test_an_interrupted_replay_of_several_policies_leaves_no_executor_thread():
+    """Interrupted, replay_policies kills its workers and waits for the executor's manager
+    thread: left running, it closes its wake-up pipe while the interpreter exits and
+    CPython 3.11's exit hook writes to it (a traceback after `rmaplab replay:
+    interrupted`, found by CI)."""
+    import threading
+    from concurrent.futures import process
+
+    from rmaplab import workloads
+
+    events = list(workloads.numbered(workloads.split(300, 300)))
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        traces.replay_policies(events, ["v5.4", "v5.5", "v6.0", "no-reuse"], jobs=2,
+                               progress=interrupt)
+    assert not [t for t in threading.enumerate()
+                if isinstance(t, process._ExecutorManagerThread) and t.is_alive()]
