@@ -531,9 +531,7 @@ class Batches(Sequence[tuple[int, int]]):
     def __len__(self) -> int:
         return -(-self.budget // BATCH)
 
-    def __getitem__(self, k):                    # type: ignore[override]
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
+    def __getitem__(self, k):                    # type: ignore[override]  (no slices)
         if k < 0:
             k += len(self)
         if not 0 <= k < len(self):
