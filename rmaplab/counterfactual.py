@@ -88,9 +88,10 @@ def replay_builds(builds: dict[str, RecordedBuild], runs: list[tuple[str | Polic
     rows, walk_rows = [], []
     for shell, build in builds.items():
         pre = {}
+        events = traces.decode(build.events)     # once for every run
         for spec, rule in runs:
             policy = get_policy(spec)
-            r = traces.replay(build.events, policy=policy, merge_rule=rule, check="off",
+            r = traces.replay(events, policy=policy, merge_rule=rule, check="off",
                               walks=walks, thp=thp)
             key = r.merge_rule
             if key not in pre:

@@ -335,30 +335,83 @@ def load(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     validator is parsed afresh; each is stored with the sha256 of its pickle, and one that
     does not match is parsed again.  RMAPLAB_TRACE_CACHE=0 turns this off; an unreadable or
     unwritable cache is passed over (the trace is parsed)."""
-    path = Path(path)
+    return _load_cached(Path(path), "pickle", list)
+
+
+def load_for_replay(path: str | Path) -> Decoded:
+    """Every event of a trace, decoded for replay (:class:`Decoded`): what ``rmaplab
+    replay`` runs.  Cached like :func:`load`, in a file of its own (``*.decoded.pickle``);
+    the events are decoded as they are parsed, so a trace's dicts are never all in memory
+    at once."""
+    return _load_cached(Path(path), "decoded.pickle", _decode_stream, Decoded)
+
+
+def _load_cached(path: Path, kind: str, build: Callable[[Iterable], Any],
+                 expect: type = list) -> Any:
+    """build(the trace's numbered events), from the cache if it holds one (see load)."""
     data = _bytes_to_cache(path)
     cached = None
     if data is not None:
         # Hashed and parsed from the same bytes: a trace replaced meanwhile cannot be
         # stored under another content's name.
         cached = (cache_dir() / "parsed-traces"
-                  / f"{hashlib.sha256(data).hexdigest()}-{_validator_digest()}.pickle")
-        events = _read_cached(cached)
+                  / f"{hashlib.sha256(data).hexdigest()}-{_validator_digest()}.{kind}")
+        events = _read_cached(cached, expect)
         if events is not None:
             return events
     with _collector_paused():
         if data is None:
-            events = list(read(path))
+            events = build(read(path))
         else:
-            events = list(_parse(io.BytesIO(data), path))
+            events = build(_parse(io.BytesIO(data), path))
     if cached is not None:
         _write_cached(cached, events)
     return events
 
 
+class Decoded:
+    """A trace's events decoded for replay (rmaplab.model.machine.decode: tuples, op
+    code first) and the line of each, for errors.  :func:`replay` and
+    :func:`replay_policies` take it as they take a list of (line, event dict)."""
+
+    __slots__ = ("lines", "events")
+
+    def __init__(self, lines: list[int], events: list[tuple]) -> None:
+        self.lines = lines
+        self.events = events
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getstate__(self) -> tuple[list[int], list[tuple]]:
+        return self.lines, self.events
+
+    def __setstate__(self, state: tuple[list[int], list[tuple]]) -> None:
+        self.lines, self.events = state
+
+
+def decode(events: Iterable[tuple[int, dict[str, Any]]], source: str = "<trace>") -> Decoded:
+    """The :class:`Decoded` form of (line, event dict) pairs, validated ones (load, read);
+    an event the model cannot decode is an error naming its line."""
+    return _decode_stream(events, source)
+
+
+def _decode_stream(numbered: Iterable[tuple[int, dict[str, Any]]],
+                   source: str = "<trace>") -> Decoded:
+    from rmaplab.model.machine import EventError, decode_all
+
+    lines: list[int] = []
+    decoded: list[tuple] = []
+    try:
+        decode_all(numbered, lines, decoded)
+    except EventError as e:
+        raise TraceError(str(e), path=source, line=lines[-1]) from None
+    return Decoded(lines, decoded)
+
+
 # Traces smaller than this are parsed every time (test fixtures, generated programs).
 CACHE_MIN_BYTES = 1 << 20
-CACHE_KEEP = 8                     # parsed traces kept, the most recently used
+CACHE_KEEP = 16                    # cache files kept (of both kinds), the most recently used
 _DIGEST_BYTES = 32                 # a cached pickle starts with the sha256 of the rest
 
 
@@ -406,7 +459,7 @@ def _bytes_to_cache(path: Path) -> bytes | None:
         return None                        # read() says what is wrong with the file
 
 
-def _read_cached(cached: Path) -> list[tuple[int, dict[str, Any]]] | None:
+def _read_cached(cached: Path, expect: type = list) -> Any:
     try:
         blob = cached.read_bytes()
     except OSError:
@@ -419,14 +472,14 @@ def _read_cached(cached: Path) -> list[tuple[int, dict[str, Any]]] | None:
             events = pickle.loads(payload)
     except Exception:
         return None
-    if not isinstance(events, list):
+    if not isinstance(events, expect):
         return None
     with contextlib.suppress(OSError):
         os.utime(cached)                   # recently used: kept by the pruning
     return events
 
 
-def _write_cached(cached: Path, events: list[tuple[int, dict[str, Any]]]) -> None:
+def _write_cached(cached: Path, events: Any) -> None:
     import time
 
     payload = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
@@ -465,26 +518,33 @@ def write(events: Iterable[dict[str, Any]], path: str | Path, header: str = "") 
     return path
 
 
-def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: str | Policy = "v6.0",
-           merge_rule: str | None = None, check: str = "incremental", source: str = "<trace>",
-           walks: bool = False, thp: bool = True):
+def replay(events: Decoded | Iterable[tuple[int, dict[str, Any]]],
+           policy: str | Policy = "v6.0", merge_rule: str | None = None,
+           check: str = "incremental", source: str = "<trace>", walks: bool = False,
+           thp: bool = True):
     """Run events through a model kernel; errors name the trace line (or the plug-in).
 
-    ``policy``: a name, a plug-in spec or a Policy; ``merge_rule``: None for the policy's
-    own; ``walks``: also sample rmap-walk lengths (the result's ``walks``); ``thp``: the
-    kernel has CONFIG_TRANSPARENT_HUGEPAGE (this machine; False for the UML kernels).
+    ``events``: :class:`Decoded` (load_for_replay), a list of (line, event dict) (load;
+    decoded here first: to replay one list more than once, :func:`decode` it once), or a
+    stream of them (read; applied one at a time).  ``policy``: a name, a plug-in spec or a
+    Policy; ``merge_rule``: None for the policy's own; ``walks``: also sample rmap-walk
+    lengths (the result's ``walks``); ``thp``: the kernel has CONFIG_TRANSPARENT_HUGEPAGE
+    (this machine; False for the UML kernels).
     """
-    from rmaplab.model.machine import EventError, Kernel
+    from rmaplab.model.machine import OP_NAMES, EventError, Kernel
     from rmaplab.model.plugins import guard
 
+    if isinstance(events, list):
+        events = decode(events, source)
     kernel = Kernel(policy, merge_rule=merge_rule, check=check, walks=walks, thp=thp)
     with guard(kernel.policy), frozen_heap():
-        if isinstance(events, list):
+        if isinstance(events, Decoded):
             try:
-                kernel.apply_all(events)         # the loop runs compiled (fast path)
+                kernel.apply_all_decoded(events.events)   # the loop runs compiled
             except EventError as e:
-                line, ev = events[kernel.event_index]
-                raise TraceError(f"{ev['op']}: {e}", path=source, line=line) from None
+                i = kernel.event_index
+                raise TraceError(f"{OP_NAMES[events.events[i][0]]}: {e}", path=source,
+                                 line=events.lines[i]) from None
         else:                                    # a stream (traces.read): one at a time
             for line, ev in events:
                 try:
@@ -492,8 +552,6 @@ def replay(events: Iterable[tuple[int, dict[str, Any]]], policy: str | Policy = 
                 except EventError as e:
                     raise TraceError(f"{ev['op']}: {e}", path=source, line=line) from None
         return kernel.result()
-
-
 
 
 @contextlib.contextmanager
@@ -514,20 +572,20 @@ def frozen_heap() -> Iterator[None]:
 
 # Events a forked replay worker inherits from the process that started it (fork start
 # method): a 500k-event build trace takes longer to read than to replay.
-_INHERITED: list[tuple[int, dict[str, Any]]] | None = None
+_INHERITED: Decoded | None = None
 
 
 def _replay_worker(spec: str, plugin_source: str | None, merge_rule: str | None, check: str,
                    source: str, walks: bool, thp: bool = True) -> dict[str, Any]:
     from rmaplab.model import plugins
 
-    events = _INHERITED if _INHERITED is not None else load(source)
+    events = _INHERITED if _INHERITED is not None else load_for_replay(source)
     policy = plugins.load(spec, plugin_source) if plugin_source is not None else spec
     return replay(events, policy=policy, merge_rule=merge_rule, check=check,
                   source=source, walks=walks, thp=thp).as_dict()
 
 
-def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str],
+def replay_policies(events: Decoded | list[tuple[int, dict[str, Any]]], policies: list[str],
                     merge_rule: str | None = None, check: str = "incremental",
                     source: str = "<trace>", jobs: int | None = None,
                     progress: Callable[[int, int, str, float], None] | None = None,
@@ -546,6 +604,8 @@ def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str
 
     global _INHERITED
     start = time.perf_counter()
+    if isinstance(events, list):
+        events = decode(events, source)          # once, not in every worker
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(policies)))
     if jobs == 1:
         out = []
@@ -595,5 +655,5 @@ def replay_policies(events: list[tuple[int, dict[str, Any]]], policies: list[str
     return results
 
 
-__all__ = ["PROT", "SCHEMA", "TraceError", "dumps", "load", "read", "replay", "replay_policies",
-           "validate", "write"]
+__all__ = ["PROT", "SCHEMA", "Decoded", "TraceError", "decode", "dumps", "load",
+           "load_for_replay", "read", "replay", "replay_policies", "validate", "write"]

@@ -90,7 +90,7 @@ def _run_replay(args) -> int:
     if twice is not None:
         raise RmaplabError(f"two policies of --policy are called {twice!r}: their columns "
                            "could not be told apart (give a plug-in its own name)")
-    events = traces.load(args.trace)
+    events = traces.load_for_replay(args.trace)
     if not events:
         raise RmaplabError("no events in this trace (only comments or blank lines)",
                            path=args.trace)
