@@ -52,18 +52,57 @@ def write(tmp_path, lines, name="t.jsonl"):
 ])
 def test_malformed_lines_are_errors_naming_the_line(tmp_path, line, message):
     path = write(tmp_path, ['# a comment', '{"op":"spawn","pid":1}', line])
-    with pytest.raises(RmaplabError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        traces.load(path)
-    try:
-        traces.load(path)
-    except RmaplabError as e:
-        assert e.line == 3 and e.path == str(path)
+    for load in (traces.load, traces.load_for_replay):
+        with pytest.raises(RmaplabError,
+                           match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+            load(path)
+        assert e.value.line == 3 and e.value.path == str(path)
 
 
 def test_semantic_errors_in_replay_name_the_line(tmp_path):
-    path = write(tmp_path, ['{"op":"spawn","pid":1}', '{"op":"fork","pid":7,"child":8}'])
-    with pytest.raises(RmaplabError, match=r"t.jsonl:2: fork: no process 7"):
-        traces.replay(traces.load(path), source=str(path))
+    path = write(tmp_path, ['{"op":"spawn","pid":1}', '# a comment',
+                            '{"op":"fork","pid":7,"child":8}'])
+    for events in (traces.load(path), traces.load_for_replay(path), traces.read(path)):
+        with pytest.raises(RmaplabError, match=r"t.jsonl:3: fork: no process 7"):
+            traces.replay(events, source=str(path))
+
+
+def test_decode_lays_out_each_op_as_the_model_reads_it():
+    # Hand-written: the tuple Kernel.apply_decoded reads (rmaplab.model.machine's layout).
+    from rmaplab.model import machine as m
+    from rmaplab.model.structs import VM_GROWSDOWN, VM_PFNMAP, VM_READ, VM_WRITE
+
+    assert m.decode({"op": "mmap", "pid": 3, "start": 4096, "end": 8192, "prot": "rw",
+                     "flags": ["growsdown", "special"], "stack": True, "file": "f",
+                     "pgoff": 2, "shared": True}) == (
+        m.OP_MMAP, 3, 4096, 8192, VM_READ | VM_WRITE, VM_GROWSDOWN | VM_PFNMAP, True, "f", 2,
+        True)
+    assert m.decode({"op": "mmap", "pid": 3, "start": 0, "end": 4096, "prot": ""}) == (
+        m.OP_MMAP, 3, 0, 4096, 0, 0, False, None, 0, False)
+    assert m.decode({"op": "brk", "pid": 1, "end": 8192}) == (m.OP_BRK, 1, 8192, None)
+    assert m.decode({"op": "mremap", "pid": 1, "start": 0, "end": 4096, "new_start": 8192,
+                     "new_end": 12288}) == (m.OP_MREMAP, 1, 0, 4096, 8192, 12288, False)
+    assert m.decode({"op": "exit", "pid": 9}) == (m.OP_EXIT, 9)
+    assert [m.OP_NAMES[m.decode({"op": name, "pid": 1, "child": 2, "start": 0, "end": 4096,
+                                 "prot": "r", "addr": 0, "write": False, "advice": "dontneed",
+                                 "new_start": 0, "new_end": 4096})[0]]
+            for name in m.OP_NAMES] == list(m.OP_NAMES)
+    with pytest.raises(m.EventError, match="unknown op 'frob'"):
+        m.decode({"op": "frob", "pid": 1})
+
+
+def test_decoded_list_and_stream_replays_are_the_same(tmp_path):
+    from rmaplab.difftest import generate
+
+    path = traces.write(generate.generate(3, generate.Params(events=400)), tmp_path / "g.jsonl")
+    numbered = traces.load(path)
+    decoded = traces.load_for_replay(path)
+    assert decoded.lines == [line for line, _ in numbered]
+    for policy in ("v5.4", "v6.0"):
+        results = [traces.replay(events, policy=policy).as_dict()
+                   for events in (numbered, decoded, traces.read(path))]
+        assert results[0] == results[1] == results[2]
+        assert results[0]["events"] == len(numbered) > 100
 
 
 def test_addresses_may_be_hex_strings_and_ends_are_page_aligned_up(tmp_path):
@@ -201,6 +240,25 @@ def test_a_parsed_trace_is_cached_and_read_back_equal(monkeypatch, tmp_path):
     files[0].write_bytes(b"not a pickle")
     assert traces.load(path) == first
     assert files[0].read_bytes() != b"not a pickle"        # parsed again and rewritten
+
+
+def test_a_decoded_trace_is_cached_apart_and_read_back_equal(monkeypatch, tmp_path):
+    cache = _cache_env(monkeypatch, tmp_path)
+    path = _fork_trace(tmp_path)
+    want = traces.decode(traces.load(path))
+    first = traces.load_for_replay(path)
+    files = list(cache.glob("*.decoded.pickle"))
+    assert len(files) == 1 and len(list(cache.glob("*.pickle"))) == 2
+    second = traces.load_for_replay(path)
+    assert (second.lines, second.events) == (first.lines, first.events) == (want.lines,
+                                                                             want.events)
+    assert second is not first
+    # A dict-events pickle where a decoded one belongs (or junk) is passed over.
+    for foreign in (next(p for p in cache.glob("*.pickle") if p not in files).read_bytes(),
+                    b"not a pickle"):
+        files[0].write_bytes(foreign)
+        again = traces.load_for_replay(path)
+        assert (again.lines, again.events) == (want.lines, want.events)
 
 
 def test_a_changed_trace_is_parsed_afresh(monkeypatch, tmp_path):
