@@ -7,8 +7,12 @@
    path when built) and for the interpreted reference (``reference_*``, RMAPLAB_PURE=1),
    each in a fresh process, interleaved with the kernel's runs.
 2. Replay speed: events per second for one policy over a trace (the recorded kernel
-   build when present), with peak memory (ru_maxrss of a fresh process), for the
-   model as it runs (``replay``) and for the reference (``replay_reference``).
+   build when present; target: at least 1,000,000), with peak memory (ru_maxrss of a
+   fresh process), for the model as it runs (``replay``, and with the incremental checks
+   ``replay_checked``) and for the reference (``replay_reference``); the trace loaded as
+   ``rmaplab replay`` loads it (decoded events).  With --replay-all, ``rmaplab replay
+   TRACE --policy all`` (target: well under the 6.9 s one policy took when issue #15 was
+   filed).  Each the median of --repeat fresh processes.
 3. Sweep scaling: the same sweep of generated builds on a LocalCluster with 1 and
    with 2 workers (target: at least 1.7x faster on 2).
 4. ``rmaplab compare`` on 1,000 vs 1,000 runs of real/user/sys (times at 10 ms
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -79,34 +84,46 @@ def kernel_fork_ns(vmas: int, forks: int, repeats: int = 11) -> tuple[float, flo
     return runs[len(runs) // 2], runs[0], runs[-1]
 
 
-def replay_speed(path: Path, policy: str, pure: bool = False, check: str = "off") -> dict:
-    """Replay in a fresh process so its peak RSS is the replay's own (``pure``: the
-    interpreted reference; ``check``: the invariant checks after each event, none by
-    default: the model's own speed)."""
+def replay_speed(path: Path, policy: str, pure: bool = False, check: str = "off",
+                 repeat: int = 3) -> dict:
+    """Load and replay as ``rmaplab replay`` does (traces.load_for_replay: parsed and
+    decoded, the cache off), each of ``repeat`` times in a fresh process, so that peak RSS
+    is the replay's own (``pure``: the interpreted reference; ``check``: the invariant
+    checks after each event, none by default: the model's own speed).  Times are the
+    median of the runs (this is a shared VM: single runs vary by up to 40%), with every
+    run's kept."""
     code = (
         "import json,os,resource,sys,time\n"
         "from rmaplab import traces\n"
         "os.environ['RMAPLAB_TRACE_CACHE']='0'\n"           # parsed: the cold load
-        f"t0=time.perf_counter(); ev=traces.load({str(path)!r}); t1=time.perf_counter()\n"
+        f"t0=time.perf_counter(); ev=traces.load_for_replay({str(path)!r}); t1=time.perf_counter()\n"
         f"r=traces.replay(ev, policy={policy!r}, check={check!r}); t2=time.perf_counter()\n"
         "print(json.dumps({'events': len(ev), 'load_s': t1-t0, 'replay_s': t2-t1,"
         " 'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))\n")
-    res = json.loads(_python(code, pure).strip().splitlines()[-1])
+    runs = [json.loads(_python(code, pure).strip().splitlines()[-1]) for _ in range(repeat)]
+    res = {"events": runs[0]["events"], "runs": len(runs)}
+    for key in ("load_s", "replay_s", "maxrss_mb"):
+        res[key] = statistics.median(r[key] for r in runs)
+        res[f"{key}_each"] = [r[key] for r in runs]
     res["events_per_s"] = res["events"] / res["replay_s"]
+    res["events_per_s_best"] = res["events"] / min(res["replay_s_each"])
     return res
 
 
 def load_speed(path: Path) -> dict:
-    """traces.load in a fresh process: parsing (cache off), parsing and writing the
-    parsed-trace cache, then reading it back (what every later load of the trace costs)."""
+    """The trace loaded in a fresh process: parsing (cache off), parsing and writing the
+    parsed-trace cache, then reading it back (what every later load of the trace costs);
+    each for traces.load (event dicts: notebooks, capture) and traces.load_for_replay
+    (decoded events: ``rmaplab replay``), ``*_decoded_s``."""
     code = (
         "import json,os,tempfile,time\n"
         "from rmaplab import traces\n"
         "os.environ['RMAPLAB_CACHE']=tempfile.mkdtemp(prefix='rmaplab-bench-')\n"
         "out={}\n"
-        "for key, env in (('parse_s','0'), ('parse_and_cache_s','1'), ('cached_s','1')):\n"
+        "for load, suffix in ((traces.load, ''), (traces.load_for_replay, '_decoded')):\n"
+        "  for key, env in (('parse','0'), ('parse_and_cache','1'), ('cached','1')):\n"
         "    os.environ['RMAPLAB_TRACE_CACHE']=env\n"
-        f"    t=time.perf_counter(); ev=traces.load({str(path)!r}); out[key]=time.perf_counter()-t\n"
+        f"    t=time.perf_counter(); ev=load({str(path)!r}); out[key+suffix+'_s']=time.perf_counter()-t\n"
         "    out['events']=len(ev); del ev\n"
         "import shutil; shutil.rmtree(os.environ['RMAPLAB_CACHE'])\n"
         "print(json.dumps(out))\n")
@@ -115,26 +132,33 @@ def load_speed(path: Path) -> dict:
     return res
 
 
-def replay_all_wall(path: Path, pure: bool = False, cached: bool = False) -> dict:
+def replay_all_wall(path: Path, pure: bool = False, cached: bool = False,
+                    repeat: int = 3) -> dict:
     """``rmaplab replay TRACE --policy all --json`` (default checks, every policy on the
-    CPUs) in a fresh process: wall seconds from start-up to the printed result.  The trace
-    is parsed (cache off) unless ``cached``: then read from a parsed-trace cache that a
-    first load (not timed) wrote."""
+    CPUs) in a fresh process, ``repeat`` times: wall seconds from start-up to the printed
+    result, the median and every run's.  The trace is parsed (cache off) unless
+    ``cached``: then read from a parsed-trace cache that a first load (not timed) wrote."""
     code = ("import contextlib, io, os, shutil, sys, tempfile, time\n"
             "from rmaplab import traces\n"
             "from rmaplab.cli import main\n"
             "os.environ['RMAPLAB_CACHE'] = tempfile.mkdtemp(prefix='rmaplab-bench-')\n"
             f"os.environ['RMAPLAB_TRACE_CACHE'] = {'1' if cached else '0'!r}\n"
-            f"if {cached}: traces.load({str(path)!r})\n"
+            f"if {cached}: traces.load_for_replay({str(path)!r})\n"
             "start = time.perf_counter()\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             f"    rc = main(['replay', {str(path)!r}, '--policy', 'all', '--json'])\n"
             "print(time.perf_counter() - start, rc)\n"
             "shutil.rmtree(os.environ['RMAPLAB_CACHE'])\n")
-    start = time.perf_counter()
-    out = _python(code, pure).split()
-    return {"trace": str(path), "cached": cached, "wall_s": time.perf_counter() - start,
-            "in_process_s": float(out[-2]), "exit_status": int(out[-1])}
+    walls, inside, status = [], [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = _python(code, pure).split()
+        walls.append(time.perf_counter() - start)
+        inside.append(float(out[-2]))
+        status.append(int(out[-1]))
+    return {"trace": str(path), "cached": cached, "runs": repeat,
+            "wall_s": statistics.median(walls), "in_process_s": statistics.median(inside),
+            "in_process_s_each": inside, "exit_status": max(status)}
 
 
 def sweep_speedup(cells: int = 16, units: float = 0.5) -> dict:
@@ -219,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="run only the `rmaplab compare` benchmark")
     p.add_argument("--compare-runs", type=int, default=1000, metavar="N",
                    help="runs per side for the compare benchmark (1000)")
+    p.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="fresh-process runs of each replay measure, the median reported (3)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.trace is not None and not args.trace.is_file():
         p.error(f"--trace {args.trace}: no such trace file")   # before minutes of benchmarks
-    if args.vmas < 1 or args.forks < 1 or args.compare_runs < 2:
-        p.error("--vmas and --forks must be at least 1, --compare-runs at least 2")
+    if args.vmas < 1 or args.forks < 1 or args.compare_runs < 2 or args.repeat < 1:
+        p.error("--vmas, --forks and --repeat must be at least 1, --compare-runs at least 2")
     from rmaplab.model import POLICIES
 
     if args.policy not in POLICIES:
@@ -262,18 +288,20 @@ def main(argv: list[str] | None = None) -> int:
         trace = dirs[-1] / "trace.jsonl.gz" if dirs else None
     if trace is not None:
         results["load"] = {"trace": str(trace), **load_speed(trace)}
-        results["replay"] = {"trace": str(trace), **replay_speed(trace, args.policy)}
+        n = args.repeat
+        results["replay"] = {"trace": str(trace), **replay_speed(trace, args.policy, repeat=n)}
         # What `rmaplab replay TRACE` runs by default: the incremental invariant checks.
-        results["replay_checked"] = {"trace": str(trace),
-                                     **replay_speed(trace, args.policy, check="incremental")}
-        if not args.no_reference:
+        results["replay_checked"] = {"trace": str(trace), **replay_speed(
+            trace, args.policy, check="incremental", repeat=n)}
+        if not args.no_reference:       # minutes a run: once
             results["replay_reference"] = {"trace": str(trace),
-                                           **replay_speed(trace, args.policy, pure=True)}
+                                           **replay_speed(trace, args.policy, pure=True,
+                                                          repeat=1)}
         if args.replay_all:
-            results["replay_all"] = replay_all_wall(trace)
-            results["replay_all_cached"] = replay_all_wall(trace, cached=True)
+            results["replay_all"] = replay_all_wall(trace, repeat=n)
+            results["replay_all_cached"] = replay_all_wall(trace, cached=True, repeat=n)
             if not args.no_reference:
-                results["replay_all_reference"] = replay_all_wall(trace, pure=True)
+                results["replay_all_reference"] = replay_all_wall(trace, pure=True, repeat=1)
     if not args.no_sweep:
         results["sweep"] = sweep_speedup()
     results["compare"] = compare_speed(args.compare_runs)
@@ -308,12 +336,16 @@ def _print(results: dict, args) -> None:
         print(f"load {r['events']:,} events: parsed {r['parse_s']:.2f} s "
               f"({r['events_per_s_parsed']:,.0f} events/s), parsed and cached "
               f"{r['parse_and_cache_s']:.2f} s, from the cache {r['cached_s']:.2f} s")
+        print(f"load for replay (decoded events): parsed {r['parse_decoded_s']:.2f} s, "
+              f"parsed and cached {r['parse_and_cache_decoded_s']:.2f} s, "
+              f"from the cache {r['cached_decoded_s']:.2f} s")
     for key, label in (("replay", "model"), ("replay_checked", "model, incremental checks"),
                        ("replay_reference", "reference")):
         if key in results:
             r = results[key]
             print(f"replay ({args.policy}, {label}): {r['events']:,} events in "
-                  f"{r['replay_s']:.2f} s = {r['events_per_s']:,.0f} events/s, "
+                  f"{r['replay_s']:.2f} s = {r['events_per_s']:,.0f} events/s "
+                  f"(median of {r['runs']}; best {r['events_per_s_best']:,.0f}), "
                   f"load {r['load_s']:.2f} s, peak RSS {r['maxrss_mb']:.0f} MB")
     for key, label in (("replay_all", "model, trace parsed"),
                        ("replay_all_cached", "model, parsed trace cached"),
@@ -321,7 +353,9 @@ def _print(results: dict, args) -> None:
         if key in results:
             r = results[key]
             print(f"replay --policy all ({label}): {r['in_process_s']:.1f} s "
-                  f"(exit status {r['exit_status']})")
+                  f"(median of {r['runs']}: "
+                  + ", ".join(f"{x:.1f}" for x in r["in_process_s_each"])
+                  + f"; exit status {r['exit_status']})")
     if "sweep" in results:
         w = results["sweep"]
         print(f"sweep of {w['cells']} cells: {w['seconds_1_worker']:.1f} s on 1 worker, "
