@@ -206,6 +206,9 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         # Whether the invariants run after each event: with check="off" nothing records
         # what an event touched.
         self.checking = check != "off"
+        self._full_checks = check == "full"
+        # The mm _mm() found last (None once it exits or execs: a pid's mm is replaced).
+        self._last_mm: Mm | None = None
 
     # ------------------------------------------------------------ bookkeeping
     def touched(self, anon_vma: AnonVma) -> None:
@@ -222,10 +225,15 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             self.violations.append(Violation(self.event_index, invariant, detail))
 
     def _mm(self, pid: int) -> Mm:
+        mm = self._last_mm
+        if mm is not None and mm.pid == pid:
+            return mm            # nine events in ten are of the process of the one before
         try:
-            return self.mms[pid]
+            mm = self.mms[pid]
         except KeyError:
             raise EventError(f"no process {pid}") from None
+        self._last_mm = mm
+        return mm
 
     # ------------------------------------------------------------ processes
     def spawn(self, pid: int) -> None:
@@ -242,6 +250,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             self.walks.end_of_mm(mm)
         self.exit_mmap(mm)
         self.mms[pid] = Mm(pid)
+        self._last_mm = None
         self.counters.execs += 1
         if self.checking:
             self._dirty.add(pid)
@@ -269,6 +278,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             self.walks.end_of_mm(mm)
         self.exit_mmap(mm)
         del self.mms[pid]
+        self._last_mm = None
         self._dirty.discard(pid)
         if self._range_mm is mm:
             self._range_mm = None
@@ -400,7 +410,7 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         # and which is first must not depend on where objects were allocated.
         dirty = self._dirty
         ranged = self._range_mm
-        if self.check == "full":
+        if self._full_checks:
             for pid in sorted(self.mms):
                 invariants.check_mm(self.mms[pid], report)
             roots = {avc.anon_vma.root for mm in self.mms.values() for vma in mm.vmas
