@@ -393,7 +393,8 @@ class Decoded:
 def decode(events: Iterable[tuple[int, dict[str, Any]]], source: str = "<trace>") -> Decoded:
     """The :class:`Decoded` form of (line, event dict) pairs, validated ones (load, read);
     an event the model cannot decode is an error naming its line."""
-    return _decode_stream(events, source)
+    with _collector_paused():              # a million new tuples, none of them garbage
+        return _decode_stream(events, source)
 
 
 def _decode_stream(numbered: Iterable[tuple[int, dict[str, Any]]],

@@ -688,3 +688,25 @@ def test_brk_shrink_over_nothing_mapped_is_refused():
     kernel.apply({"op": "munmap", "pid": 1, "start": HEAP, "end": HEAP + 2 * PAGE})
     kernel.apply({"op": "brk", "pid": 1, "end": HEAP + PAGE})
     assert kernel.counters.syscall_errors == 1 and kernel.mms[1].brk == HEAP + 2 * PAGE
+
+
+@pytest.mark.parametrize("replace", [
+    [{"op": "exec", "pid": 1}],
+    [{"op": "exit", "pid": 1}, {"op": "spawn", "pid": 1}],      # a pid used again
+])
+def test_events_after_exec_or_pid_reuse_go_to_the_new_mm(replace):
+    # Kernel._mm keeps the mm it found last: an exec or exit must not leave it pointing
+    # at the old one.  By hand: the new mm has the one VMA mapped after, the old none.
+    mmap = {"op": "mmap", "pid": 1, "start": 0x10000, "end": 0x12000, "prot": "rw"}
+    kernel = Kernel("v6.0", check="full")
+    for ev in [{"op": "spawn", "pid": 1}, mmap,
+               {"op": "touch", "pid": 1, "addr": 0x10000, "write": True}]:
+        kernel.apply(ev)
+    old = kernel.mms[1]
+    for ev in [*replace, mmap, {"op": "touch", "pid": 1, "addr": 0x11000, "write": True}]:
+        kernel.apply(ev)
+    new = kernel.mms[1]
+    assert new is not old and old.vmas == [] and old.pages == {}
+    assert [(v.start, v.end) for v in new.vmas] == [(0x10000, 0x12000)]
+    assert list(new.pages) == [0x11]
+    assert kernel.violation_count == 0
