@@ -379,3 +379,42 @@ def test_an_interrupted_replay_of_several_policies_leaves_no_executor_thread():
                                progress=interrupt)
     assert not [t for t in threading.enumerate()
                 if isinstance(t, process._ExecutorManagerThread) and t.is_alive()]
+
+
+def _sleepy_worker(spec, plugin_source, merge_rule, check, source, walks, thp=True):
+    """Stands in for traces._replay_worker (module level: the pool pickles it by name)."""
+    import os
+    import time
+
+    start = time.monotonic()
+    time.sleep(0.5)
+    with open(os.environ["RMAPLAB_TEST_SCHEDULE_LOG"], "a") as log:
+        log.write(f"{spec} {start} {time.monotonic()}\n")
+    return {"policy": spec}
+
+
+@pytest.mark.parametrize("jobs", [None, 2])
+def test_policies_run_one_per_cpu_and_the_last_cpus_plus_one_together(monkeypatch, tmp_path,
+                                                                        jobs):
+    # Seven equal replays on two CPUs: two at a time leaves the seventh alone on one CPU
+    # (4 replays' time).  By default the last three start together (3.5); a --jobs given
+    # is a limit, never exceeded.
+    import os
+
+    from rmaplab.model import POLICIES
+
+    log = tmp_path / "schedule"
+    monkeypatch.setenv("RMAPLAB_TEST_SCHEDULE_LOG", str(log))
+    monkeypatch.setattr(traces, "_replay_worker", _sleepy_worker)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    policies = list(POLICIES)
+    assert len(policies) == 7
+    results = traces.replay_policies(traces.Decoded([], []), policies, jobs=jobs)
+    assert [r["policy"] for r in results] == policies        # in the order given
+    runs = sorted((float(a), float(b)) for _, a, b in
+                  (line.split() for line in log.read_text().splitlines()))
+    at_start = [sum(1 for a, b in runs if a <= s < b) for s, _ in runs]
+    if jobs is None:
+        assert max(at_start[:4]) <= 2 and at_start[-1] == 3
+    else:
+        assert max(at_start) <= 2

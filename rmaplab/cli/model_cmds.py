@@ -67,7 +67,8 @@ def _replay(sub) -> None:
                    help="also sample rmap-walk lengths (AVCs per walk of a COWed page) at "
                         "forks and at the end of forked mms")
     p.add_argument("--jobs", type=_args.integer(1, 256), metavar="N",
-                   help="policies replayed at once, one process each (default: CPUs)")
+                   help="policies replayed at once, one process each (default: one per "
+                        "CPU, and the last CPUs+1 together so no CPU idles at the end)")
     p.add_argument("--validate", action="store_true",
                    help="compare the replay (minus the trace's preamble) with live_counts.json "
                         "beside the trace; exit 1 on a mismatch")
