@@ -34,6 +34,7 @@ a valid event is an error naming the line: nothing is skipped silently.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import gzip
 import hashlib
@@ -343,7 +344,9 @@ def load_for_replay(path: str | Path) -> Decoded:
     replay`` runs.  Cached like :func:`load`, in a file of its own (``*.decoded.pickle``);
     the events are decoded as they are parsed, so a trace's dicts are never all in memory
     at once."""
-    return _load_cached(Path(path), "decoded.pickle", _decode_stream, Decoded)
+    path = Path(path)
+    return _load_cached(path, "decoded.pickle",
+                        functools.partial(_decode_stream, source=str(path)), Decoded)
 
 
 def _load_cached(path: Path, kind: str, build: Callable[[Iterable], Any],
@@ -407,6 +410,12 @@ def _decode_stream(numbered: Iterable[tuple[int, dict[str, Any]]],
         decode_all(numbered, lines, decoded)
     except EventError as e:
         raise TraceError(str(e), path=source, line=lines[-1]) from None
+    except (KeyError, TypeError, ValueError) as e:
+        # Only an event that did not go through validate() (a list built in code): say
+        # which line, as validate would have.
+        what = f"missing field {e}" if isinstance(e, KeyError) else f"bad value ({e})"
+        raise TraceError(f"cannot decode this event: {what}", path=source,
+                         line=lines[-1] if lines else None) from None
     return Decoded(lines, decoded)
 
 
@@ -544,8 +553,9 @@ def replay(events: Decoded | Iterable[tuple[int, dict[str, Any]]],
                 kernel.apply_all_decoded(events.events)   # the loop runs compiled
             except EventError as e:
                 i = kernel.event_index
-                raise TraceError(f"{OP_NAMES[events.events[i][0]]}: {e}", path=source,
-                                 line=events.lines[i]) from None
+                op = events.events[i][0]
+                name = OP_NAMES[op] if op in range(len(OP_NAMES)) else f"op code {op!r}"
+                raise TraceError(f"{name}: {e}", path=source, line=events.lines[i]) from None
         else:                                    # a stream (traces.read): one at a time
             for line, ev in events:
                 try:

@@ -418,3 +418,18 @@ def test_policies_run_one_per_cpu_and_the_last_cpus_plus_one_together(monkeypatc
         assert max(at_start[:4]) <= 2 and at_start[-1] == 3
     else:
         assert max(at_start) <= 2
+
+
+def test_an_event_built_in_code_that_cannot_be_decoded_is_an_error_naming_its_line():
+    # A list that never went through validate(): replay decodes it first and says where.
+    events = [(1, {"op": "spawn", "pid": 1}),
+              (2, {"op": "mmap", "pid": 1, "start": 4096, "end": 8192}),     # no prot
+              (3, {"op": "frob", "pid": 1})]
+    with pytest.raises(RmaplabError, match=r"^prog:2: cannot decode this event: missing "
+                                           r"field 'prot'$"):
+        traces.replay(events, source="prog")
+    with pytest.raises(RmaplabError, match=r"^prog:3: unknown op 'frob'$"):
+        traces.replay([events[0], events[2]], source="prog")
+    # A hand-made Decoded with an op code the model does not know: named, not an IndexError.
+    with pytest.raises(RmaplabError, match=r"^prog:7: op code 99: unknown op code 99$"):
+        traces.replay(traces.Decoded([7], [(99, 1)]), source="prog")

@@ -370,16 +370,10 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
             self.check_invariants()
         self.event_index += 1
 
-    def apply_all(self, events: list[tuple[int, dict]]) -> None:
-        """apply() each (line, event) in turn.  If one fails, ``events[self.event_index]``
-        is the one (the index counts events applied, so for a Kernel that has applied
-        nothing before)."""
-        for _, ev in events:
-            self.apply(ev)
-
     def apply_all_decoded(self, events: list[tuple]) -> None:
         """apply_decoded() each event in turn: the replay loop, compiled with the model.
-        If one fails, ``events[self.event_index]`` is the one (as for apply_all)."""
+        If one fails, ``events[self.event_index]`` is the one (the index counts events
+        applied, so for a Kernel that has applied nothing before)."""
         for ev in events:
             self.apply_decoded(ev)
 
