@@ -33,6 +33,7 @@ a valid event is an error naming the line: nothing is skipped silently.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import functools
 import gc
@@ -373,24 +374,46 @@ def _load_cached(path: Path, kind: str, build: Callable[[Iterable], Any],
 
 
 class Decoded:
-    """A trace's events decoded for replay (rmaplab.model.machine.decode: tuples, op
-    code first) and the line of each, for errors.  :func:`replay` and
-    :func:`replay_policies` take it as they take a list of (line, event dict)."""
+    """A trace's events decoded for replay (rmaplab.model.machine.decode) and the line of
+    each, for errors.  Kept packed (machine.pack: one bytes object, 64 bytes an event),
+    or as the decoded tuples if a field does not fit (an address of 2**64 or more).
+    :func:`replay` and :func:`replay_policies` take it as they take a list of (line,
+    event dict)."""
 
-    __slots__ = ("lines", "events")
+    __slots__ = ("lines", "data", "strings", "events")
 
-    def __init__(self, lines: list[int], events: list[tuple]) -> None:
-        self.lines = lines
-        self.events = events
+    def __init__(self, lines: Iterable[int], events: list[tuple]) -> None:
+        from rmaplab.model.machine import pack
+
+        self.lines = array.array("q", lines)
+        packed = pack(events)
+        if packed is None:
+            self.data: bytes | None = None
+            self.strings: list[str] = []
+            self.events: list[tuple] | None = events
+        else:
+            self.data, self.strings = packed
+            self.events = None
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.lines)
 
-    def __getstate__(self) -> tuple[list[int], list[tuple]]:
-        return self.lines, self.events
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Decoded) and self.lines == other.lines
+                and self.data == other.data and self.strings == other.strings
+                and self.events == other.events)
 
-    def __setstate__(self, state: tuple[list[int], list[tuple]]) -> None:
-        self.lines, self.events = state
+    def op(self, i: int) -> int:
+        """The op code of the i-th event."""
+        from rmaplab.model.machine import RECORD
+
+        return self.data[i * RECORD] if self.data is not None else self.events[i][0]
+
+    def __getstate__(self) -> tuple:
+        return self.lines, self.data, self.strings, self.events
+
+    def __setstate__(self, state: tuple) -> None:
+        self.lines, self.data, self.strings, self.events = state
 
 
 def decode(events: Iterable[tuple[int, dict[str, Any]]], source: str = "<trace>") -> Decoded:
@@ -549,11 +572,14 @@ def replay(events: Decoded | Iterable[tuple[int, dict[str, Any]]],
     kernel = Kernel(policy, merge_rule=merge_rule, check=check, walks=walks, thp=thp)
     with guard(kernel.policy), frozen_heap():
         if isinstance(events, Decoded):
-            try:
-                kernel.apply_all_decoded(events.events)   # the loop runs compiled
+            try:                                 # the loops run compiled
+                if events.data is not None:
+                    kernel.apply_all_packed(events.data, events.strings)
+                else:
+                    kernel.apply_all_decoded(events.events)
             except EventError as e:
                 i = kernel.event_index
-                op = events.events[i][0]
+                op = events.op(i)
                 name = OP_NAMES[op] if op in range(len(OP_NAMES)) else f"op code {op!r}"
                 raise TraceError(f"{name}: {e}", path=source, line=events.lines[i]) from None
         else:                                    # a stream (traces.read): one at a time

@@ -68,21 +68,26 @@ def test_semantic_errors_in_replay_name_the_line(tmp_path):
 
 
 def test_decode_lays_out_each_op_as_the_model_reads_it():
-    # Hand-written: the tuple Kernel.apply_decoded reads (rmaplab.model.machine's layout).
+    # Hand-written: the nine fields Kernel.apply_fields reads (rmaplab.model.machine's layout).
     from rmaplab.model import machine as m
     from rmaplab.model.structs import VM_GROWSDOWN, VM_PFNMAP, VM_READ, VM_WRITE
 
     assert m.decode({"op": "mmap", "pid": 3, "start": 4096, "end": 8192, "prot": "rw",
                      "flags": ["growsdown", "special"], "stack": True, "file": "f",
                      "pgoff": 2, "shared": True}) == (
-        m.OP_MMAP, 3, 4096, 8192, VM_READ | VM_WRITE, VM_GROWSDOWN | VM_PFNMAP, True, "f", 2,
-        True)
+        m.OP_MMAP, 3, 4096, 8192, VM_READ | VM_WRITE, VM_GROWSDOWN | VM_PFNMAP, 1 | 2, 2, "f")
     assert m.decode({"op": "mmap", "pid": 3, "start": 0, "end": 4096, "prot": ""}) == (
-        m.OP_MMAP, 3, 0, 4096, 0, 0, False, None, 0, False)
-    assert m.decode({"op": "brk", "pid": 1, "end": 8192}) == (m.OP_BRK, 1, 8192, None)
+        m.OP_MMAP, 3, 0, 4096, 0, 0, 0, 0, None)
+    assert m.decode({"op": "brk", "pid": 1, "end": 8192}) == (m.OP_BRK, 1, 8192, 0, 0, 0, 0,
+                                                               0, None)
+    assert m.decode({"op": "brk", "pid": 1, "end": 8192, "start": 0})[3] == 1   # start + 1
+    assert m.decode({"op": "touch", "pid": 1, "addr": 4096, "write": True})[2:4] == (4096, 1)
     assert m.decode({"op": "mremap", "pid": 1, "start": 0, "end": 4096, "new_start": 8192,
-                     "new_end": 12288}) == (m.OP_MREMAP, 1, 0, 4096, 8192, 12288, False)
-    assert m.decode({"op": "exit", "pid": 9}) == (m.OP_EXIT, 9)
+                     "new_end": 12288, "dontunmap": True}) == (
+        m.OP_MREMAP, 1, 0, 4096, 8192, 12288, 1, 0, None)
+    assert m.decode({"op": "madvise", "pid": 1, "start": 0, "end": 4096,
+                     "advice": "dontfork"})[8] == "dontfork"
+    assert m.decode({"op": "exit", "pid": 9}) == (m.OP_EXIT, 9, 0, 0, 0, 0, 0, 0, None)
     assert [m.OP_NAMES[m.decode({"op": name, "pid": 1, "child": 2, "start": 0, "end": 4096,
                                  "prot": "r", "addr": 0, "write": False, "advice": "dontneed",
                                  "new_start": 0, "new_end": 4096})[0]]
@@ -91,13 +96,48 @@ def test_decode_lays_out_each_op_as_the_model_reads_it():
         m.decode({"op": "frob", "pid": 1})
 
 
+def test_pack_writes_each_field_as_a_little_endian_word():
+    # By hand: two events, 64 bytes each; strings 1-based in order of first use.
+    import struct
+
+    from rmaplab.model import machine as m
+
+    events = [(m.OP_MMAP, 7, 0x7f0000001000, 0x7f0000003000, 3, 0x100, 2, 5, "libc"),
+              (m.OP_MADVISE, 7, 4096, 8192, 0, 0, 0, 0, "dontfork"),
+              (m.OP_EXIT, 7, 0, 0, 0, 0, 0, 0, None)]
+    data, strings = m.pack(events)
+    assert strings == ["libc", "dontfork"]
+    assert data == (struct.pack("<8Q", 0 | 7 << 8, 0x7f0000001000, 0x7f0000003000, 3, 0x100,
+                                2, 5, 1)
+                    + struct.pack("<8Q", 9 | 7 << 8, 4096, 8192, 0, 0, 0, 0, 2)
+                    + struct.pack("<8Q", 5 | 7 << 8, 0, 0, 0, 0, 0, 0, 0))
+    # A field beyond 64 bits, or a pid beyond 56: not packed (Decoded keeps the tuples).
+    assert m.pack([(m.OP_MUNMAP, 1, 0, 1 << 64, 0, 0, 0, 0, None)]) is None
+    assert m.pack([(m.OP_EXIT, 1 << 56, 0, 0, 0, 0, 0, 0, None)]) is None
+
+
+def test_an_address_beyond_64_bits_replays_from_tuples_as_packed_ones_would(tmp_path):
+    # The trace format allows it; the replay is the same as a stream's, one at a time.
+    path = write(tmp_path, ['{"op":"spawn","pid":1}',
+                            '{"op":"mmap","pid":1,"start":4096,"end":8192,"prot":"rw"}',
+                            '{"op":"touch","pid":1,"addr":4096,"write":true}',
+                            '{"op":"mmap","pid":1,"start":"0x10000000000000000",'
+                            '"end":"0x10000000000001000","prot":"rw"}',
+                            '{"op":"exit","pid":1}'])
+    decoded = traces.load_for_replay(path)
+    assert decoded.data is None and len(decoded.events) == 5
+    small = traces.decode(traces.load(path)[:3])
+    assert small.data is not None and small.events is None
+    assert (traces.replay(decoded).as_dict() == traces.replay(traces.read(path)).as_dict())
+
+
 def test_decoded_list_and_stream_replays_are_the_same(tmp_path):
     from rmaplab.difftest import generate
 
     path = traces.write(generate.generate(3, generate.Params(events=400)), tmp_path / "g.jsonl")
     numbered = traces.load(path)
     decoded = traces.load_for_replay(path)
-    assert decoded.lines == [line for line, _ in numbered]
+    assert list(decoded.lines) == [line for line, _ in numbered]
     for policy in ("v5.4", "v6.0"):
         results = [traces.replay(events, policy=policy).as_dict()
                    for events in (numbered, decoded, traces.read(path))]
@@ -250,15 +290,12 @@ def test_a_decoded_trace_is_cached_apart_and_read_back_equal(monkeypatch, tmp_pa
     files = list(cache.glob("*.decoded.pickle"))
     assert len(files) == 1 and len(list(cache.glob("*.pickle"))) == 2
     second = traces.load_for_replay(path)
-    assert (second.lines, second.events) == (first.lines, first.events) == (want.lines,
-                                                                             want.events)
-    assert second is not first
+    assert second == first == want and second is not first and want.data is not None
     # A dict-events pickle where a decoded one belongs (or junk) is passed over.
     for foreign in (next(p for p in cache.glob("*.pickle") if p not in files).read_bytes(),
                     b"not a pickle"):
         files[0].write_bytes(foreign)
-        again = traces.load_for_replay(path)
-        assert (again.lines, again.events) == (want.lines, want.events)
+        assert traces.load_for_replay(path) == want
 
 
 def test_a_changed_trace_is_parsed_afresh(monkeypatch, tmp_path):
@@ -432,4 +469,4 @@ def test_an_event_built_in_code_that_cannot_be_decoded_is_an_error_naming_its_li
         traces.replay([events[0], events[2]], source="prog")
     # A hand-made Decoded with an op code the model does not know: named, not an IndexError.
     with pytest.raises(RmaplabError, match=r"^prog:7: op code 99: unknown op code 99$"):
-        traces.replay(traces.Decoded([7], [(99, 1)]), source="prog")
+        traces.replay(traces.Decoded([7], [(99, 1, 0, 0, 0, 0, 0, 0, None)]), source="prog")

@@ -85,24 +85,27 @@ class ReplayResult:
         return out
 
 
-# A decoded event: a tuple, op code first, then the pid and the op's fields in a fixed
-# order (below).  Replaying a recorded build reads the event's fields once per event and
-# policy; from a tuple that is an index, from the trace's dict a hashed lookup of a
-# string key in a dict of its own (ten keys for an mmap) -- a quarter of a replay's time
-# (notes/perf-2026-12-03-profile/).  Tuples are also a third of the dicts' memory.
-# Op codes in the order Kernel.apply_decoded tests them: most frequent first (a recorded
+# A decoded event: nine fields, (op, pid, a, b, c, d, e, f, s), ints but for ``s`` (a str or
+# None); what each means depends on the op (below; unused fields are 0 or None).
+# Replaying a recorded build reads the event's fields once per event and policy; from a
+# tuple that is an index, from the trace's dict a hashed lookup of a string key in a dict
+# of its own (ten keys for an mmap): about a fifth of a replay's time
+# (notes/perf-2026-12-03-profile/).  A whole trace is kept packed (:func:`pack`): the same
+# fields in 64 bytes per event, no Python object each.
+# Op codes in the order Kernel.apply_fields tests them: most frequent first (a recorded
 # build: mmap 57%, touch 16%, brk 11%).
-OP_MMAP: Final = 0        # (op, pid, start, end, prot bits, VM_* flag bits, stack, file, pgoff, shared)
-OP_TOUCH: Final = 1       # (op, pid, addr, write)
-OP_BRK: Final = 2         # (op, pid, end, start or None)
-OP_MPROTECT: Final = 3    # (op, pid, start, end, prot bits)
-OP_MUNMAP: Final = 4      # (op, pid, start, end)
-OP_EXIT: Final = 5        # (op, pid)
-OP_FORK: Final = 6        # (op, pid, child)
-OP_EXEC: Final = 7        # (op, pid)
-OP_SPAWN: Final = 8       # (op, pid)
-OP_MADVISE: Final = 9     # (op, pid, start, end, advice)
-OP_MREMAP: Final = 10     # (op, pid, start, end, new_start, new_end, dontunmap)
+OP_MMAP: Final = 0        # a start, b end, c prot bits, d VM_* flag bits, e stack | shared << 1,
+#                           f pgoff, s file
+OP_TOUCH: Final = 1       # a addr, b write
+OP_BRK: Final = 2         # a end, b start + 1 (0: none given)
+OP_MPROTECT: Final = 3    # a start, b end, c prot bits
+OP_MUNMAP: Final = 4      # a start, b end
+OP_EXIT: Final = 5
+OP_FORK: Final = 6        # a child
+OP_EXEC: Final = 7
+OP_SPAWN: Final = 8
+OP_MADVISE: Final = 9     # a start, b end, s advice
+OP_MREMAP: Final = 10     # a start, b end, c new_start, d new_end, e dontunmap
 OP_NAMES: Final = ("mmap", "touch", "brk", "mprotect", "munmap", "exit", "fork", "exec",
                    "spawn", "madvise", "mremap")
 OP_CODES: Final = {name: code for code, name in enumerate(OP_NAMES)}
@@ -121,27 +124,28 @@ def decode(ev: dict) -> tuple:
         if names:
             for flag in names:
                 flags |= MMAP_FLAGS[flag]
-        return (op, pid, ev["start"], ev["end"], PROT[ev["prot"]], flags,
-                bool(ev.get("stack", False)), ev.get("file"), ev.get("pgoff", 0),
-                bool(ev.get("shared", False)))
+        bits = (1 if ev.get("stack", False) else 0) | (2 if ev.get("shared", False) else 0)
+        return (op, pid, ev["start"], ev["end"], PROT[ev["prot"]], flags, bits,
+                ev.get("pgoff", 0), ev.get("file"))
     if op == OP_TOUCH:
-        return (op, pid, ev["addr"], ev["write"])
+        return (op, pid, ev["addr"], 1 if ev["write"] else 0, 0, 0, 0, 0, None)
     if op == OP_BRK:
-        return (op, pid, ev["end"], ev.get("start"))
+        start = ev.get("start")
+        return (op, pid, ev["end"], 0 if start is None else start + 1, 0, 0, 0, 0, None)
     if op == OP_MPROTECT:
-        return (op, pid, ev["start"], ev["end"], PROT[ev["prot"]])
+        return (op, pid, ev["start"], ev["end"], PROT[ev["prot"]], 0, 0, 0, None)
     if op == OP_MUNMAP:
-        return (op, pid, ev["start"], ev["end"])
+        return (op, pid, ev["start"], ev["end"], 0, 0, 0, 0, None)
     if op == OP_FORK:
-        return (op, pid, ev["child"])
+        return (op, pid, ev["child"], 0, 0, 0, 0, 0, None)
     if op == OP_MADVISE:
-        return (op, pid, ev["start"], ev["end"], ev["advice"])
+        return (op, pid, ev["start"], ev["end"], 0, 0, 0, 0, ev["advice"])
     if op == OP_MREMAP:
         return (op, pid, ev["start"], ev["end"], ev["new_start"], ev["new_end"],
-                bool(ev.get("dontunmap", False)))
+                1 if ev.get("dontunmap", False) else 0, 0, None)
     if op < 0:
         raise EventError(f"unknown op {name!r}")
-    return (op, pid)                       # exit, exec, spawn
+    return (op, pid, 0, 0, 0, 0, 0, 0, None)          # exit, exec, spawn
 
 
 def decode_all(numbered: Iterable[tuple[int, dict]], lines: list[int],
@@ -152,6 +156,53 @@ def decode_all(numbered: Iterable[tuple[int, dict]], lines: list[int],
     for line, ev in numbered:
         lines.append(line)
         events.append(decode(ev))
+
+
+# Packed: each decoded event in RECORD bytes, eight little-endian 64-bit words: op | pid << 8,
+# then a..f, then s as an index into a table of strings, 1-based (0: None).  Read back by
+# Kernel.apply_all_packed.  Written by hand (struct and array make a Python int of every
+# field they read): a replay reads each event's bytes in place, so the trace is one bytes
+# object -- nothing per event for the collector or for reference counts (a forked worker
+# of `replay --policy all` copies no page of it), read from the cache in a hundredth of
+# the time of tuples.
+RECORD: Final = 64
+
+
+def pack(events: list[tuple]) -> tuple[bytes, list[str]] | None:
+    """Decoded events packed (bytes, strings), or None if a field does not fit its word
+    (an address of 2**64 or more, which the trace format allows): keep the tuples."""
+    import struct
+
+    record = struct.Struct("<8Q")
+    out = bytearray(RECORD * len(events))
+    strings: list[str] = []
+    index: dict[str, int] = {}
+    k = 0
+    for ev in events:
+        s: str | None = ev[8]
+        i = 0
+        if s is not None:
+            i = index.get(s, 0)
+            if not i:
+                strings.append(s)
+                i = index[s] = len(strings)
+        pid: int = ev[1]
+        if pid >= 1 << 56:
+            return None
+        try:
+            record.pack_into(out, k, ev[0] | (pid << 8), ev[2], ev[3], ev[4], ev[5], ev[6],
+                             ev[7], i)
+        except struct.error:
+            return None                  # negative or 2**64 and beyond
+        k += RECORD
+    return bytes(out), strings
+
+
+def _word(data: bytes, k: int) -> int:
+    """The little-endian 64-bit word at data[k:k + 8]."""
+    return (data[k] | (data[k + 1] << 8) | (data[k + 2] << 16) | (data[k + 3] << 24)
+            | (data[k + 4] << 32) | (data[k + 5] << 40) | (data[k + 6] << 48)
+            | (data[k + 7] << 56))
 
 
 class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
@@ -290,14 +341,18 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.apply_decoded(decode(ev))
 
     def apply_decoded(self, ev: tuple) -> None:
-        """Run one decoded event (:func:`decode`): every event, dict or not, runs here."""
-        op: int = ev[0]
-        pid: int = ev[1]
+        """Run one decoded event (:func:`decode`)."""
+        self.apply_fields(ev[0], ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], ev[7], ev[8])
+
+    def apply_fields(self, op: int, pid: int, a: int, b: int, c: int, d: int, e: int,
+                     f: int, s: str | None) -> None:
+        """Run one event given as its decoded fields (the layout at OP_MMAP): every event,
+        from a dict, a tuple or a packed trace, runs here."""
         if op == OP_MMAP:
-            start: int = ev[2]
-            end: int = ev[3]
-            flags: int = ev[5]
-            if self.thp and ev[6]:
+            start = a
+            end = b
+            flags = d
+            if self.thp and e & 1:
                 # calc_vm_flag_bits() (include/linux/mman.h): _calc_vm_trans(flags,
                 # MAP_STACK, VM_NOHUGEPAGE), from c4608d1bf7c6 ("mm: mmap: map MAP_STACK
                 # to VM_NOHUGEPAGE", v6.8; 6.7.y), under #ifdef CONFIG_TRANSPARENT_HUGEPAGE since
@@ -309,47 +364,47 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
                 flags |= VM_NOHUGEPAGE
             mm = self._mm(pid)
             self._remember_range(mm, start, end)
-            self.do_mmap(mm, start, end, ev[4], ev[7], ev[8], ev[9], flags)
+            self.do_mmap(mm, start, end, c, s, f, (e & 2) != 0, flags)
         elif op == OP_TOUCH:
             mm = self._mm(pid)
-            addr: int = ev[2]
+            addr = a
             if self.checking:
                 self._remember_window(mm, addr, addr + 1)
-            self.handle_mm_fault(mm, addr, ev[3])
+            self.handle_mm_fault(mm, addr, b != 0)
         elif op == OP_BRK:
             mm = self._mm(pid)
-            brk_end: int = ev[2]
+            brk_end = a
             if mm.brk is not None:
                 self._remember_range(mm, min(mm.brk, brk_end), max(mm.brk, brk_end) + 4096)
             elif self.checking:
                 self._dirty.add(pid)         # the first brk of an mm places the heap
-            self.do_brk(mm, brk_end, ev[3])
+            self.do_brk(mm, brk_end, None if b == 0 else b - 1)
         elif op == OP_MPROTECT:
-            start = ev[2]
-            end = ev[3]
+            start = a
+            end = b
             mm = self._mm(pid)
             self._remember_range(mm, start, end)
-            self.do_mprotect(mm, start, end, ev[4])
+            self.do_mprotect(mm, start, end, c)
         elif op == OP_MUNMAP:
-            start = ev[2]
-            end = ev[3]
+            start = a
+            end = b
             mm = self._mm(pid)
             self._remember_range(mm, start, end)
             self.do_munmap(mm, start, end)
         elif op == OP_EXIT:
             self.exit(pid)
         elif op == OP_FORK:
-            self.fork(pid, ev[2])
+            self.fork(pid, a)
         elif op == OP_EXEC:
             self.exec(pid)
         elif op == OP_SPAWN:
             self.spawn(pid)
         elif op == OP_MADVISE:
-            start = ev[2]
-            end = ev[3]
+            start = a
+            end = b
             mm = self._mm(pid)
             self._remember_range(mm, start, end)
-            advice: str = ev[4]
+            advice = s if s is not None else ""
             if advice == "dontneed":
                 self.zap_range(mm, start, end)
             elif advice in THP_ADVICE and not self.thp:
@@ -361,9 +416,9 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
                 self.do_madvise_flags(mm, start, end, set_bits, clear_bits)
         elif op == OP_MREMAP:
             mm = self._mm(pid)
-            self._remember_range(mm, ev[2], ev[3])
-            self._remember_range(mm, ev[4], ev[5])
-            self.do_mremap(mm, ev[2], ev[3], ev[4], ev[5], ev[6])
+            self._remember_range(mm, a, b)
+            self._remember_range(mm, c, d)
+            self.do_mremap(mm, a, b, c, d, e != 0)
         else:
             raise EventError(f"unknown op code {op!r}")
         if self.checking:
@@ -371,11 +426,41 @@ class Kernel(RmapMixin, VmaMixin, FaultMixin, ForkMixin):
         self.event_index += 1
 
     def apply_all_decoded(self, events: list[tuple]) -> None:
-        """apply_decoded() each event in turn: the replay loop, compiled with the model.
-        If one fails, ``events[self.event_index]`` is the one (the index counts events
-        applied, so for a Kernel that has applied nothing before)."""
+        """apply_decoded() each event in turn.  If one fails, ``events[self.event_index]``
+        is the one (the index counts events applied, so for a Kernel that has applied
+        nothing before)."""
         for ev in events:
             self.apply_decoded(ev)
+
+    def apply_all_packed(self, data: bytes, strings: list[str]) -> None:
+        """apply_fields() each event of a packed trace (:func:`pack`) in turn: the replay
+        loop, compiled with the model.  If one fails, it is the record at
+        ``self.event_index`` (as for apply_all_decoded).  Only the words an op uses are
+        read."""
+        n = len(data)
+        k = 0
+        while k < n:
+            head = _word(data, k)
+            op = head & 0xFF
+            pid = head >> 8
+            if op == OP_MMAP:
+                i = _word(data, k + 56)
+                self.apply_fields(op, pid, _word(data, k + 8), _word(data, k + 16),
+                                  _word(data, k + 24), _word(data, k + 32),
+                                  _word(data, k + 40), _word(data, k + 48),
+                                  strings[i - 1] if i else None)
+            elif op == OP_TOUCH or op == OP_MUNMAP or op == OP_BRK:
+                self.apply_fields(op, pid, _word(data, k + 8), _word(data, k + 16), 0, 0, 0,
+                                  0, None)
+            elif op == OP_EXIT or op == OP_EXEC or op == OP_SPAWN or op == OP_FORK:
+                self.apply_fields(op, pid, _word(data, k + 8), 0, 0, 0, 0, 0, None)
+            else:                        # mprotect, madvise, mremap (and unknown codes)
+                i = _word(data, k + 56)
+                self.apply_fields(op, pid, _word(data, k + 8), _word(data, k + 16),
+                                  _word(data, k + 24), _word(data, k + 32),
+                                  _word(data, k + 40), _word(data, k + 48),
+                                  strings[i - 1] if i else None)
+            k += RECORD
 
     def _remember_window(self, mm: Mm, lo: int, hi: int) -> None:
         """The event works on [lo, hi) of mm: check that part after it."""
