@@ -111,18 +111,20 @@ def test_pack_writes_each_field_as_a_little_endian_word():
                                 2, 5, 1)
                     + struct.pack("<8Q", 9 | 7 << 8, 4096, 8192, 0, 0, 0, 0, 2)
                     + struct.pack("<8Q", 5 | 7 << 8, 0, 0, 0, 0, 0, 0, 0))
-    # A field beyond 64 bits, or a pid beyond 56: not packed (Decoded keeps the tuples).
-    assert m.pack([(m.OP_MUNMAP, 1, 0, 1 << 64, 0, 0, 0, 0, None)]) is None
-    assert m.pack([(m.OP_EXIT, 1 << 56, 0, 0, 0, 0, 0, 0, None)]) is None
+    # A field of 48 bits or more, or a pid of 32: not packed (Decoded keeps the tuples).
+    assert m.pack([(m.OP_MUNMAP, 1, 0, 1 << 48, 0, 0, 0, 0, None)]) is None
+    assert m.pack([(m.OP_EXIT, 1 << 32, 0, 0, 0, 0, 0, 0, None)]) is None
+    assert m.pack([(m.OP_MUNMAP, (1 << 32) - 1, 0, (1 << 48) - 1, 0, 0, 0, 0, None)])
 
 
-def test_an_address_beyond_64_bits_replays_from_tuples_as_packed_ones_would(tmp_path):
-    # The trace format allows it; the replay is the same as a stream's, one at a time.
+def test_an_address_of_48_bits_replays_from_tuples_as_packed_ones_would(tmp_path):
+    # Beyond user space, but the trace format allows it: the replay is the same as a
+    # stream's, one event at a time.
     path = write(tmp_path, ['{"op":"spawn","pid":1}',
                             '{"op":"mmap","pid":1,"start":4096,"end":8192,"prot":"rw"}',
                             '{"op":"touch","pid":1,"addr":4096,"write":true}',
-                            '{"op":"mmap","pid":1,"start":"0x10000000000000000",'
-                            '"end":"0x10000000000001000","prot":"rw"}',
+                            '{"op":"mmap","pid":1,"start":"0x1000000000000",'
+                            '"end":"0x1000000001000","prot":"rw"}',
                             '{"op":"exit","pid":1}'])
     decoded = traces.load_for_replay(path)
     assert decoded.data is None and len(decoded.events) == 5
