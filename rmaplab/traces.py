@@ -376,7 +376,7 @@ def _load_cached(path: Path, kind: str, build: Callable[[Iterable], Any],
 class Decoded:
     """A trace's events decoded for replay (rmaplab.model.machine.decode) and the line of
     each, for errors.  Kept packed (machine.pack: one bytes object, 64 bytes an event),
-    or as the decoded tuples if a field does not fit (an address of 2**64 or more).
+    or as the decoded tuples if a value does not fit (a pid of 2**32, a field of 2**48).
     :func:`replay` and :func:`replay_policies` take it as they take a list of (line,
     event dict)."""
 
