@@ -64,6 +64,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import random
 import re
 import subprocess
@@ -917,3 +918,76 @@ def validation_table(directory: Path) -> pd.DataFrame:
         row["sampled_over_rusage"] = row["extra_sampled_s"] / row["extra_cpu_s"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def corrected_bound(directory: Path, shell: str, jobs: int = 2,
+                    level: float = 0.975) -> dict[str, Any]:
+    """The sampled anon_vma share of sys time, corrected for sampling, with an upper
+    bound that carries every input's uncertainty.
+
+    share = A / (D * min(1, R)): A the mean time sampled under the anon_vma functions
+    per build (sample runs), D the mean sys of the uninstrumented builds (plain runs), R
+    the lower of the validation contrasts' recoveries (:func:`validation_table`: the
+    extra time sampled under the anon_vma functions over the extra time sampled), never
+    scaling down.  The bound takes A's upper, D's lower and each contrast's lower
+    one-sided bound (:mod:`rmaplab.stats.bounds`), with ``1 - level`` split equally
+    between A, D and R (R's share again between the contrasts): by Bonferroni it holds
+    with probability at least ``level`` whatever the dependence between them.  ``None``
+    when a recovery has no lower bound at its level (too few or too noisy validation runs).
+    """
+    from rmaplab.stats import bounds
+
+    runs, _ = load(directory)
+    builds = runs[(runs["workload"] == "build") & (runs["shell"] == shell)]
+    den = denominator(builds, shell, jobs)
+    plain = builds[(builds["kind"] == "plain") & (builds["jobs"] == jobs)
+                   & ~builds["failed"].astype(bool)]
+    sm = sample_summary(directory, builds)
+    sm = sm[sm["jobs"] == jobs]
+    if sm.empty:
+        raise RmaplabError(f"no {shell} -j{jobs} sample runs in {directory}",
+                           hint="rmaplab ceiling --passes sample records them")
+    anon_s = (sm["samples_anon"] * sm["period_s"]).to_numpy()
+    val = sample_summary(directory, runs[runs["workload"] == "validate"])
+    if val.empty:
+        raise RmaplabError(f"the ceiling campaign {directory} has no validation runs",
+                           hint="rmaplab ceiling --validate K,FORKS,REPEATS")
+    val["sampled_s"] = (val["samples_kernel"] + val["samples_user"]) * val["period_s"]
+    val["anon_s"] = val["samples_anon"] * val["period_s"]
+    alpha = 1.0 - level
+    each = 1.0 - alpha / 3
+    recoveries = []
+    for busy, base, _ in CONTRASTS:
+        b, z = val[val["label"] == busy], val[val["label"] == base]
+        if b.empty or z.empty:
+            continue
+        rb = bounds.contrast_ratio_lower(b["anon_s"], b["sampled_s"], z["anon_s"],
+                                         z["sampled_s"], 1.0 - alpha / 3 / len(CONTRASTS))
+        recoveries.append((f"{busy} - {base}", rb, min(len(b), len(z))))
+    if not recoveries:
+        raise RmaplabError(f"{directory}: no validation contrast has both conditions")
+    a_mean, d_mean = float(anon_s.mean()), den["sys_s"]
+    r_point = min(r.estimate for _, r, _ in recoveries)
+    a_hi = bounds.mean_upper(anon_s, each)
+    d_lo = bounds.mean_lower(plain["sys"].to_numpy(), each)
+    lows = [r.lower for _, r, _ in recoveries]
+    r_lo = None if any(low is None for low in lows) else min(lows)
+    why = None           # why there is no bound
+    if r_lo is None:
+        why = "; ".join(f"{name}: {r.note}" for name, r, _ in recoveries if r.lower is None)
+    elif r_lo <= 0:
+        why = f"the recovery's lower bound ({r_lo:.3g}) is not positive"
+    elif not d_lo > 0:
+        why = f"the denominator's lower bound ({d_lo:.3g} s) is not positive"
+    elif math.isnan(a_hi):
+        why = "one sample run: no bound on its mean"
+    return {"shell": shell, "jobs": jobs, "level": level, "level_each": each,
+            "sample_runs": len(anon_s), "plain_runs": len(plain),
+            "validation_runs_per_side": min(n for _, _, n in recoveries),
+            "anon_s": a_mean, "anon_s_upper": a_hi,
+            "denominator_s": d_mean, "denominator_s_lower": d_lo,
+            "recovery": r_point, "recovery_lower": r_lo,
+            "recoveries": {name: (r.estimate, r.lower, r.note) for name, r, _ in recoveries},
+            "corrected_pct": 100 * a_mean / (d_mean * min(1.0, r_point)),
+            "bound_pct": None if why else 100 * a_hi / (d_lo * min(1.0, r_lo)),
+            "no_bound_because": why}

@@ -1,0 +1,103 @@
+"""One-sided bounds (rmaplab.stats.bounds) against scipy, a hand-computed case and a
+simulation of their coverage; the ceiling's propagated bound put together by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from conftest import DATA
+from rmaplab.measure import ceiling
+from rmaplab.stats import bounds
+
+TINY = DATA / "ceiling" / "tiny"
+
+
+def test_one_sided_mean_bounds_are_the_ends_of_scipys_two_sided_interval():
+    x = np.array([32.56, 32.13, 31.9, 33.2])
+    low, high = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    # a one-sided bound at 97.5% is one end of the two-sided 95% interval
+    assert bounds.mean_upper(x, 0.975) == pytest.approx(high)
+    assert bounds.mean_lower(x, 0.975) == pytest.approx(low)
+    assert math.isnan(bounds.mean_upper(x[:1], 0.975))
+
+
+def test_contrast_ratio_bound_is_where_scipys_welch_test_stops_rejecting():
+    rng = np.random.default_rng(3)
+    yb, y0 = rng.normal(2.5, 0.15, 6), rng.normal(1.5, 0.05, 6)
+    xb, x0 = 0.5 * yb + rng.normal(0, 0.03, 6), 0.5 * y0 + rng.normal(0, 0.03, 6) - 0.2
+    level = 0.99
+    rb = bounds.contrast_ratio_lower(xb, yb, x0, y0, level)
+    assert rb.lower is not None and rb.lower < rb.estimate
+    assert rb.estimate == pytest.approx((xb.mean() - x0.mean()) / (yb.mean() - y0.mean()))
+
+    def p(r: float) -> float:
+        return stats.ttest_ind(xb - r * yb, x0 - r * y0, equal_var=False,
+                               alternative="greater").pvalue
+
+    assert p(rb.lower) == pytest.approx(1 - level, rel=1e-6)
+    assert p(rb.lower - 1e-3) < 1 - level < p(rb.lower + 1e-3)
+
+
+def test_contrast_ratio_bound_with_an_exact_denominator_is_a_welch_bound_by_hand():
+    # y differs by exactly 1 between the conditions, so R is the x difference and its
+    # bound is Welch's one-sided bound of a difference of means, written out here.
+    xb, x0 = np.array([3.1, 2.9, 3.4, 3.0]), np.array([1.0, 1.3, 0.8])
+    yb, y0 = np.full(4, 2.0), np.full(3, 1.0)
+    vb, v0 = xb.var(ddof=1) / 4, x0.var(ddof=1) / 3
+    df = (vb + v0) ** 2 / (vb**2 / 3 + v0**2 / 2)
+    by_hand = xb.mean() - x0.mean() - stats.t.ppf(0.95, df) * math.sqrt(vb + v0)
+    rb = bounds.contrast_ratio_lower(xb, yb, x0, y0, 0.95)
+    assert rb.lower == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_no_lower_bound_when_the_denominator_difference_is_noise():
+    yb, y0 = np.array([2.0, 2.6, 1.7]), np.array([2.1, 1.8, 2.2])
+    xb, x0 = np.array([0.5, 0.6, 0.55]), np.array([0.1, 0.12, 0.09])
+    rb = bounds.contrast_ratio_lower(xb, yb, x0, y0, 0.95)
+    assert rb.lower is None and "not positive" in rb.note
+    with pytest.raises(ValueError, match="same runs"):
+        bounds.contrast_ratio_lower(xb, yb[:2], x0, y0, 0.95)
+
+
+def test_contrast_ratio_bound_covers_the_true_ratio_at_its_level():
+    # Correlated x and y per run, true R = 0.5, four runs a side: the bound should sit
+    # below 0.5 in about `level` of the experiments (None counts as below).
+    rng = np.random.default_rng(2019)
+    level, reps, below = 0.9, 600, 0
+    for _ in range(reps):
+        yb, y0 = rng.normal(2.4, 0.18, 4), rng.normal(1.5, 0.05, 4)
+        xb = 0.05 + 0.5 * (yb - 1.5) + rng.normal(0, 0.04, 4)
+        x0 = 0.05 + rng.normal(0, 0.01, 4)
+        rb = bounds.contrast_ratio_lower(xb, yb, x0, y0, level)
+        below += rb.lower is None or rb.lower <= 0.5
+    # binomial SE at 600 experiments is 0.012: allow 3 of them around the level
+    assert abs(below / reps - level) < 0.037
+
+
+def test_the_ceilings_propagated_bound_is_the_product_of_its_three_bounds():
+    out = ceiling.corrected_bound(TINY, "cmd", 2, level=0.95)
+    runs = pd.read_csv(TINY / "runs.csv")
+    plain = runs[(runs["kind"] == "plain") & (runs["jobs"] == 2) & (runs["shell"] == "cmd")]
+    each = 1 - 0.05 / 3
+    d = plain["sys"].to_numpy()
+    d_lo = d.mean() - stats.t.ppf(each, len(d) - 1) * stats.sem(d)
+    assert out["denominator_s_lower"] == pytest.approx(d_lo)
+    assert out["level_each"] == pytest.approx(each)
+    assert set(out["recoveries"]) == {f"{b} - {a}" for b, a, _ in ceiling.CONTRASTS}
+    point = min(est for est, _, _ in out["recoveries"].values())
+    assert out["corrected_pct"] == pytest.approx(
+        100 * out["anon_s"] / (out["denominator_s"] * min(1, point)))
+    if out["bound_pct"] is not None:
+        assert out["bound_pct"] == pytest.approx(
+            100 * out["anon_s_upper"] / (d_lo * min(1, out["recovery_lower"])))
+        assert out["bound_pct"] >= out["corrected_pct"]
+    else:
+        # this fixture's workload is 20 ms on a loaded machine: two validation runs a
+        # side bound neither recovery at 1 - 0.05/6
+        assert out["recovery_lower"] is None
+        assert out["no_bound_because"].count("no lower bound") == 2
