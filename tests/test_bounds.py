@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from conftest import DATA
+from rmaplab.errors import RmaplabError
 from rmaplab.measure import ceiling
 from rmaplab.stats import bounds
 
@@ -101,3 +102,34 @@ def test_the_ceilings_propagated_bound_is_the_product_of_its_three_bounds():
         # side bound neither recovery at 1 - 0.05/6
         assert out["recovery_lower"] is None
         assert out["no_bound_because"].count("no lower bound") == 2
+
+
+def test_the_recorded_ceilings_bound_recomputed_with_scipy():
+    # The newest recorded campaign (the one notebook 03 reports), the correction taken
+    # from the anon_vma-per-VMA contrast alone: every factor redone here from the runs.
+    from rmaplab.measure import data
+
+    directory = data.recorded("ceiling", "runs.csv", None)
+    contrast = "validate-s1-d1 - validate-s0-d1"
+    out = ceiling.corrected_bound(directory, "bash", 2, level=0.975, contrasts=[contrast])
+    runs, _ = ceiling.load(directory)
+    each = 1 - 0.025 / 3
+    builds = runs[(runs["workload"] == "build") & (runs["shell"] == "bash")]
+    d = builds[(builds["kind"] == "plain") & (builds["jobs"] == 2)]["sys"].to_numpy()
+    sm = ceiling.sample_summary(directory, builds)
+    sm = sm[sm["jobs"] == 2]
+    a = (sm["samples_anon"] * sm["period_s"]).to_numpy()
+    a_hi = a.mean() + stats.t.ppf(each, len(a) - 1) * stats.sem(a)
+    d_lo = d.mean() - stats.t.ppf(each, len(d) - 1) * stats.sem(d)
+    v = ceiling.sample_summary(directory, runs[runs["workload"] == "validate"])
+    v["s"] = (v["samples_kernel"] + v["samples_user"]) * v["period_s"]
+    v["a"] = v["samples_anon"] * v["period_s"]
+    b, z = v[v["label"] == "validate-s1-d1"], v[v["label"] == "validate-s0-d1"]
+    r_lo = out["recovery_lower"]
+    p = stats.ttest_ind(b["a"] - r_lo * b["s"], z["a"] - r_lo * z["s"], equal_var=False,
+                        alternative="greater").pvalue
+    assert p == pytest.approx(1 - each, rel=1e-6)
+    assert out["bound_pct"] == pytest.approx(100 * a_hi / (d_lo * min(1.0, r_lo)))
+    assert out["corrected_pct"] < out["bound_pct"]
+    with pytest.raises(RmaplabError, match="unknown validation contrast"):
+        ceiling.corrected_bound(directory, "bash", 2, contrasts=["s1 - s0"])
