@@ -929,11 +929,18 @@ def corrected_bound(directory: Path, shell: str, jobs: int = 2, level: float = 0
     per build (sample runs), D the mean sys of the uninstrumented builds (plain runs), R
     the lower of the validation contrasts' recoveries (:func:`validation_table`: the
     extra time sampled under the anon_vma functions over the extra time sampled), never
-    scaling down.  The bound takes A's upper, D's lower and each contrast's lower
-    one-sided bound (:mod:`rmaplab.stats.bounds`), with ``1 - level`` split equally
-    between A, D and R (R's share again between the contrasts): by Bonferroni it holds
-    with probability at least ``level`` whatever the dependence between them.  ``None``
-    when a recovery has no lower bound at its level (too few or too noisy validation runs).
+    scaling down.  The bound takes A's upper, D's lower and R's lower one-sided bound
+    (:mod:`rmaplab.stats.bounds`), each at 1 - (1 - level)/3: by Bonferroni it holds with
+    probability at least ``level`` whatever the dependence between them.
+
+    R's lower bound is the lowest of the contrasts' lower bounds, each at the full
+    1 - (1 - level)/3 and no split between them: it is below R whenever the bound of the
+    contrast with the lowest true recovery is, which has that probability.  Each uses
+    the prior knowledge, stated before the data, that a recovery is not negative (each
+    busy condition does its base's work and more, so neither its extra sampled time nor
+    its extra anon_vma time is negative): with it a contrast whose extra sampled time is
+    noisy still bounds its recovery from below when its extra anon_vma time is clearly
+    positive.  ``None`` (with the reason) when a recovery's lower bound is 0 or missing.
 
     ``contrasts`` ("busy - base" names of :data:`CONTRASTS`) picks the contrasts R is the
     lower of (default: all).  The anon_vma-per-VMA contrast alone understates the recovery
@@ -975,7 +982,7 @@ def corrected_bound(directory: Path, shell: str, jobs: int = 2, level: float = 0
         if b.empty or z.empty:
             continue
         rb = bounds.contrast_ratio_lower(b["anon_s"], b["sampled_s"], z["anon_s"],
-                                         z["sampled_s"], 1.0 - alpha / 3 / len(wanted))
+                                         z["sampled_s"], each, nonnegative=True)
         recoveries.append((f"{busy} - {base}", rb, min(len(b), len(z))))
     if not recoveries:
         raise RmaplabError(f"{directory}: no validation contrast has both conditions")
@@ -989,7 +996,10 @@ def corrected_bound(directory: Path, shell: str, jobs: int = 2, level: float = 0
     if r_lo is None:
         why = "; ".join(f"{name}: {r.note}" for name, r, _ in recoveries if r.lower is None)
     elif r_lo <= 0:
-        why = f"the recovery's lower bound ({r_lo:.3g}) is not positive"
+        why = f"the recovery's lower bound is {r_lo:.3g}: " + "; ".join(
+            f"{name}: {r.note}" for name, r, _ in recoveries if r.lower is not None and r.lower <= 0)
+    elif len(plain) < 2:
+        why = f"{len(plain)} uninstrumented run(s): no bound on the denominator's mean"
     elif not d_lo > 0:
         why = f"the denominator's lower bound ({d_lo:.3g} s) is not positive"
     elif math.isnan(a_hi):
