@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import DATA
+from rmaplab.errors import RmaplabError
 from rmaplab.measure import ceiling
 
 TINY = DATA / "ceiling" / "tiny"
@@ -178,6 +179,13 @@ def test_validation_contrasts_are_differences_of_condition_means():
     cpu = (v["sys"] + v["user"]).groupby(v["label"]).mean()
     row = table.loc["validate-s1-d4 - validate-s1-d1"]
     assert row["extra_cpu_s"] == pytest.approx(cpu["validate-s1-d4"] - cpu["validate-s1-d1"])
+    # the recovery: extra time sampled under the anon_vma functions over the extra CPU
+    # time (rusage), so that lost samples count against it as well as misplaced ones
+    sm = ceiling.sample_summary(TINY, v)
+    anon = (sm["samples_anon"] * sm["period_s"]).groupby(sm["label"]).mean()
+    assert row["anon_share_of_extra"] == pytest.approx(
+        (anon["validate-s1-d4"] - anon["validate-s1-d1"])
+        / (cpu["validate-s1-d4"] - cpu["validate-s1-d1"]))
     counts = meta["validation_counts"]
     # deeper chains add AVCs only, three more per VMA with an anon_vma per fork
     assert row["extra_anon_vmas"] == 0
@@ -270,3 +278,24 @@ def test_a_denominator_of_zero_sys_is_a_clear_error():
                           "sys": 0.0}] * 2)
     with pytest.raises(RmaplabError, match="no sys time"):
         ceiling.denominator(runs, "sh", 2)
+
+
+def test_each_shell_is_read_from_the_newest_campaign_that_sampled_its_builds():
+    import csv
+
+    from rmaplab.measure import data
+
+    newest: dict[str, str] = {}
+    for directory in data.campaigns("ceiling"):          # oldest first: later ones win
+        with open(directory / "runs.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if (row["workload"], row["kind"], row["failed"]) == ("build", "sample", "False"):
+                    newest[row["shell"]] = directory.name
+    chosen = ceiling.campaign_per_shell()
+    assert {s: p.name for s, p in chosen.items()} == newest
+    assert len(set(chosen.values())) == len(chosen)       # today: one campaign per shell
+    oldest = data.campaigns("ceiling")[0]                 # named: every shell from it
+    named = ceiling.campaign_per_shell(oldest.name)
+    assert named and {p.name for p in named.values()} == {oldest.name}
+    with pytest.raises(RmaplabError, match="no runs.csv"):
+        ceiling.campaign_per_shell("19700101T000000Z-ceiling")

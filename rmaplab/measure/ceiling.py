@@ -675,6 +675,27 @@ def load(directory: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return runs, json.loads(read_recorded(directory / "metadata.json"))
 
 
+def campaign_per_shell(name: str | None = None) -> dict[str, Path]:
+    """The recorded ceiling campaign each recipe shell is read from: the newest complete
+    campaign with sample runs of builds by that shell (campaigns may measure one shell
+    each, so that each stays within a quiet hour).  ``name`` (a directory under
+    data/raw/ceiling/) takes every shell from that campaign alone."""
+    from rmaplab.measure import data
+
+    if name is not None:
+        dirs = [data.recorded("ceiling", "runs.csv", name)]
+    else:
+        dirs = [d for d in reversed(data.campaigns("ceiling")) if (d / "runs.csv").exists()]
+    chosen: dict[str, Path] = {}
+    for directory in dirs:
+        runs, _ = load(directory)
+        sampled = runs[(runs["workload"] == "build") & (runs["kind"] == "sample")
+                       & ~runs["failed"].astype(bool)]
+        for shell in sorted(sampled["shell"].dropna().unique()):
+            chosen.setdefault(str(shell), directory)
+    return dict(sorted(chosen.items()))
+
+
 def _read(directory: Path, order: int, name: str) -> bytes:
     return read_recorded(directory / f"run-{order:03d}.{name}")
 
@@ -884,8 +905,10 @@ def validation_table(directory: Path) -> pd.DataFrame:
     time of the busier one (rusage user+sys), the extra time sampled (samples x
     period), the extra time sampled under the anon_vma functions, and how much of that
     landed at an interrupt re-enable site; with the extra allocations per fork (perf
-    stat) the extra time per extra object.  Correct attribution of pure AVC work makes
-    ``anon_share_of_extra`` 1.
+    stat) the extra time per extra object.  ``anon_share_of_extra`` (the recovery) is the
+    extra time sampled under the anon_vma functions over the extra CPU time: 1 when the
+    extra work is all theirs and sampling neither loses nor misplaces any of it, so it
+    corrects both (``sampled_over_rusage`` shows the loss alone).
     """
     runs, meta = load(directory)
     sm = sample_summary(directory, runs[runs["workload"] == "validate"])
@@ -914,7 +937,7 @@ def validation_table(directory: Path) -> pd.DataFrame:
             forks = counts[busy]["forks"]
             for obj in ("anon_vmas", "avcs"):
                 row[f"extra_{obj}"] = forks * (counts[busy][obj] - counts[base][obj])
-        row["anon_share_of_extra"] = row["extra_anon_s"] / row["extra_sampled_s"]
+        row["anon_share_of_extra"] = row["extra_anon_s"] / row["extra_cpu_s"]
         row["sampled_over_rusage"] = row["extra_sampled_s"] / row["extra_cpu_s"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -928,24 +951,24 @@ def corrected_bound(directory: Path, shell: str, jobs: int = 2, level: float = 0
     share = A / (D * min(1, R)): A the mean time sampled under the anon_vma functions
     per build (sample runs), D the mean sys of the uninstrumented builds (plain runs), R
     the lower of the validation contrasts' recoveries (:func:`validation_table`: the
-    extra time sampled under the anon_vma functions over the extra time sampled), never
-    scaling down.  The bound takes A's upper, D's lower and R's lower one-sided bound
+    extra time sampled under the anon_vma functions over the extra CPU time by rusage,
+    which corrects samples lost as well as samples placed elsewhere), never scaling
+    down.  The bound takes A's upper, D's lower and R's lower one-sided bound
     (:mod:`rmaplab.stats.bounds`), each at 1 - (1 - level)/3: by Bonferroni it holds with
-    probability at least ``level`` whatever the dependence between them.
+    probability at least ``level`` whatever the dependence between them (nominally: each
+    piece is a t or Welch bound from a few runs).
 
     R's lower bound is the lowest of the contrasts' lower bounds, each at the full
     1 - (1 - level)/3 and no split between them: it is below R whenever the bound of the
     contrast with the lowest true recovery is, which has that probability.  Each uses
-    the prior knowledge, stated before the data, that a recovery is not negative (each
-    busy condition does its base's work and more, so neither its extra sampled time nor
-    its extra anon_vma time is negative): with it a contrast whose extra sampled time is
-    noisy still bounds its recovery from below when its extra anon_vma time is clearly
-    positive.  ``None`` (with the reason) when a recovery's lower bound is 0 or missing.
+    that a recovery is not negative, which holds a priori (each busy condition does its
+    base's work and more, so neither its extra CPU time nor its extra anon_vma time is
+    negative): with it a contrast whose extra CPU time is noisy still bounds its
+    recovery from below when its extra anon_vma time is clearly positive.  ``None``
+    (with the reason) when a recovery's lower bound is 0 or missing.
 
     ``contrasts`` ("busy - base" names of :data:`CONTRASTS`) picks the contrasts R is the
-    lower of (default: all).  The anon_vma-per-VMA contrast alone understates the recovery
-    (its extra work includes the page-table walk the anon_vma enables, outside the
-    anon_vma functions), so it is a conservative correction by construction.
+    lower of (default: all; fewer can only lower the bound).
     """
     from rmaplab.stats import bounds
 
@@ -964,7 +987,6 @@ def corrected_bound(directory: Path, shell: str, jobs: int = 2, level: float = 0
     if val.empty:
         raise RmaplabError(f"the ceiling campaign {directory} has no validation runs",
                            hint="rmaplab ceiling --validate K,FORKS,REPEATS")
-    val["sampled_s"] = (val["samples_kernel"] + val["samples_user"]) * val["period_s"]
     val["anon_s"] = val["samples_anon"] * val["period_s"]
     alpha = 1.0 - level
     each = 1.0 - alpha / 3
@@ -981,8 +1003,8 @@ def corrected_bound(directory: Path, shell: str, jobs: int = 2, level: float = 0
         b, z = val[val["label"] == busy], val[val["label"] == base]
         if b.empty or z.empty:
             continue
-        rb = bounds.contrast_ratio_lower(b["anon_s"], b["sampled_s"], z["anon_s"],
-                                         z["sampled_s"], each, nonnegative=True)
+        rb = bounds.contrast_ratio_lower(b["anon_s"], b["rusage_cpu"], z["anon_s"],
+                                         z["rusage_cpu"], each, nonnegative=True)
         recoveries.append((f"{busy} - {base}", rb, min(len(b), len(z))))
     if not recoveries:
         raise RmaplabError(f"{directory}: no validation contrast has both conditions")
@@ -1011,6 +1033,8 @@ def corrected_bound(directory: Path, shell: str, jobs: int = 2, level: float = 0
             "denominator_s": d_mean, "denominator_s_lower": d_lo,
             "recovery": r_point, "recovery_lower": r_lo,
             "recoveries": {name: (r.estimate, r.lower, r.note) for name, r, _ in recoveries},
-            "corrected_pct": 100 * a_mean / (d_mean * min(1.0, r_point)),
+            # a recovery estimate that is not positive corrects nothing: no share
+            "corrected_pct": (100 * a_mean / (d_mean * min(1.0, r_point)) if r_point > 0
+                              else math.nan),
             "bound_pct": None if why else 100 * a_hi / (d_lo * min(1.0, r_lo)),
             "no_bound_because": why}

@@ -100,7 +100,10 @@ def contrast_ratio_lower(x_busy: np.ndarray, y_busy: np.ndarray, x_base: np.ndar
             return RatioBound(estimate, 0.0, level,
                               "0 is not excluded: the x difference is not clearly positive")
         # 0 is excluded; the bound is the first r > 0 where exclusion stops.  Below the
-        # estimate (where mean z differs by 0, p = 1/2) the crossing is unique.
+        # estimate (where mean z differs by 0, p = 1/2) the crossing is unique for fixed
+        # degrees of freedom (the test's edge is a quadratic in r, positive at 0 and
+        # negative at the estimate); Welch's df move with r, so brentq finds the crossing
+        # and tests/test_bounds.py checks that no lower r is accepted.
         hi = estimate if estimate > 0 else 1.0
         while p_exceeds(hi) < alpha:
             hi *= 2
