@@ -1,10 +1,16 @@
 #!/bin/sh
-# usage: run-guest.sh OUTDIR [PLAN] [extra kernel args]
+# usage: [ACCEL=tcg] run-guest.sh OUTDIR [PLAN] [extra kernel args]
+# ACCEL=kvm (default) or tcg (emulated: functional checks only, times mean nothing)
 set -e
 K=${KERNEL:-/work/s30/kvm/obj/arch/x86/boot/bzImage}
 OUT=$1; PLAN=$2; shift 2 || true
 mkdir -p "$OUT"
-exec qemu-system-x86_64 -enable-kvm -cpu ${CPU:-host,-arch-capabilities,-cx16} -smp 2 -m ${MEM:-6G} \
+if [ "${ACCEL:-kvm}" = tcg ]; then
+  ACCEL_ARGS="-accel tcg,thread=multi -cpu ${CPU:-max}"
+else
+  ACCEL_ARGS="-enable-kvm -cpu ${CPU:-host,-arch-capabilities,-cx16}"
+fi
+exec qemu-system-x86_64 $ACCEL_ARGS -smp 2 -m ${MEM:-6G} \
   -nographic -no-reboot -display none -serial stdio -monitor none -net none \
   -kernel $K \
   -fsdev local,id=root,path=/,security_model=none,readonly=on,multidevs=remap \
