@@ -88,8 +88,10 @@ def replay_speed(path: Path, policy: str, pure: bool = False, check: str = "off"
                  repeat: int = 3) -> dict:
     """Load and replay as ``rmaplab replay`` does (traces.load_for_replay: parsed and
     decoded, the cache off), each of ``repeat`` times in a fresh process, so that peak RSS
-    is the replay's own (``pure``: the interpreted reference; ``check``: the invariant
-    checks after each event, none by default: the model's own speed).  Times are the
+    is the replay's own (``maxrss_children_mb``: of the largest process that parsed a slice
+    of the trace for it, traces._decode_in_slices; 0 if none).  ``pure``: the interpreted
+    reference; ``check``: the invariant checks after each event, none by default: the
+    model's own speed.  Times are the
     median of the runs (this is a shared VM: single runs vary by up to 40%), with every
     run's kept."""
     code = (
@@ -99,10 +101,11 @@ def replay_speed(path: Path, policy: str, pure: bool = False, check: str = "off"
         f"t0=time.perf_counter(); ev=traces.load_for_replay({str(path)!r}); t1=time.perf_counter()\n"
         f"r=traces.replay(ev, policy={policy!r}, check={check!r}); t2=time.perf_counter()\n"
         "print(json.dumps({'events': len(ev), 'load_s': t1-t0, 'replay_s': t2-t1,"
-        " 'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))\n")
+        " 'maxrss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,"
+        " 'maxrss_children_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024}))\n")
     runs = [json.loads(_python(code, pure).strip().splitlines()[-1]) for _ in range(repeat)]
     res = {"events": runs[0]["events"], "runs": len(runs)}
-    for key in ("load_s", "replay_s", "maxrss_mb"):
+    for key in ("load_s", "replay_s", "maxrss_mb", "maxrss_children_mb"):
         res[key] = statistics.median(r[key] for r in runs)
         res[f"{key}_each"] = [r[key] for r in runs]
     res["events_per_s"] = res["events"] / res["replay_s"]
@@ -346,7 +349,9 @@ def _print(results: dict, args) -> None:
             print(f"replay ({args.policy}, {label}): {r['events']:,} events in "
                   f"{r['replay_s']:.2f} s = {r['events_per_s']:,.0f} events/s "
                   f"(median of {r['runs']}; best {r['events_per_s_best']:,.0f}), "
-                  f"load {r['load_s']:.2f} s, peak RSS {r['maxrss_mb']:.0f} MB")
+                  f"load {r['load_s']:.2f} s, peak RSS {r['maxrss_mb']:.0f} MB"
+                  + (f" (and {r['maxrss_children_mb']:.0f} MB in a process parsing a slice)"
+                     if r.get("maxrss_children_mb") else ""))
     for key, label in (("replay_all", "model, trace parsed"),
                        ("replay_all_cached", "model, parsed trace cached"),
                        ("replay_all_reference", "reference, trace parsed")):

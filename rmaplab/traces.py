@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import array
 import contextlib
-import functools
 import gc
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
@@ -285,23 +285,31 @@ def _parse(f: BinaryIO, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise TraceError("gzip-compressed, but not named .gz (a trace is read as gzip by its "
                          "name)", path=source, line=1)
     try:
-        lines = gzip.GzipFile(fileobj=f, mode="rb") if path.suffix == ".gz" else f
-        for i, text in _numbered_lines(lines):
-            if not text or text[0] == _HASH:
-                continue
-            try:
-                obj = orjson.loads(text)
-            except orjson.JSONDecodeError as e:
-                obj = _loads_with_json(text, e, source, i)
-            yield i, validate(obj, source, i)
+        yield from _events(gzip.GzipFile(fileobj=f, mode="rb") if path.suffix == ".gz" else f,
+                           source)
     except (OSError, EOFError, zlib.error) as e:       # zlib.error: a damaged gzip stream
         raise TraceError(f"cannot read trace ({e})", path=source) from None
 
 
-def _numbered_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+def _events(lines: Iterable[bytes], source: str,
+            before: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, validated event) for each event among ``lines`` (raw lines of a
+    trace, comments and blanks included), ``before`` lines into the trace."""
+    for i, text in _numbered_lines(lines, before):
+        if not text or text[0] == _HASH:
+            continue
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            obj = _loads_with_json(text, e, source, i)
+        yield i, validate(obj, source, i)
+
+
+def _numbered_lines(lines: Iterable[bytes], before: int = 0) -> Iterator[tuple[int, bytes]]:
     """(line number, stripped line) with the line ends of text mode (universal newlines):
-    a bare CR ends a line too, as it did when traces were read as text."""
-    i = 0
+    a bare CR ends a line too, as it did when traces were read as text.  Numbered from
+    ``before`` + 1."""
+    i = before
     for raw in lines:
         text = raw.strip()
         if b"\r" not in text:
@@ -337,22 +345,35 @@ def load(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     validator is parsed afresh; each is stored with the sha256 of its pickle, and one that
     does not match is parsed again.  RMAPLAB_TRACE_CACHE=0 turns this off; an unreadable or
     unwritable cache is passed over (the trace is parsed)."""
-    return _load_cached(Path(path), "pickle", list)
+    path = Path(path)
+    return _load_cached(path, "pickle", lambda data: list(_numbered_events(path, data)))
+
+
+def _numbered_events(path: Path, data: bytes | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The trace's (line, event) pairs, parsed from ``data`` (its bytes) if read already."""
+    return read(path) if data is None else _parse(io.BytesIO(data), path)
 
 
 def load_for_replay(path: str | Path) -> Decoded:
     """Every event of a trace, decoded for replay (:class:`Decoded`): what ``rmaplab
     replay`` runs.  Cached like :func:`load`, in a file of its own (``*.decoded.pickle``);
     the events are decoded as they are parsed, so a trace's dicts are never all in memory
-    at once."""
+    at once.  A large trace is parsed by all CPUs at once (:func:`_decode_in_slices`)."""
     path = Path(path)
-    return _load_cached(path, "decoded.pickle",
-                        functools.partial(_decode_stream, source=str(path)), Decoded)
+
+    def build(data: bytes | None) -> Decoded:
+        decoded = _decode_in_slices(path, data)
+        if decoded is None:
+            decoded = _decode_stream(_numbered_events(path, data), str(path))
+        return decoded
+
+    return _load_cached(path, "decoded.pickle", build, Decoded)
 
 
-def _load_cached(path: Path, kind: str, build: Callable[[Iterable], Any],
+def _load_cached(path: Path, kind: str, build: Callable[[bytes | None], Any],
                  expect: type = list) -> Any:
-    """build(the trace's numbered events), from the cache if it holds one (see load)."""
+    """build(the trace's bytes, or None to read it itself), from the cache if it holds
+    one (see load)."""
     data = _bytes_to_cache(path)
     cached = None
     if data is not None:
@@ -364,10 +385,7 @@ def _load_cached(path: Path, kind: str, build: Callable[[Iterable], Any],
         if events is not None:
             return events
     with _collector_paused():
-        if data is None:
-            events = build(read(path))
-        else:
-            events = build(_parse(io.BytesIO(data), path))
+        events = build(data)
     if cached is not None:
         _write_cached(cached, events)
     return events
@@ -440,6 +458,150 @@ def _decode_stream(numbered: Iterable[tuple[int, dict[str, Any]]],
         raise TraceError(f"cannot decode this event: {what}", path=source,
                          line=lines[-1] if lines else None) from None
     return Decoded(lines, decoded)
+
+
+# A trace of at least this much text is parsed by every CPU at once, each a slice of whole
+# lines (a kernel build's 50 MB take 2 s on one CPU; a slice is never smaller than half).
+PARALLEL_MIN_BYTES = 8 << 20
+# The text the forked slice parsers read (inherited: never pickled).
+_SLICED: bytes | None = None
+
+
+def _decode_in_slices(path: Path, data: bytes | None) -> Decoded | None:
+    """The trace decoded as one parse on one CPU decodes it (the same Decoded, the same
+    first error), by slices of whole lines parsed at once: this process the first, a
+    forked one each other.  None where that does not apply (one CPU, no fork, less text
+    than PARALLEL_MIN_BYTES, a bare CR line end, a gzip stream that does not decompress,
+    a value pack() cannot hold): the caller parses on one CPU, and says what is wrong."""
+    import multiprocessing
+
+    global _SLICED
+    jobs = os.cpu_count() or 1
+    if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    gz = path.suffix == ".gz"
+    try:
+        if data is None:
+            # Not worth reading whole (a build trace's text is 12x its gzip).
+            if path.stat().st_size < (PARALLEL_MIN_BYTES // 32 if gz else PARALLEL_MIN_BYTES):
+                return None
+            data = path.read_bytes()
+        raw = gzip.decompress(data) if gz else data
+    except (OSError, EOFError, zlib.error):
+        return None
+    # Bare CRs end lines too (_numbered_lines): slices cut at LFs would number them apart.
+    if len(raw) < PARALLEL_MIN_BYTES or raw[:2] == b"\x1f\x8b" or b"\r" in raw:
+        return None
+    jobs = min(jobs, 2 * len(raw) // max(PARALLEL_MIN_BYTES, 1))
+    cuts = [0]
+    for k in range(1, jobs):
+        cut = raw.find(b"\n", len(raw) * k // jobs) + 1
+        if cut > cuts[-1]:
+            cuts.append(cut)
+    if cuts[-1] < len(raw):
+        cuts.append(len(raw))
+    slices, before = [], 0
+    for lo, hi in itertools.pairwise(cuts):
+        slices.append((lo, hi, before, str(path)))
+        before += raw.count(b"\n", lo, hi)
+    ctx = multiprocessing.get_context("fork")
+    workers = []
+    _SLICED = raw
+    try:
+        for spec in slices[1:]:
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_slice_worker, args=(send, *spec), daemon=True)
+            proc.start()
+            send.close()
+            workers.append((proc, receive))
+        outcomes = [_decode_slice(*slices[0])]
+        for _, receive in workers:
+            try:
+                outcomes.append(receive.recv())
+            except EOFError:                  # the worker died (killed, out of memory)
+                return None
+    finally:
+        _SLICED = None
+        for proc, receive in workers:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+            receive.close()
+    parts = []
+    for kind, value in outcomes:
+        if kind == "error":                   # the first slice that fails: the first error
+            message, where, line, hint = value
+            raise TraceError(message, path=where, line=line, hint=hint)
+        if kind == "bug":
+            raise RuntimeError(f"parsing a slice of {path} failed:\n{value}")
+        parts.append(value)
+    return _concat(parts)
+
+
+def _decode_slice(lo: int, hi: int, before: int, source: str) -> tuple[str, Any]:
+    """("ok", Decoded) for _SLICED[lo:hi] (``before`` lines into the trace), or ("error",
+    the TraceError's fields), or ("bug", a traceback)."""
+    try:
+        with _collector_paused():
+            return "ok", _decode_stream(_events(io.BytesIO(_SLICED[lo:hi]), source, before),
+                                        source)
+    except TraceError as e:
+        return "error", (e.message, e.path, e.line, e.hint)
+    except Exception:
+        import traceback
+
+        return "bug", traceback.format_exc()
+
+
+def _slice_worker(send: Any, lo: int, hi: int, before: int, source: str) -> None:
+    _ignore_interrupts()
+    send.send(_decode_slice(lo, hi, before, source))
+    send.close()
+
+
+def _ignore_interrupts() -> None:
+    """In a worker: Ctrl-C reaches the whole process group, and the parent stops (kills)
+    its workers; one that took it too would print a traceback of its own."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _concat(parts: list[Decoded]) -> Decoded | None:
+    """One Decoded of the slices' events, in order, as one parse of them all makes it: the
+    strings table in order of first use, each record's string index renumbered to it.
+    None if a slice kept its tuples (a value pack() cannot hold)."""
+    import numpy as np
+
+    from rmaplab.model.machine import RECORD
+
+    words_per_record = RECORD // 8        # op | pid << 8, a..f, the string index last
+    if any(part.data is None for part in parts):
+        return None
+    strings = list(parts[0].strings)
+    index = {s: i for i, s in enumerate(strings, 1)}
+    out = bytearray(sum(len(part.data) for part in parts))
+    words = np.frombuffer(out, dtype="<u8").reshape(-1, words_per_record)
+    lines = array.array("q")
+    at = 0
+    for k, part in enumerate(parts):
+        out[at:at + len(part.data)] = part.data
+        rows = slice(at // RECORD, (at + len(part.data)) // RECORD)
+        if k and part.strings:
+            renumber = np.zeros(len(part.strings) + 1, dtype="<u8")   # 0: no string
+            for i, s in enumerate(part.strings, 1):
+                if s not in index:
+                    strings.append(s)
+                    index[s] = len(strings)
+                renumber[i] = index[s]
+            words[rows, -1] = renumber[words[rows, -1]]
+        lines.extend(part.lines)
+        at += len(part.data)
+    del words                                 # a view of out: bytes() below copies it
+    decoded = Decoded.__new__(Decoded)
+    decoded.__setstate__((lines, bytes(out), strings, None))
+    return decoded
+
 
 
 # Traces smaller than this are parsed every time (test fixtures, generated programs).
@@ -662,7 +824,8 @@ def replay_policies(events: Decoded | list[tuple[int, dict[str, Any]]], policies
     # with the default jobs: a --jobs given is a limit.
     tail = tail and len(policies) > jobs
     pool = ProcessPoolExecutor(jobs + 1 if tail else jobs,
-                               mp_context=multiprocessing.get_context("fork" if fork else None))
+                               mp_context=multiprocessing.get_context("fork" if fork else None),
+                               initializer=_ignore_interrupts)
     try:
         pending = list(enumerate(policies))
         running: dict[Future, int] = {}

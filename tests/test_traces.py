@@ -472,3 +472,150 @@ def test_an_event_built_in_code_that_cannot_be_decoded_is_an_error_naming_its_li
     # A hand-made Decoded with an op code the model does not know: named, not an IndexError.
     with pytest.raises(RmaplabError, match=r"^prog:7: op code 99: unknown op code 99$"):
         traces.replay(traces.Decoded([7], [(99, 1, 0, 0, 0, 0, 0, 0, None)]), source="prog")
+
+
+# ---------------------------------------------------------------- parsing by slices
+def _sliced(monkeypatch, cpus=4, min_bytes=64):
+    """Slice even small traces, into up to ``cpus`` slices (each a forked parser)."""
+    monkeypatch.setenv("RMAPLAB_TRACE_CACHE", "0")
+    monkeypatch.setattr(traces, "PARALLEL_MIN_BYTES", min_bytes)
+    monkeypatch.setattr(traces.os, "cpu_count", lambda: cpus)
+
+
+def _one_cpu(path):
+    """The trace as one parse on one CPU decodes it (the reference)."""
+    return traces._decode_stream(traces.read(path), str(path))
+
+
+def _strings_trace(tmp_path, name="s.jsonl.gz", extra=()):
+    """Mappings of files whose names first appear all along the trace (some in one slice
+    only, some in several), madvise strings, comments and blank lines."""
+    lines = ['# header', '{"op":"spawn","pid":1}']
+    for i in range(120):
+        lines.append(json.dumps({"op": "mmap", "pid": 1, "start": hex((i + 16) << 12),
+                                 "end": hex((i + 17) << 12), "prot": "r",
+                                 "file": f"lib{i % 7}.so" if i % 3 else f"only{i}.so"}))
+        if i % 10 == 0:
+            lines += ["", "# a comment", json.dumps(
+                {"op": "madvise", "pid": 1, "start": hex((i + 16) << 12),
+                 "end": hex((i + 17) << 12), "advice": "dontfork" if i % 20 else "dofork"})]
+    lines += [*extra, '{"op":"exit","pid":1}']
+    return _write_text(tmp_path / name, lines)
+
+
+def _write_text(path, lines):
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+@pytest.mark.parametrize("cpus", [2, 3, 5])
+def test_slices_decode_what_one_parse_decodes(monkeypatch, tmp_path, cpus):
+    path = _strings_trace(tmp_path)
+    want = _one_cpu(path)
+    _sliced(monkeypatch, cpus)
+    got = traces._decode_in_slices(path, None)
+    assert got is not None and got == want
+    # The strings renumbered: each once, in order of first use in the file.
+    first_use = []
+    for _, ev in traces.read(path):
+        s = ev.get("file") or ev.get("advice")
+        if s is not None and s not in first_use:
+            first_use.append(s)
+    assert got.strings == first_use
+    assert traces.load_for_replay(path) == want
+    assert traces.replay(got).counters == traces.replay(want).counters
+
+
+def test_slices_decode_the_recorded_build_as_one_parse_does(monkeypatch):
+    from rmaplab.paths import repo_root
+
+    path = (repo_root() / "data/raw/traces/20261129T163725Z-kbuild-sh/trace.jsonl.gz")
+    monkeypatch.setattr(traces.os, "cpu_count", lambda: 2)
+    got = traces._decode_in_slices(path, None)
+    assert got is not None and got == _one_cpu(path) and len(got) > 500_000
+
+
+@pytest.mark.parametrize("bad_at", ["early", "late", "both"])
+def test_the_first_error_of_any_slice_is_the_one_reported(monkeypatch, tmp_path, bad_at):
+    lines = ['{"op":"spawn","pid":1}'] + [
+        json.dumps({"op": "touch", "pid": 1, "addr": hex(4096 * (i + 1)), "write": True})
+        for i in range(300)] + ['{"op":"exit","pid":1}']
+    bad = '{"op":"touch","pid":1,"addr":"0xzz","write":true}'
+    if bad_at in ("early", "both"):
+        lines[40] = bad
+    if bad_at in ("late", "both"):
+        lines[250] = '{"op":"nope","pid":1}'
+    path = _write_text(tmp_path / "bad.jsonl", lines)
+    with pytest.raises(traces.TraceError) as serial:
+        _one_cpu(path)
+    _sliced(monkeypatch, cpus=4)
+    with pytest.raises(traces.TraceError) as sliced:
+        traces._decode_in_slices(path, None)
+    assert str(sliced.value) == str(serial.value)
+    assert sliced.value.line == (251 if bad_at == "late" else 41)
+
+
+def test_where_slices_do_not_apply_one_cpu_parses(monkeypatch, tmp_path):
+    _sliced(monkeypatch, cpus=4)
+    # Bare CRs end lines: a trace with one is not sliced, and its lines are as before.
+    cr = tmp_path / "cr.jsonl"
+    cr.write_bytes(b'{"op":"spawn","pid":1}\r{"op":"exit","pid":1}\n' * 40)
+    assert traces._decode_in_slices(cr, None) is None
+    assert traces.load_for_replay(cr) == _one_cpu(cr)
+    # A damaged gzip stream: the one-CPU parse reports it.
+    path = _strings_trace(tmp_path)
+    damaged = tmp_path / "d.jsonl.gz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert traces._decode_in_slices(damaged, None) is None
+    with pytest.raises(RmaplabError) as e:
+        traces.load_for_replay(damaged)
+    assert e.value.path == str(damaged)
+    # One CPU, or too little text.
+    monkeypatch.setattr(traces.os, "cpu_count", lambda: 1)
+    assert traces._decode_in_slices(path, None) is None
+    monkeypatch.setattr(traces.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(traces, "PARALLEL_MIN_BYTES", 1 << 30)
+    assert traces._decode_in_slices(path, None) is None
+
+
+def test_a_value_packing_cannot_hold_in_a_later_slice_keeps_the_tuples(monkeypatch, tmp_path):
+    path = _strings_trace(tmp_path, extra=['{"op":"spawn","pid":4294967296}',
+                                           '{"op":"exit","pid":4294967296}'])
+    want = _one_cpu(path)
+    assert want.data is None                            # a pid of 2**32: tuples
+    _sliced(monkeypatch, cpus=3)
+    assert traces._decode_in_slices(path, None) is None
+    assert traces.load_for_replay(path) == want
+
+
+def test_a_slice_parser_that_dies_costs_only_time(monkeypatch, tmp_path):
+    import os
+
+    path = _strings_trace(tmp_path)
+    want = _one_cpu(path)
+    _sliced(monkeypatch, cpus=3)
+    monkeypatch.setattr(traces, "_slice_worker", lambda *args: os._exit(1))
+    assert traces._decode_in_slices(path, None) is None
+    assert traces.load_for_replay(path) == want
+
+
+def test_an_interrupted_sliced_parse_leaves_no_worker(monkeypatch, tmp_path):
+    import multiprocessing
+
+    path = _strings_trace(tmp_path)
+    _sliced(monkeypatch, cpus=3)
+    real = traces._decode_slice
+
+    def interrupted_in_the_parent(*args):
+        if multiprocessing.parent_process() is None:    # this process's own slice
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(traces, "_decode_slice", interrupted_in_the_parent)
+    with pytest.raises(KeyboardInterrupt):
+        traces._decode_in_slices(path, None)
+    assert multiprocessing.active_children() == []
+    assert traces._SLICED is None
