@@ -142,11 +142,13 @@ def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
         elif av not in more:
             more.append(av)
     outside: list[Vma] = _NO_VMAS             # in address order
+    # Never written when the window uses no anon_vma: no VMA then reaches _check_same_chain.
+    first_user: dict[AnonVma, Vma] = _NO_USERS
     if one is not None:
         outside = []
         _users(vmas, 0, i0, one, more, outside)
         _users(vmas, i1, n, one, more, outside)
-    first_user: dict[AnonVma, Vma] = {}
+        first_user = {}
     k = 0
     for i in range(i0, i1):
         vma = vmas[i]
@@ -172,20 +174,26 @@ def check_mm_range(mm: Mm, lo: int, hi: int, report: Report) -> None:
     last = hi if i0 == i1 else max(hi, vmas[i1 - 1].end)
     vlo, vhi = first >> PAGE_SHIFT, (last + (1 << PAGE_SHIFT) - 1) >> PAGE_SHIFT
     pages = mm.pages
-    reach = _Reach(mm)
+    reach: _Reach | None = None                # made for the first page found: most find none
     sound = True
     if vhi - vlo < len(pages):               # the smaller of the window and the pages
         for vpn in range(vlo, vhi):
             page = pages.get(vpn)
-            if page is not None and not reach.ok(vpn, page):
-                sound = False
-                break
+            if page is not None:
+                if reach is None:
+                    reach = _Reach(mm)
+                if not reach.ok(vpn, page):
+                    sound = False
+                    break
     else:
         # By key: the pages outside the window (most) are not touched.
         for vpn in pages:
-            if vlo <= vpn < vhi and not reach.ok(vpn, pages[vpn]):
-                sound = False
-                break
+            if vlo <= vpn < vhi:
+                if reach is None:
+                    reach = _Reach(mm)
+                if not reach.ok(vpn, pages[vpn]):
+                    sound = False
+                    break
     if not sound:
         _report_pages(mm, sorted([v for v in pages if vlo <= v < vhi]), report)
 
@@ -201,6 +209,7 @@ def _users(vmas: list[Vma], lo: int, hi: int, one: AnonVma, more: list[AnonVma] 
 
 # check_mm_range's outside users when the window uses no anon_vma: read, never appended to.
 _NO_VMAS: Final[list[Vma]] = []
+_NO_USERS: Final[dict[AnonVma, Vma]] = {}
 
 
 def _report_pages(mm: Mm, vpns: list[int], report: Report) -> None:
