@@ -441,6 +441,14 @@ class Decoded:
     def __setstate__(self, state: tuple) -> None:
         self.lines, self.data, self.strings, self.events = state
 
+    @classmethod
+    def of(cls, lines: array.array, data: bytes | None, strings: list[str],
+           events: list[tuple] | None) -> Decoded:
+        """One made of its parts (packed: ``data`` and ``strings``; else ``events``)."""
+        decoded = cls.__new__(cls)
+        decoded.__setstate__((lines, data, strings, events))
+        return decoded
+
 
 def decode(events: Iterable[tuple[int, dict[str, Any]]], source: str = "<trace>") -> Decoded:
     """The :class:`Decoded` form of (line, event dict) pairs, validated ones (load, read);
@@ -451,12 +459,47 @@ def decode(events: Iterable[tuple[int, dict[str, Any]]], source: str = "<trace>"
 
 def _decode_stream(numbered: Iterable[tuple[int, dict[str, Any]]],
                    source: str = "<trace>") -> Decoded:
+    """Decoded as parsed, and packed a batch at a time (machine.pack_more): what stays is
+    64 bytes an event.  If a value does not fit, the events decoded so far are unpacked
+    and the rest kept as tuples too (as Decoded(lines, events) keeps them)."""
+    from rmaplab.model.machine import pack_more, unpack
+
+    numbered = iter(numbered)
+    all_lines = array.array("q")
+    chunks: list[bytes] = []
+    strings: list[str] = []
+    index: dict[str, int] = {}
+    while True:
+        lines, batch = _decode_batch(numbered, source, PACK_BATCH)
+        all_lines.extend(lines)
+        if not batch:
+            return Decoded.of(all_lines, b"".join(chunks), strings, None)
+        data = pack_more(batch, strings, index)
+        if data is None:                          # keep tuples, from the first event on
+            events = [ev for chunk in chunks for ev in unpack(chunk, strings)]
+            del chunks
+            events += batch
+            lines, rest = _decode_batch(numbered, source, None)
+            all_lines.extend(lines)
+            return Decoded.of(all_lines, None, [], events + rest)
+        chunks.append(data)
+
+
+# Events decoded and packed at a time: few enough that their tuples cost little memory,
+# enough that a batch's overhead does not show.
+PACK_BATCH = 1 << 16
+
+
+def _decode_batch(numbered: Iterator[tuple[int, dict[str, Any]]], source: str,
+                  count: int | None) -> tuple[list[int], list[tuple]]:
+    """The lines and decoded events of the next ``count`` (None: all the rest) events."""
     from rmaplab.model.machine import EventError, decode_all
 
     lines: list[int] = []
     decoded: list[tuple] = []
     try:
-        decode_all(numbered, lines, decoded)
+        decode_all(numbered if count is None else itertools.islice(numbered, count),
+                   lines, decoded)
     except EventError as e:
         raise TraceError(str(e), path=source, line=lines[-1]) from None
     except (KeyError, TypeError, ValueError) as e:
@@ -465,7 +508,7 @@ def _decode_stream(numbered: Iterable[tuple[int, dict[str, Any]]],
         what = f"missing field {e}" if isinstance(e, KeyError) else f"bad value ({e})"
         raise TraceError(f"cannot decode this event: {what}", path=source,
                          line=lines[-1] if lines else None) from None
-    return Decoded(lines, decoded)
+    return lines, decoded
 
 
 # A trace of at least this much text is parsed by every CPU at once, each a slice of whole
@@ -522,7 +565,12 @@ def _decode_in_slices(path: Path, data: bytes | None) -> Decoded | None:
             proc.start()
             send.close()
             workers.append((proc, receive))
-        outcomes = [_decode_slice(*slices[0])]
+        lo, hi, first, source = slices[0]
+        mine = raw[lo:hi]
+        # The workers have the whole text (forked): this process needs its slice only.
+        _SLICED = raw = None
+        outcomes = [_decode_slice(mine, first, source)]
+        del mine
         for _, receive in workers:
             try:
                 outcomes.append(receive.recv())
@@ -546,13 +594,12 @@ def _decode_in_slices(path: Path, data: bytes | None) -> Decoded | None:
     return _concat(parts)
 
 
-def _decode_slice(lo: int, hi: int, before: int, source: str) -> tuple[str, Any]:
-    """("ok", Decoded) for _SLICED[lo:hi] (``before`` lines into the trace), or ("error",
-    the TraceError's fields), or ("bug", a traceback)."""
+def _decode_slice(text: bytes, before: int, source: str) -> tuple[str, Any]:
+    """("ok", Decoded) for ``text``, whole lines of a trace, ``before`` lines into it; or
+    ("error", the TraceError's fields), or ("bug", a traceback)."""
     try:
         with _collector_paused():
-            return "ok", _decode_stream(_events(io.BytesIO(_SLICED[lo:hi]), source, before),
-                                        source)
+            return "ok", _decode_stream(_events(io.BytesIO(text), source, before), source)
     except TraceError as e:
         return "error", (e.message, e.path, e.line, e.hint)
     except Exception:
@@ -563,7 +610,7 @@ def _decode_slice(lo: int, hi: int, before: int, source: str) -> tuple[str, Any]
 
 def _slice_worker(send: Any, lo: int, hi: int, before: int, source: str) -> None:
     _ignore_interrupts()
-    send.send(_decode_slice(lo, hi, before, source))
+    send.send(_decode_slice(_SLICED[lo:hi], before, source))
     send.close()
 
 
@@ -583,33 +630,28 @@ def _concat(parts: list[Decoded]) -> Decoded | None:
 
     from rmaplab.model.machine import RECORD
 
-    words_per_record = RECORD // 8        # op | pid << 8, a..f, the string index last
     if any(part.data is None for part in parts):
         return None
     strings = list(parts[0].strings)
     index = {s: i for i, s in enumerate(strings, 1)}
-    out = bytearray(sum(len(part.data) for part in parts))
-    words = np.frombuffer(out, dtype="<u8").reshape(-1, words_per_record)
-    lines = array.array("q")
-    at = 0
-    for k, part in enumerate(parts):
-        out[at:at + len(part.data)] = part.data
-        rows = slice(at // RECORD, (at + len(part.data)) // RECORD)
-        if k and part.strings:
+    chunks: list[Any] = [parts[0].data]
+    lines = array.array("q", parts[0].lines)
+    for part in parts[1:]:
+        chunk: Any = part.data
+        if part.strings:
             renumber = np.zeros(len(part.strings) + 1, dtype="<u8")   # 0: no string
             for i, s in enumerate(part.strings, 1):
                 if s not in index:
                     strings.append(s)
                     index[s] = len(strings)
                 renumber[i] = index[s]
-            words[rows, -1] = renumber[words[rows, -1]]
+            # Each record's last word (op | pid << 8, a..f, then the string index).
+            words = np.frombuffer(part.data, dtype="<u8").reshape(-1, RECORD // 8).copy()
+            words[:, -1] = renumber[words[:, -1]]
+            chunk = memoryview(words).cast("B")
+        chunks.append(chunk)
         lines.extend(part.lines)
-        at += len(part.data)
-    del words                                 # a view of out: bytes() below copies it
-    decoded = Decoded.__new__(Decoded)
-    decoded.__setstate__((lines, bytes(out), strings, None))
-    return decoded
-
+    return Decoded.of(lines, b"".join(chunks), strings, None)
 
 
 # Traces smaller than this are parsed every time (test fixtures, generated programs).

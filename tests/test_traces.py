@@ -117,6 +117,38 @@ def test_pack_writes_each_field_as_a_little_endian_word():
     assert m.pack([(m.OP_MUNMAP, (1 << 32) - 1, 0, (1 << 48) - 1, 0, 0, 0, 0, None)])
 
 
+def test_unpack_inverts_pack():
+    from rmaplab.model import machine as m
+
+    events = [(m.OP_MMAP, (1 << 32) - 1, 0x7f0000001000, (1 << 48) - 1, 3, 0x100, 2, 5,
+               "libc"), (m.OP_MADVISE, 7, 4096, 8192, 0, 0, 0, 0, "dontfork"),
+              (m.OP_MMAP, 0, 4096, 8192, 1, 0, 0, 0, "libc"),
+              (m.OP_EXIT, 7, 0, 0, 0, 0, 0, 0, None)]
+    data, strings = m.pack(events)
+    assert m.unpack(data, strings) == events
+
+
+@pytest.mark.parametrize("batch", [1, 4, 7, 1000])
+def test_a_trace_packed_a_batch_at_a_time_is_the_trace_packed_whole(monkeypatch, tmp_path,
+                                                                      batch):
+    from rmaplab.model import machine as m
+
+    path = _strings_trace(tmp_path)
+    lines, tuples = [], []
+    m.decode_all(traces.read(path), lines, tuples)
+    whole = traces.Decoded(lines, tuples)                # pack() over every event at once
+    assert whole.data is not None
+    monkeypatch.setattr(traces, "PACK_BATCH", batch)
+    assert traces._decode_stream(traces.read(path), str(path)) == whole
+    # A value pack() cannot hold after the first batches: every event as tuples.
+    path = _strings_trace(tmp_path, extra=['{"op":"spawn","pid":4294967296}',
+                                           '{"op":"exit","pid":4294967296}'])
+    lines, tuples = [], []
+    m.decode_all(traces.read(path), lines, tuples)
+    got = traces._decode_stream(traces.read(path), str(path))
+    assert got.data is None and got.events == tuples and list(got.lines) == lines
+
+
 def test_an_address_of_48_bits_replays_from_tuples_as_packed_ones_would(tmp_path):
     # Beyond user space, but the trace format allows it: the replay is the same as a
     # stream's, one event at a time.

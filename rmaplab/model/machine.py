@@ -174,12 +174,20 @@ def pack(events: list[tuple]) -> tuple[bytes, list[str]] | None:
     """Decoded events packed (bytes, strings), or None if a value does not fit what
     apply_all_packed reads (a pid of 2**32 or more, a field of 2**48 or more: the trace
     format allows any non-negative address): keep the tuples."""
+    strings: list[str] = []
+    data = pack_more(events, strings, {})
+    return None if data is None else (data, strings)
+
+
+def pack_more(events: list[tuple], strings: list[str], index: dict[str, int]) -> bytes | None:
+    """pack() for the next events of a trace, packed a batch at a time (a build's decoded
+    tuples, all at once, take 250 bytes an event): their strings are looked up in, and
+    new ones appended to, the trace's table so far (``index``: string -> its 1-based
+    place in ``strings``).  None if a value does not fit."""
     import struct
 
     record = struct.Struct("<8Q")
     out = bytearray(RECORD * len(events))
-    strings: list[str] = []
-    index: dict[str, int] = {}
     k = 0
     for ev in events:
         s: str | None = ev[8]
@@ -203,7 +211,15 @@ def pack(events: list[tuple]) -> tuple[bytes, list[str]] | None:
             return None
         record.pack_into(out, k, op | (pid << 8), a, b, c, d, e, f, i)
         k += RECORD
-    return bytes(out), strings
+    return bytes(out)
+
+
+def unpack(data: bytes, strings: list[str]) -> list[tuple]:
+    """The decoded events that pack() packed into (data, strings): its inverse."""
+    import struct
+
+    return [(w0 & 0xFF, w0 >> 8, a, b, c, d, e, f, strings[i - 1] if i else None)
+            for w0, a, b, c, d, e, f, i in struct.iter_unpack("<8Q", data)]
 
 
 _PID_LIMIT: Final = 1 << 32
