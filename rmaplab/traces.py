@@ -299,11 +299,14 @@ def _parse(f: BinaryIO, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise TraceError(f"cannot read trace ({e})", path=source) from None
 
 
-def _events(lines: Iterable[bytes], source: str,
-            before: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+def _events(lines: Iterable[bytes], source: str, before: int = 0,
+            bare_cr: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, validated event) for each event among ``lines`` (raw lines of a
-    trace, comments and blanks included), ``before`` lines into the trace."""
-    for i, text in _numbered_lines(lines, before):
+    trace, comments and blanks included), ``before`` lines into the trace.  ``bare_cr``
+    False: the caller knows there is no CR in them (numbered without a generator)."""
+    numbered = (_numbered_lines(lines, before) if bare_cr
+                else enumerate(map(bytes.strip, lines), before + 1))
+    for i, text in numbered:
         if not text or text[0] == _HASH:
             continue
         try:
@@ -599,7 +602,8 @@ def _decode_slice(text: bytes, before: int, source: str) -> tuple[str, Any]:
     ("error", the TraceError's fields), or ("bug", a traceback)."""
     try:
         with _collector_paused():
-            return "ok", _decode_stream(_events(io.BytesIO(text), source, before), source)
+            return "ok", _decode_stream(_events(io.BytesIO(text), source, before,
+                                                bare_cr=False), source)
     except TraceError as e:
         return "error", (e.message, e.path, e.line, e.hint)
     except Exception:
