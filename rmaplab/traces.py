@@ -43,6 +43,7 @@ import itertools
 import json
 import os
 import pickle
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -288,8 +289,7 @@ def read(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _parse(f: BinaryIO, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """The events of the open trace file ``f`` (gunzipped if ``path`` ends in .gz)."""
     source = str(path)
-    peek = getattr(f, "peek", None)            # buffered files: look without consuming
-    if path.suffix != ".gz" and peek is not None and peek(2)[:2] == b"\x1f\x8b":
+    if path.suffix != ".gz" and _head(f) == b"\x1f\x8b":
         raise TraceError("gzip-compressed, but not named .gz (a trace is read as gzip by its "
                          "name)", path=source, line=1)
     try:
@@ -297,6 +297,19 @@ def _parse(f: BinaryIO, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                            source)
     except (OSError, EOFError, zlib.error) as e:       # zlib.error: a damaged gzip stream
         raise TraceError(f"cannot read trace ({e})", path=source) from None
+
+
+def _head(f: BinaryIO) -> bytes:
+    """The first two bytes of f, not consumed (buffered files: peek; in-memory: seek)."""
+    peek = getattr(f, "peek", None)
+    if peek is not None:
+        return peek(2)[:2]
+    if f.seekable():
+        at = f.tell()
+        head = f.read(2)
+        f.seek(at)
+        return head
+    return b""
 
 
 def _events(lines: Iterable[bytes], source: str, before: int = 0,
@@ -338,10 +351,44 @@ def _loads_with_json(text: bytes, error: orjson.JSONDecodeError, source: str,
     ("\\ud800") is still JSON, and traces were read with json before.  Else orjson's
     reason, as a TraceError."""
     try:
+        if _nested_deeper(text, _JSON_DEPTH):
+            raise RecursionError
         return json.loads(text)
     except (ValueError, RecursionError):
         what = "not valid UTF-8" if "UTF-8" in error.msg else "not valid JSON"
         raise TraceError(f"{what} ({error.msg})", path=source, line=line) from None
+
+
+# JSON nested deeper than this is refused before json.loads sees it: json's parser
+# recurses, and where it runs out of stack depends on how deep its caller already is (a
+# forked slice parser's stack is not the main process's), so one line could get two
+# different errors.  An event is two deep (an object holding a list of flags).
+_JSON_DEPTH = 100
+
+
+def _nested_deeper(text: bytes, limit: int) -> bool:
+    """True if arrays and objects (outside strings) nest deeper than limit in text."""
+    if text.count(b"[") + text.count(b"{") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:                       # backslash
+                escaped = True
+            elif c == 0x22:                       # quote
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c == 0x5B or c == 0x7B:              # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif c == 0x5D or c == 0x7D:              # ] }
+            depth -= 1
+    return False
 
 
 _HASH = ord("#")
@@ -517,21 +564,22 @@ def _decode_batch(numbered: Iterator[tuple[int, dict[str, Any]]], source: str,
 # A trace of at least this much text is parsed by every CPU at once, each a slice of whole
 # lines (a kernel build's 50 MB take 2 s on one CPU; a slice is never smaller than half).
 PARALLEL_MIN_BYTES = 8 << 20
-# The text the forked slice parsers read (inherited: never pickled).
-_SLICED: bytes | None = None
 
 
 def _decode_in_slices(path: Path, data: bytes | None) -> Decoded | None:
     """The trace decoded as one parse on one CPU decodes it (the same Decoded, the same
     first error), by slices of whole lines parsed at once: this process the first, a
-    forked one each other.  None where that does not apply (one CPU, no fork, less text
-    than PARALLEL_MIN_BYTES, a bare CR line end, a gzip stream that does not decompress,
-    a value pack() cannot hold): the caller parses on one CPU, and says what is wrong."""
+    forked one each other.  None where that does not apply: one CPU; no fork; a daemon
+    process (it may not have children); other threads running (a forked child could
+    inherit a lock one of them holds); less text than PARALLEL_MIN_BYTES; a bare CR line
+    end; a gzip stream that does not decompress; a value pack() cannot hold; a slice
+    parser that ran out of memory or died.  The caller then parses on one CPU, and says
+    what is wrong."""
     import multiprocessing
 
-    global _SLICED
     jobs = os.cpu_count() or 1
-    if jobs < 2 or "fork" not in multiprocessing.get_all_start_methods():
+    if (jobs < 2 or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon or threading.active_count() > 1):
         return None
     gz = path.suffix == ".gz"
     try:
@@ -544,7 +592,7 @@ def _decode_in_slices(path: Path, data: bytes | None) -> Decoded | None:
     except (OSError, EOFError, zlib.error):
         return None
     # Bare CRs end lines too (_numbered_lines): slices cut at LFs would number them apart.
-    if len(raw) < PARALLEL_MIN_BYTES or raw[:2] == b"\x1f\x8b" or b"\r" in raw:
+    if len(raw) < max(PARALLEL_MIN_BYTES, 1) or raw[:2] == b"\x1f\x8b" or b"\r" in raw:
         return None
     jobs = min(jobs, 2 * len(raw) // max(PARALLEL_MIN_BYTES, 1))
     cuts = [0]
@@ -560,19 +608,18 @@ def _decode_in_slices(path: Path, data: bytes | None) -> Decoded | None:
         before += raw.count(b"\n", lo, hi)
     ctx = multiprocessing.get_context("fork")
     workers = []
-    _SLICED = raw
     try:
         for spec in slices[1:]:
             receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_slice_worker, args=(send, *spec), daemon=True)
+            # Forked: the child has raw as this process had it; nothing is pickled.
+            proc = ctx.Process(target=_slice_worker, args=(send, raw, *spec), daemon=True)
             proc.start()
             send.close()
             workers.append((proc, receive))
         lo, hi, first, source = slices[0]
         mine = raw[lo:hi]
-        # The workers have the whole text (forked): this process needs its slice only.
-        _SLICED = raw = None
-        outcomes = [_decode_slice(mine, first, source)]
+        raw = None               # the workers have theirs; this process needs its slice only
+        outcomes = [_decode_slice(mine, 0, len(mine), first, source)]
         del mine
         for _, receive in workers:
             try:
@@ -580,7 +627,6 @@ def _decode_in_slices(path: Path, data: bytes | None) -> Decoded | None:
             except EOFError:                  # the worker died (killed, out of memory)
                 return None
     finally:
-        _SLICED = None
         for proc, receive in workers:
             if proc.is_alive():
                 proc.kill()
@@ -591,31 +637,42 @@ def _decode_in_slices(path: Path, data: bytes | None) -> Decoded | None:
         if kind == "error":                   # the first slice that fails: the first error
             message, where, line, hint = value
             raise TraceError(message, path=where, line=line, hint=hint)
+        if kind == "no memory":
+            return None
         if kind == "bug":
             raise RuntimeError(f"parsing a slice of {path} failed:\n{value}")
         parts.append(value)
     return _concat(parts)
 
 
-def _decode_slice(text: bytes, before: int, source: str) -> tuple[str, Any]:
-    """("ok", Decoded) for ``text``, whole lines of a trace, ``before`` lines into it; or
-    ("error", the TraceError's fields), or ("bug", a traceback)."""
+def _decode_slice(text: bytes, lo: int, hi: int, before: int, source: str) -> tuple[str, Any]:
+    """("ok", Decoded) for ``text[lo:hi]``, whole lines of a trace, ``before`` lines into
+    it; or ("error", the TraceError's fields), ("no memory", None) or ("bug", a traceback)."""
     try:
         with _collector_paused():
+            if lo or hi != len(text):
+                text = text[lo:hi]
             return "ok", _decode_stream(_events(io.BytesIO(text), source, before,
                                                 bare_cr=False), source)
     except TraceError as e:
         return "error", (e.message, e.path, e.line, e.hint)
+    except MemoryError:
+        return "no memory", None
     except Exception:
         import traceback
 
         return "bug", traceback.format_exc()
 
 
-def _slice_worker(send: Any, lo: int, hi: int, before: int, source: str) -> None:
+def _slice_worker(send: Any, raw: bytes, lo: int, hi: int, before: int, source: str) -> None:
+    """A forked slice parser: its outcome to the parent, and nothing to stderr (the parent
+    reports what went wrong, or parses on one CPU if this process died)."""
     _ignore_interrupts()
-    send.send(_decode_slice(_SLICED[lo:hi], before, source))
-    send.close()
+    try:
+        send.send(_decode_slice(raw, lo, hi, before, source))
+        send.close()
+    except BaseException:                 # the parent is gone, or the outcome too large
+        os._exit(1)
 
 
 def _ignore_interrupts() -> None:

@@ -512,6 +512,13 @@ def _sliced(monkeypatch, cpus=4, min_bytes=64):
     monkeypatch.setenv("RMAPLAB_TRACE_CACHE", "0")
     monkeypatch.setattr(traces, "PARALLEL_MIN_BYTES", min_bytes)
     monkeypatch.setattr(traces.os, "cpu_count", lambda: cpus)
+    _no_other_threads(monkeypatch)
+
+
+def _no_other_threads(monkeypatch):
+    """As in `rmaplab replay` (one thread): a thread some earlier test left running (a
+    pool's manager, a dask client) would turn the slices off."""
+    monkeypatch.setattr(traces.threading, "active_count", lambda: 1)
 
 
 def _one_cpu(path):
@@ -564,6 +571,7 @@ def test_slices_decode_the_recorded_build_as_one_parse_does(monkeypatch):
 
     path = (repo_root() / "data/raw/traces/20261129T163725Z-kbuild-sh/trace.jsonl.gz")
     monkeypatch.setattr(traces.os, "cpu_count", lambda: 2)
+    _no_other_threads(monkeypatch)
     got = traces._decode_in_slices(path, None)
     assert got is not None and got == _one_cpu(path) and len(got) > 500_000
 
@@ -650,4 +658,99 @@ def test_an_interrupted_sliced_parse_leaves_no_worker(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         traces._decode_in_slices(path, None)
     assert multiprocessing.active_children() == []
-    assert traces._SLICED is None
+
+
+def test_no_slices_in_a_daemon_process_or_beside_other_threads(monkeypatch, tmp_path):
+    """A daemon process may not have children, and a child forked while another thread
+    runs can inherit a lock that thread holds: one CPU parses (found by a fuzzing review:
+    an AssertionError from multiprocessing, and a result mixing two threads' traces)."""
+    import multiprocessing
+    import threading
+
+    path = _strings_trace(tmp_path)
+    want = _one_cpu(path)
+    monkeypatch.setenv("RMAPLAB_TRACE_CACHE", "0")
+    monkeypatch.setattr(traces, "PARALLEL_MIN_BYTES", 64)
+    monkeypatch.setattr(traces.os, "cpu_count", lambda: 3)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert traces._decode_in_slices(path, None) is None
+        assert traces.load_for_replay(path) == want
+    finally:
+        stop.set()
+        other.join()
+    _no_other_threads(monkeypatch)
+
+    def in_a_daemon(send):
+        send.send((traces._decode_in_slices(path, None) is None,
+                   traces.load_for_replay(path) == want))
+
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=in_a_daemon, args=(send,), daemon=True)
+    proc.start()
+    assert receive.recv() == (True, True)
+    proc.join()
+
+
+def test_a_slice_parser_out_of_memory_costs_only_time(monkeypatch, tmp_path):
+    import multiprocessing
+
+    path = _strings_trace(tmp_path)
+    want = _one_cpu(path)
+    _sliced(monkeypatch, cpus=3)
+    real = traces._decode_stream
+
+    def no_memory_in_a_child(*args):
+        if multiprocessing.parent_process() is not None:
+            raise MemoryError
+        return real(*args)
+
+    monkeypatch.setattr(traces, "_decode_stream", no_memory_in_a_child)
+    assert traces._decode_in_slices(path, None) is None
+    assert traces.load_for_replay(path) == want
+
+
+def test_json_too_deep_for_orjson_gets_one_error_whatever_the_stack(monkeypatch, tmp_path):
+    """A line orjson refuses (a lone surrogate) goes to json.loads, whose parser recurses:
+    nested deep, where it failed depended on the caller's stack depth, so a forked slice
+    parser reported "not valid JSON" and one CPU "unknown field(s) x, y" (fuzzing review).
+    Deeper than 100 is refused before json.loads; shallower loads as before."""
+    import sys
+
+    deep = (b'{"op":"exit","pid":1,"x":"\\ud800","y":' + b"[" * 500 + b"]" * 500 + b"}")
+    shallow = (b'{"op":"exit","pid":1,"x":"\\ud800","y":' + b"[" * 99 + b"]" * 99 + b"}")
+    lines = [b'{"op":"exit","pid":1}'] * 200
+    for line, message in ((deep, "not valid JSON"), (shallow, r"unknown field\(s\) x, y")):
+        path = tmp_path / "deep.jsonl"
+        path.write_bytes(b"\n".join([*lines, line]) + b"\n")
+        with pytest.raises(traces.TraceError, match=message) as serial:
+            _one_cpu(path)
+        assert serial.value.line == 201
+
+        def nested(k, path=path):           # the same load from a deeper stack
+            return nested(k - 1, path) if k else _one_cpu(path)
+
+        limit = sys.getrecursionlimit()
+        with pytest.raises(traces.TraceError, match=message) as deeper:
+            nested(min(600, limit - 200))
+        assert str(deeper.value) == str(serial.value)
+        with monkeypatch.context() as m:
+            _sliced(m, cpus=2)
+            with pytest.raises(traces.TraceError) as sliced:
+                traces._decode_in_slices(path, None)
+        assert str(sliced.value) == str(serial.value)
+
+
+def test_gzip_not_named_gz_is_the_same_error_from_the_cache_path(monkeypatch, tmp_path):
+    """Read from bytes in memory (the cache path hashes them first) there is no peek():
+    the check looked at nothing, and orjson's "not valid UTF-8" came instead."""
+    cache = _cache_env(monkeypatch, tmp_path)
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(gzip.compress(b'{"op":"spawn","pid":1}\n', mtime=0))
+    for load in (traces.load, traces.load_for_replay, lambda p: list(traces.read(p))):
+        with pytest.raises(traces.TraceError, match="gzip-compressed, but not named .gz"):
+            load(path)
+    assert not list(cache.glob("*.pickle"))
